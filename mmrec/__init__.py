@@ -1,0 +1,3 @@
+"""mmrec: multimodal sequential recommendation on frozen features (KDSR, ODMT and baselines)."""
+
+__version__ = "0.1.0"

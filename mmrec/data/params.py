@@ -1,0 +1,48 @@
+"""Schema of the `data` section of params.yaml (owned by the ingest stage)."""
+
+from __future__ import annotations
+
+from typing import Literal, Optional
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class TextParams(_Strict):
+    # Amazon: title, brand, category, description; H&M: the ODMT paper's five article columns.
+    amazon_fields: list[str] = ["title", "brand", "category", "description"]
+    hm_fields: list[str] = ["prod_name", "product_type_name", "product_group_name",
+                            "graphical_appearance_name", "colour_group_name"]
+    max_chars: int = Field(512, gt=0)
+
+
+class ImageDownloadParams(_Strict):
+    enabled: bool = True
+    workers: int = Field(16, ge=1)
+    timeout_s: float = Field(10.0, gt=0)
+    retries: int = Field(3, ge=0)
+    max_bytes: int = Field(10_000_000, gt=0)
+
+
+class TimeSplitParams(_Strict):
+    # Unix seconds or ISO dates (YYYY-MM-DD); interactions at or after the cut go to that split.
+    valid_start: Optional[str] = None
+    test_start: Optional[str] = None
+
+
+class DataParams(_Strict):
+    name: str = Field("sample", pattern=r"^[A-Za-z0-9_.-]+$")
+    source: Literal["amazon2014", "amazon2018", "amazon2023", "hm"] = "amazon2018"
+    raw_dir: str = "data/raw/sample"
+    category: Optional[str] = None  # Amazon file stem, e.g. Arts_Crafts_and_Sewing; None = the only one present
+    min_user_interactions: int = Field(5, ge=1)
+    item_core: int = Field(0, ge=0)  # iterative item k-core; 0 = off
+    max_history: int = Field(15, ge=3)
+    require: list[Literal["text", "image"]] = ["text", "image"]
+    split: Literal["leave_one_out", "global_time"] = "leave_one_out"
+    time_split: TimeSplitParams = TimeSplitParams()
+    text: TextParams = TextParams()
+    images: ImageDownloadParams = ImageDownloadParams()

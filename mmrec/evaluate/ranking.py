@@ -1,0 +1,111 @@
+"""Full-ranking evaluation shared by the train loop (validation) and the evaluate stage.
+
+Ranks are 1-based and pessimistic: every other item whose score ties the target's (within a
+relative float tolerance, so chunked and unchunked matmuls agree) is ranked above it, so a model
+with constant scores gains nothing. Memory is bounded by `batch_users x item_chunk`.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Callable, Sequence
+
+import torch
+
+# Scores within this relative distance of the target's score count as ties (against the target).
+TIE_RTOL = 1e-6
+
+
+def rank_targets(user: torch.Tensor, items: torch.Tensor, targets: torch.Tensor,
+                 history: torch.Tensor | None = None, *, mask_history: bool = True,
+                 item_chunk: int = 65536) -> torch.Tensor:
+    """1-based rank of each target among all real items (ids 1..N).
+
+    user:    [U, D] user vectors.
+    items:   [N+1, D] item vectors; row 0 (padding) is never ranked.
+    targets: [U] target item ids (1..N).
+    history: [U, H] item ids the user interacted with (0 = padding); with `mask_history` these
+             items are removed from the ranking, except the target itself (a repeat stays
+             rankable and is counted by `count_repeats`).
+    """
+    n_rows = items.shape[0]
+    targets = targets.long()
+    t_score = (user * items[targets]).sum(-1, keepdim=True)          # [U, 1]
+    tol = TIE_RTOL * t_score.abs().clamp_min(1.0)
+    ahead = torch.zeros(user.shape[0], dtype=torch.long, device=user.device)
+    hist = history.long() if (mask_history and history is not None) else None
+    for start in range(0, n_rows, item_chunk):
+        stop = min(start + item_chunk, n_rows)
+        s = user @ items[start:stop].T                                  # [U, C]
+        excluded = torch.zeros_like(s, dtype=torch.bool)
+        if start == 0:
+            excluded[:, 0] = True                                       # padding column
+        in_chunk = (targets >= start) & (targets < stop)
+        rows = in_chunk.nonzero(as_tuple=True)[0]
+        excluded[rows, targets[rows] - start] = True                    # the target itself
+        if hist is not None:
+            h = hist - start
+            valid = (hist > 0) & (h >= 0) & (h < stop - start) & (hist != targets[:, None])
+            r, c = valid.nonzero(as_tuple=True)
+            excluded[r, h[r, c]] = True
+        ahead += ((s >= t_score - tol) & ~excluded).sum(-1)
+    return ahead + 1
+
+
+def count_repeats(targets: torch.Tensor, history: torch.Tensor) -> int:
+    """How many targets already occur in their user's history."""
+    return int((history.long() == targets.long()[:, None]).any(-1).sum())
+
+
+def metrics_from_ranks(ranks: torch.Tensor, ks: Sequence[int]) -> dict[str, float]:
+    """recall@K (= HR@K for one target), ndcg@K = 1/log2(rank+1), mrr@K = 1/rank, when rank <= K."""
+    r = ranks.double()
+    out: dict[str, float] = {}
+    n = max(int(r.numel()), 1)
+    for k in ks:
+        hit = r <= k
+        out[f"recall@{k}"] = float(hit.sum()) / n
+        out[f"ndcg@{k}"] = float((hit / torch.log2(r + 1)).sum()) / n
+        out[f"mrr@{k}"] = float((hit / r).sum()) / n
+    return out
+
+
+@torch.inference_mode()
+def rank_model(model: torch.nn.Module, histories: torch.Tensor, targets: torch.Tensor, *,
+               mask_history: bool = True, mask_items: torch.Tensor | None = None,
+               batch_users: int = 1024, item_chunk: int = 65536,
+               device: torch.device | str | None = None,
+               progress: Callable[[int], None] | None = None) -> torch.Tensor:
+    """Ranks of `targets` for a model following mmrec.models.base.SeqRecModel.
+
+    histories:  [U, L] left-padded model inputs (most recent last).
+    mask_items: [U, H] items to mask (defaults to `histories`); pass the full history when the
+                model input is a truncated window.
+    """
+    was_training = model.training
+    model.eval()
+    device = torch.device(device) if device is not None else next(model.parameters()).device
+    items = model.item_repr().float()
+    mask_items = histories if mask_items is None else mask_items
+    ranks = []
+    for start in range(0, histories.shape[0], batch_users):
+        sl = slice(start, start + batch_users)
+        h = histories[sl].to(device)
+        u = model.user_repr(h).float()
+        ranks.append(rank_targets(u, items, targets[sl].to(device), mask_items[sl].to(device),
+                                  mask_history=mask_history, item_chunk=item_chunk).cpu())
+        if progress is not None:
+            progress(h.shape[0])
+    model.train(was_training)
+    return torch.cat(ranks) if ranks else torch.zeros(0, dtype=torch.long)
+
+
+def evaluate_model(model: torch.nn.Module, histories: torch.Tensor, targets: torch.Tensor,
+                   ks: Sequence[int] = (5, 10, 20), **kwargs) -> dict[str, float]:
+    """Overall metrics of a model on one split (see `rank_model` for the arguments)."""
+    return metrics_from_ranks(rank_model(model, histories, targets, **kwargs), ks)
+
+
+def ndcg_single(rank: int) -> float:
+    """NDCG of one relevant item at a 1-based rank (no cutoff)."""
+    return 1.0 / math.log2(rank + 1)

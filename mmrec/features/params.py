@@ -1,0 +1,29 @@
+"""Schema of the `extract` section of params.yaml."""
+
+from __future__ import annotations
+
+from typing import Union
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class TextEncoderParams(_Strict):
+    encoder: str = "sentence-transformers:all-MiniLM-L6-v2"
+    tokens: int = Field(32, ge=0)  # token states kept per item (0 = pooled vector only)
+
+
+class ImageEncoderParams(_Strict):
+    encoder: str = "efficientnet-lite0"
+    tokens: bool = True  # keep CLS + patch (or spatial-grid) token states
+
+
+class ExtractParams(_Strict):
+    batch_size: int = Field(64, ge=1)
+    num_workers: int = Field(2, ge=0)
+    chunk_size: int = Field(512, ge=1)  # items per resumable chunk
+    text: TextEncoderParams = TextEncoderParams()
+    image: ImageEncoderParams = ImageEncoderParams()

@@ -1,0 +1,108 @@
+"""Atomic file output, seeding and device choice shared by every stage."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import random
+import tempfile
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary path beside `path`; rename it over `path` only if the block succeeds.
+
+    Readers never see a half-written file: a crash leaves the old file (or none) in place.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        os.replace(tmp_path, path)
+    finally:
+        if tmp_path.exists():
+            tmp_path.unlink()
+
+
+def write_parquet(table: "pa.Table | Any", path: str | os.PathLike,
+                  metadata: dict[str, Any] | None = None) -> Path:
+    """Write a pyarrow Table or polars DataFrame atomically, with JSON-encoded schema metadata.
+
+    Written without timestamps or writer-specific varying fields so identical inputs give
+    byte-identical files.
+    """
+    if not isinstance(table, pa.Table):
+        table = table.to_arrow()
+    if metadata:
+        meta = dict(table.schema.metadata or {})
+        meta.update({k.encode(): json.dumps(v, sort_keys=True).encode() for k, v in metadata.items()})
+        table = table.replace_schema_metadata(meta)
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        pq.write_table(table, tmp, compression="zstd")
+    return path
+
+
+def read_parquet_metadata(path: str | os.PathLike) -> dict[str, Any]:
+    """The JSON metadata written by `write_parquet` (pandas/polars internals left out)."""
+    raw = pq.read_schema(path).metadata or {}
+    out: dict[str, Any] = {}
+    for k, v in raw.items():
+        key = k.decode()
+        if key in ("pandas", "ARROW:schema"):
+            continue
+        try:
+            out[key] = json.loads(v)
+        except ValueError:
+            out[key] = v.decode(errors="replace")
+    return out
+
+
+def write_json(obj: Any, path: str | os.PathLike) -> Path:
+    """Write JSON atomically, keys sorted, so reports diff cleanly between runs."""
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(obj, indent=2, sort_keys=True, default=_json_default) + "\n")
+    return path
+
+
+def _json_default(o: Any) -> Any:
+    if isinstance(o, (np.integer,)):
+        return int(o)
+    if isinstance(o, (np.floating,)):
+        return float(o)
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    if isinstance(o, Path):
+        return str(o)
+    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy and torch (all devices)."""
+    import torch
+
+    random.seed(seed)
+    np.random.seed(seed % (2**32))
+    torch.manual_seed(seed)
+
+
+def pick_device(device: str = "auto") -> "torch.device":
+    """`auto` -> CUDA when present, else CPU; `cuda` without a GPU is an error, not a fallback."""
+    import torch
+
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise RuntimeError(f"params device={device!r} but CUDA is not available on this machine")
+    return torch.device(device)

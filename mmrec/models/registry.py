@@ -1,0 +1,49 @@
+"""The model registry and factory (`build_model("sasrec", ctx, cfg)`)."""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from pydantic import ValidationError
+
+from mmrec.models.base import ModelContext, SeqRecModel
+from mmrec.registry import Registry
+
+MODELS: Registry[SeqRecModel] = Registry("model")
+
+# Modules that register models on import. Kept explicit so the registry is complete before any
+# lookup and a missing module fails loudly.
+_MODEL_MODULES = ("sasrec", "gru4rec", "fusion", "kdsr", "odmt")
+
+
+def _load_all() -> None:
+    for mod in _MODEL_MODULES:
+        importlib.import_module(f"mmrec.models.{mod}")
+
+
+def model_names() -> list[str]:
+    _load_all()
+    return MODELS.names()
+
+
+def build_model(arch: str, ctx: ModelContext, cfg: dict[str, Any], section: str | None = None) -> SeqRecModel:
+    """Build registered model `arch` from its raw config mapping.
+
+    The mapping is validated by the model's `config_cls`; errors name `train.<section>.<key>`.
+    """
+    _load_all()
+    cls = MODELS.get(arch)
+    config_cls = getattr(cls, "config_cls", None)
+    if config_cls is None:
+        raise TypeError(f"model {arch!r} has no config_cls")
+    try:
+        config = config_cls.model_validate(cfg)
+    except ValidationError as err:
+        where = f"train.{section or arch}"
+        problems = "; ".join(
+            f"{where}.{'.'.join(map(str, e['loc']))}: "
+            f"{'unknown key' if e['type'] == 'extra_forbidden' else e['msg']}"
+            for e in err.errors())
+        raise ValueError(f"invalid settings for model {arch!r}: {problems}") from None
+    return cls(ctx, config)

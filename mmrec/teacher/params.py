@@ -1,0 +1,28 @@
+"""Schema of the `teacher` section of params.yaml."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class TeacherParams(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    dim: int = Field(128, ge=2)
+    subspaces: int = Field(8, ge=1)
+    codes: int = Field(50, ge=2, le=255)
+    correlation: Literal["cosine", "dot", "euclidean"] = "cosine"
+    # denoising autoencoder
+    noise_std: float = Field(0.1, ge=0)
+    feature_dropout: float = Field(0.1, ge=0, lt=1)
+    epochs: int = Field(200, ge=1)
+    patience: int = Field(10, ge=1)
+    batch_size: int = Field(256, ge=1)
+    lr: float = Field(1e-3, gt=0)
+    holdout: float = Field(0.1, gt=0, lt=1)
+    # codebook
+    random_pairs: int = Field(200_000, ge=0)
+    max_cooccurring_pairs: int = Field(2_000_000, ge=0)
+    kmeans_iters: int = Field(25, ge=1)

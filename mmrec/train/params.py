@@ -1,0 +1,54 @@
+"""Schema of the `train` section of params.yaml.
+
+`train.models` lists the models to train; each entry names a section `train.<entry>` whose keys
+override `train.common` and are validated by that model's own config class (see mmrec.models).
+An entry may set `arch:` to train a registered model under another name (an ablation variant).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+
+class TrainCommon(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    epochs: int = Field(50, ge=1)
+    batch_size: int = Field(256, ge=1)
+    lr: float = Field(1e-3, gt=0)
+    weight_decay: float = Field(0.01, ge=0)
+    grad_clip: float = Field(5.0, gt=0)
+    patience: int = Field(5, ge=1)
+    select_metric: str = "recall@10"
+    loss: Literal["full_ce", "inbatch"] = "full_ce"
+    hidden: int = Field(64, ge=8)
+    layers: int = Field(2, ge=1)
+    heads: int = Field(2, ge=1)
+    dropout: float = Field(0.2, ge=0, lt=1)
+    max_len: int = Field(13, ge=2)  # input positions per training sequence
+    retention_pairs: int = Field(20_000, ge=100)
+    amp: bool = True  # autocast on CUDA; ignored on CPU
+    num_workers: int = Field(0, ge=0)
+
+
+class TrainParams(BaseModel):
+    # Extra keys are the per-model sections; each is validated by its model's config class.
+    model_config = ConfigDict(extra="allow")
+
+    models: list[str] = ["sasrec", "gru4rec", "sasrec_ef", "sasrec_lf", "kdsr", "odmt", "odmt_kdsr"]
+    common: TrainCommon = TrainCommon()
+
+    @model_validator(mode="after")
+    def _sections_are_mappings(self) -> "TrainParams":
+        for key, value in (self.model_extra or {}).items():
+            if not isinstance(value, dict):
+                raise ValueError(f"train.{key} must be a mapping of model settings")
+        if len(set(self.models)) != len(self.models):
+            raise ValueError("train.models lists a model twice")
+        return self
+
+    def section(self, name: str) -> dict[str, Any]:
+        """The raw per-model section `train.<name>` (empty if absent)."""
+        return dict((self.model_extra or {}).get(name, {}) or {})

@@ -1,0 +1,55 @@
+from pathlib import Path
+
+import pytest
+import yaml
+
+from mmrec.config import ParamsError, load_params, parse_params
+from mmrec.paths import encoder_slug, feature_path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_shipped_params_validate():
+    p = load_params(ROOT / "params.yaml")
+    assert p.data.name == "sample"
+    assert p.extract.text.encoder.startswith("sentence-transformers:")
+    assert p.train.models[0] == "sasrec"
+
+
+def test_unknown_key_is_named():
+    raw = yaml.safe_load((ROOT / "params.yaml").read_text())
+    raw["data"]["min_user_interaction"] = 3  # typo
+    with pytest.raises(ParamsError, match=r"data\.min_user_interaction: unknown key"):
+        parse_params(raw)
+
+
+def test_wrong_type_and_bad_value_are_named():
+    raw = yaml.safe_load((ROOT / "params.yaml").read_text())
+    raw["data"]["max_history"] = "many"
+    raw["teacher"]["codes"] = 1000
+    with pytest.raises(ParamsError) as err:
+        parse_params(raw)
+    assert "data.max_history" in str(err.value)
+    assert "teacher.codes" in str(err.value)
+
+
+def test_bad_source_lists_choices():
+    with pytest.raises(ParamsError, match=r"data\.source"):
+        parse_params({"data": {"source": "amazon2020"}})
+
+
+def test_train_section_must_be_mapping():
+    with pytest.raises(ParamsError, match="train.sasrec must be a mapping"):
+        parse_params({"train": {"sasrec": 3}})
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(ParamsError, match="file not found"):
+        load_params(tmp_path / "nope.yaml")
+
+
+def test_encoder_slug_is_path_safe():
+    assert encoder_slug("open_clip:ViT-B-32:laion2b_s34b_b79k") == "open_clip-vit-b-32-laion2b_s34b_b79k"
+    assert encoder_slug("sentence-transformers:/models/my model") == "sentence-transformers-models-my-model"
+    p = parse_params({})
+    assert feature_path(p, "text").name == "text-sentence-transformers-all-minilm-l6-v2.parquet"
