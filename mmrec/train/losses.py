@@ -1,0 +1,216 @@
+"""Recommendation losses shared by every model: full softmax and debiased in-batch softmax.
+
+Public API (other models and the training loop use these; keep this list current):
+
+    Candidates(ids, labels, exclude=None, log_q=None)   # ids [C], labels [M], exclude [M, C] bool, log_q [C]
+    training_rows(batch: SeqBatch) -> (b [M], t [M])    # positions that are real examples
+    full_candidates(targets [M], n_items) -> Candidates
+        columns are items 1..N (no padding column); labels = targets - 1.
+        Candidate vectors: `item_table[1:]`  ([N, D]).
+    log_popularity(item_pop [N+1]) -> Tensor [N+1]      # log p(item), p = 0 guarded, pad -> 0
+    inbatch_candidates(seq [B, S+1], rows, log_pop [N+1]) -> Candidates
+        columns are every slot of the batch, flattened row-major (all ranks' slots, rank order,
+        under DDP); label of row (b, t) = slot (b, t+1). Excluded: padding columns and every
+        column whose item occurs anywhere in user b's slots, except the label column itself.
+        Candidate vectors: `gather_candidates(seq.reshape(-1), item_vecs_of_slots)[1]`.
+    gather_candidates(ids [C_local], vecs [C_local, D]) -> (ids [C], vecs [C, D])
+        all-gather across ranks (gradient flows back to each rank's own rows); identity when
+        not distributed. Ranks may hold different C_local (padded with id 0, which is excluded).
+    candidate_logits(user [M, D], cand_vecs [C, D], cands, temperature=1.0) -> [M, C] float32
+        (user @ cand.T - log_q) / temperature, excluded -> float32 min (after the fp32 cast).
+    mask_excluded(logits [M, C], cands) -> [M, C]          # the masking step alone
+    softmax_ce(logits [M, C], cands) -> scalar             # mean over rows
+    rec_loss(kind, user, item_table, batch, rows, log_pop, temperature=1.0) -> scalar
+        one call for `loss: full_ce | inbatch`: `user` [M, D] are the user vectors at `rows`,
+        `item_table` [N+1, D] the candidate vectors of every item (row 0 padding).
+
+Typical use in a model's `loss`:
+
+    rows = training_rows(batch)                       # (b, t)
+    user = seq_out[rows]                              # [M, D]
+    loss = rec_loss(cfg.loss, user, item_table, batch, rows, self.log_pop)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal, Optional
+
+import torch
+import torch.nn.functional as F
+
+from mmrec.models.base import SeqBatch
+
+
+@dataclass
+class Candidates:
+    """The columns of one softmax and each row's label column.
+
+    ids:     [C] item id of every column.
+    labels:  [M] column index of each row's positive.
+    exclude: [M, C] bool, True where a column must not compete in that row (or None).
+    log_q:   [C] log sampling probability subtracted from the logits (or None).
+    """
+
+    ids: torch.Tensor
+    labels: torch.Tensor
+    exclude: Optional[torch.Tensor] = None
+    log_q: Optional[torch.Tensor] = None
+
+
+def training_rows(batch: SeqBatch) -> tuple[torch.Tensor, torch.Tensor]:
+    """(b [M], t [M]) of every position of `batch.inputs` that is a real training example."""
+    b, t = batch.target_mask.nonzero(as_tuple=True)
+    return b, t
+
+
+def full_candidates(targets: torch.Tensor, n_items: int) -> Candidates:
+    """Every real item is a column (ids 1..N); the label of target item j is column j-1."""
+    if targets.numel() and int(targets.min()) < 1:
+        raise ValueError("full_candidates: targets must be real items (>= 1), got padding")
+    ids = torch.arange(1, n_items + 1, device=targets.device)
+    return Candidates(ids=ids, labels=targets.long() - 1)
+
+
+def log_popularity(item_pop: torch.Tensor) -> torch.Tensor:
+    """[N+1] log p(item) from training counts; the padding row is 0 (p = 1, as the reference).
+
+    Items with zero training count get the smallest positive count's probability instead of
+    log 0 = -inf, which would otherwise turn their debiased logit into +inf.
+    """
+    pop = item_pop.double().clone()
+    pop[0] = 0.0
+    total = pop.sum()
+    if total <= 0:
+        raise ValueError("log_popularity: no training interactions (all counts are 0)")
+    floor = pop[pop > 0].min()
+    logp = torch.log(pop.clamp_min(floor) / total)
+    logp[0] = 0.0
+    return logp.float()
+
+
+def _distributed() -> bool:
+    return (torch.distributed.is_available() and torch.distributed.is_initialized()
+            and torch.distributed.get_world_size() > 1)
+
+
+def _gather_padded(x: torch.Tensor, with_grad: bool) -> torch.Tensor:
+    """All-gather along dim 0 across ranks whose sizes may differ; rows padded with zeros."""
+    dist = torch.distributed
+    world = dist.get_world_size()
+    n = torch.tensor([x.shape[0]], device=x.device)
+    sizes = [torch.zeros_like(n) for _ in range(world)]
+    dist.all_gather(sizes, n)
+    sizes_i = [int(s) for s in sizes]
+    pad = max(sizes_i) - x.shape[0]
+    if pad:
+        x = torch.cat([x, x.new_zeros((pad, *x.shape[1:]))])
+    if with_grad:
+        import torch.distributed.nn.functional as dnn  # gradient-carrying collective
+
+        parts = list(dnn.all_gather(x))
+    else:
+        parts = [torch.empty_like(x) for _ in range(world)]
+        dist.all_gather(parts, x)
+    return torch.cat([p[:s] for p, s in zip(parts, sizes_i)])
+
+
+def _rank_offset(n_local: int, device: torch.device) -> int:
+    """Column offset of this rank's slots in the gathered candidate list."""
+    if not _distributed():
+        return 0
+    dist = torch.distributed
+    n = torch.tensor([n_local], device=device)
+    sizes = [torch.zeros_like(n) for _ in range(dist.get_world_size())]
+    dist.all_gather(sizes, n)
+    return int(sum(int(s) for s in sizes[: dist.get_rank()]))
+
+
+def gather_candidates(ids: torch.Tensor, vecs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """All ranks' candidate ids [C] and vectors [C, D], in rank order (identity without DDP).
+
+    The vectors keep their gradient (torch.distributed.nn), so every rank's negatives train.
+    """
+    if not _distributed():
+        return ids, vecs
+    return _gather_padded(ids, with_grad=False), _gather_padded(vecs, with_grad=True)
+
+
+def inbatch_candidates(seq: torch.Tensor, rows: tuple[torch.Tensor, torch.Tensor],
+                       log_pop: torch.Tensor) -> Candidates:
+    """Debiased in-batch candidates: every slot of the (global) batch is a column.
+
+    seq: [B, S+1] left-padded slot ids; rows: (b [M], t [M]) the example positions (input t,
+    target t+1); log_pop: [N+1] log p(item) (see `log_popularity`).
+    """
+    b, t = rows
+    n_slots_row = seq.shape[1]
+    local_ids = seq.reshape(-1)                                    # [B*(S+1)]
+    ids = _gather_padded(local_ids, with_grad=False) if _distributed() else local_ids  # [C]
+    offset = _rank_offset(local_ids.shape[0], seq.device)
+    labels = offset + b * n_slots_row + t + 1                      # [M]
+
+    # False negatives: (user, item) keys of each user's slots vs the keys of every column for
+    # that user; one isin over [B, C] instead of a Python loop over users.
+    n_ids = int(log_pop.shape[0])
+    users = torch.arange(seq.shape[0], device=seq.device)
+    own_keys = (users[:, None] * n_ids + seq).reshape(-1)          # [B*(S+1)]
+    grid_keys = users[:, None] * n_ids + ids[None, :]              # [B, C]
+    seen = torch.isin(grid_keys, own_keys)                         # [B, C]
+    exclude = seen[b] | (ids == 0)[None, :]                        # [M, C]
+    exclude[torch.arange(b.shape[0], device=seq.device), labels] = False
+    log_q = log_pop.to(seq.device)[ids]                            # [C]
+    return Candidates(ids=ids, labels=labels, exclude=exclude, log_q=log_q)
+
+
+def mask_excluded(logits: torch.Tensor, cands: Candidates) -> torch.Tensor:
+    """Cast to float32 and set excluded entries to the float32 minimum (finite, fp16-safe)."""
+    logits = logits.float()
+    if cands.exclude is None:
+        return logits
+    return logits.masked_fill(cands.exclude, torch.finfo(torch.float32).min)
+
+
+def candidate_logits(user: torch.Tensor, cand_vecs: torch.Tensor, cands: Candidates,
+                     temperature: float = 1.0) -> torch.Tensor:
+    """[M, C] float32 logits (user·cand - log_q) / temperature with excluded entries masked.
+
+    The matmul may run in half precision under autocast; the debiasing, the division by a
+    small temperature and the masking happen in float32, so nothing overflows.
+    """
+    if temperature <= 0:
+        raise ValueError(f"temperature must be > 0, got {temperature}")
+    logits = (user @ cand_vecs.T).float()                          # [M, C]
+    if cands.log_q is not None:
+        logits = logits - cands.log_q.float()[None, :]
+    return mask_excluded(logits / temperature, cands)
+
+
+def softmax_ce(logits: torch.Tensor, cands: Candidates) -> torch.Tensor:
+    """Mean cross-entropy of each row's label column (float32)."""
+    return F.cross_entropy(logits.float(), cands.labels)
+
+
+def rec_loss(kind: Literal["full_ce", "inbatch"], user: torch.Tensor, item_table: torch.Tensor,
+             batch: SeqBatch, rows: tuple[torch.Tensor, torch.Tensor],
+             log_pop: Optional[torch.Tensor] = None, temperature: float = 1.0) -> torch.Tensor:
+    """The recommendation loss of `user` [M, D] (user vectors at `rows`) against `item_table`
+    [N+1, D] with candidate set `kind` (`full_ce`: all items; `inbatch`: debiased in-batch)."""
+    cands, vecs = make_candidates(kind, item_table, batch, rows, log_pop)
+    return softmax_ce(candidate_logits(user, vecs, cands, temperature), cands)
+
+
+def make_candidates(kind: Literal["full_ce", "inbatch"], item_table: torch.Tensor,
+                    batch: SeqBatch, rows: tuple[torch.Tensor, torch.Tensor],
+                    log_pop: Optional[torch.Tensor] = None) -> tuple[Candidates, torch.Tensor]:
+    """(Candidates, candidate vectors [C, D]) for loss `kind`; see `rec_loss`."""
+    if kind == "full_ce":
+        targets = batch.targets[rows]
+        return full_candidates(targets, item_table.shape[0] - 1), item_table[1:]
+    if kind == "inbatch":
+        if log_pop is None:
+            raise ValueError("loss 'inbatch' needs log_pop (log_popularity(ctx.item_pop))")
+        cands = inbatch_candidates(batch.seq, rows, log_pop)
+        _, vecs = gather_candidates(batch.seq.reshape(-1), item_table[batch.seq.reshape(-1)])
+        return cands, vecs
+    raise ValueError(f"unknown loss {kind!r}; known: full_ce, inbatch")

@@ -1,0 +1,138 @@
+import math
+
+import torch
+import torch.nn.functional as F
+
+from mmrec.models.base import SeqBatch
+from mmrec.train.losses import (Candidates, candidate_logits, full_candidates, gather_candidates,
+                                inbatch_candidates, log_popularity, mask_excluded, rec_loss,
+                                softmax_ce, training_rows)
+
+
+def _batch() -> SeqBatch:
+    # user 0 holds item 3 twice-over via user 1's copy; user 1 has padding.
+    seq = torch.tensor([[1, 2, 3, 4],
+                        [0, 5, 3, 2]])
+    return SeqBatch(seq)
+
+
+def test_training_rows_skip_padding():
+    b, t = training_rows(_batch())
+    assert list(zip(b.tolist(), t.tolist())) == [(0, 0), (0, 1), (0, 2), (1, 1), (1, 2)]
+
+
+def test_inbatch_label_never_masked_and_duplicates_are():
+    batch = _batch()
+    rows = training_rows(batch)
+    log_pop = log_popularity(torch.tensor([0, 1, 2, 2, 1, 1]))
+    c = inbatch_candidates(batch.seq, rows, log_pop)
+    ids = batch.seq.reshape(-1)
+    assert torch.equal(c.ids, ids)
+    for m, (b, t) in enumerate(zip(*rows)):
+        b, t = int(b), int(t)
+        label = c.labels[m]
+        assert int(label) == b * 4 + t + 1
+        assert int(ids[label]) == int(batch.seq[b, t + 1])
+        assert not c.exclude[m, label]
+        own = set(batch.seq[b].tolist())
+        for col in range(ids.shape[0]):
+            if col == int(label):
+                continue
+            expect = int(ids[col]) == 0 or int(ids[col]) in own
+            assert bool(c.exclude[m, col]) == expect, (m, col)
+    # row (0, 1) predicts item 3: user 1's copy of item 3 (column 6) is hidden
+    m = 1
+    assert int(ids[c.labels[m]]) == 3 and c.exclude[m, 6]
+    # padding column of user 1 is excluded for every row
+    assert c.exclude[:, 4].all()
+
+
+def test_logq_applied_and_zero_count_guarded():
+    pop = torch.tensor([0, 4, 0, 2, 2])
+    lp = log_popularity(pop)
+    assert lp[0] == 0
+    assert torch.isfinite(lp).all()
+    assert math.isclose(float(lp[1]), math.log(4 / 8), rel_tol=1e-6)
+    assert float(lp[2]) == float(lp[3])  # floor = smallest positive count
+    cands = Candidates(ids=torch.tensor([1, 3]), labels=torch.tensor([0]),
+                       log_q=lp[torch.tensor([1, 3])])
+    user = torch.tensor([[1.0, 0.0]])
+    vecs = torch.tensor([[2.0, 0.0], [1.0, 0.0]])
+    logits = candidate_logits(user, vecs, cands, temperature=0.5)
+    expect = (torch.tensor([2.0, 1.0]) - torch.tensor([math.log(0.5), math.log(0.25)])) / 0.5
+    assert torch.allclose(logits[0], expect)
+
+
+def test_full_ce_equals_cross_entropy():
+    torch.manual_seed(0)
+    n_items, d = 6, 4
+    table = torch.randn(n_items + 1, d)
+    user = torch.randn(3, d)
+    targets = torch.tensor([1, 6, 3])
+    c = full_candidates(targets, n_items)
+    assert torch.equal(c.ids, torch.arange(1, 7))
+    loss = softmax_ce(candidate_logits(user, table[1:], c), c)
+    ref = F.cross_entropy(user @ table[1:].T, targets - 1)
+    assert torch.allclose(loss, ref)
+
+
+def test_rec_loss_both_kinds_finite_and_differentiable():
+    torch.manual_seed(0)
+    batch = _batch()
+    rows = training_rows(batch)
+    table = torch.randn(6, 4, requires_grad=True)
+    user = torch.randn(len(rows[0]), 4, requires_grad=True)
+    lp = log_popularity(torch.tensor([0, 1, 2, 2, 1, 1]))
+    for kind in ("full_ce", "inbatch"):
+        loss = rec_loss(kind, user, table, batch, rows, lp)
+        loss.backward()
+        assert torch.isfinite(loss)
+        assert table.grad is not None and table.grad.abs().sum() > 0
+        table.grad = None
+
+
+def test_inbatch_loss_matches_hand_computation():
+    batch = _batch()
+    rows = training_rows(batch)
+    lp = log_popularity(torch.tensor([0, 1, 2, 2, 1, 1]))
+    torch.manual_seed(1)
+    table = torch.randn(6, 3)
+    user = torch.randn(len(rows[0]), 3)
+    c = inbatch_candidates(batch.seq, rows, lp)
+    got = softmax_ce(candidate_logits(user, table[c.ids], c), c)
+    # by hand: for each row, logsumexp over allowed columns
+    total = 0.0
+    for m in range(user.shape[0]):
+        allowed = ~c.exclude[m]
+        s = user[m] @ table[c.ids].T - lp[c.ids]
+        total += float(torch.logsumexp(s[allowed], 0) - s[c.labels[m]])
+    assert math.isclose(float(got), total / user.shape[0], rel_tol=1e-5)
+
+
+def test_fp16_tiny_temperature_no_overflow():
+    torch.manual_seed(0)
+    batch = _batch()
+    rows = training_rows(batch)
+    lp = log_popularity(torch.tensor([0, 1, 2, 2, 1, 1]))
+    c = inbatch_candidates(batch.seq, rows, lp)
+    user = (torch.randn(len(rows[0]), 8) * 30).half()
+    vecs = (torch.randn(c.ids.shape[0], 8) * 30).half()
+    logits = candidate_logits(user, vecs, c, temperature=0.01)
+    assert logits.dtype == torch.float32
+    assert not torch.isinf(logits).any() and not torch.isnan(logits).any()
+    loss = softmax_ce(logits, c)
+    assert torch.isfinite(loss)
+    # masked entries sit at the fp32 minimum, i.e. below every real logit
+    assert (logits[c.exclude] == torch.finfo(torch.float32).min).all()
+
+
+def test_mask_excluded_without_mask_is_cast_only():
+    c = Candidates(ids=torch.tensor([1, 2]), labels=torch.tensor([0]))
+    x = torch.tensor([[1.0, 2.0]], dtype=torch.float16)
+    assert torch.equal(mask_excluded(x, c), x.float())
+
+
+def test_gather_candidates_identity_without_ddp():
+    ids, vecs = torch.tensor([1, 2]), torch.randn(2, 3)
+    gi, gv = gather_candidates(ids, vecs)
+    assert gi is ids and gv is vecs
