@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 
 class EvaluateParams(BaseModel):
@@ -13,3 +13,19 @@ class EvaluateParams(BaseModel):
     batch_users: int = Field(1024, ge=1)
     item_chunk: int = Field(65536, ge=1)
     popularity_groups: int = Field(4, ge=1)  # quantile groups after group 0 (cold items)
+    # First history length of each new bucket: [5, 10, 15] -> 1-4, 5-9, 10-14, 15+.
+    history_buckets: list[int] = [5, 10, 15]
+
+    @field_validator("ks")
+    @classmethod
+    def _ks_positive(cls, v: list[int]) -> list[int]:
+        if not v or any(k < 1 for k in v) or len(set(v)) != len(v):
+            raise ValueError("ks must be a non-empty list of distinct positive cutoffs")
+        return sorted(v)
+
+    @field_validator("history_buckets")
+    @classmethod
+    def _edges_increasing(cls, v: list[int]) -> list[int]:
+        if v != sorted(set(v)) or (v and v[0] < 2):
+            raise ValueError("history_buckets must be strictly increasing lengths >= 2")
+        return v
