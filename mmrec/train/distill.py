@@ -1,0 +1,121 @@
+"""Online distillation between the branches of a multi-branch recommender (ODMT, ACM MM 2023).
+
+Each branch m produces logits ℓ^m over the same candidate columns. With temperature T:
+
+    KD(S <- T) = T² · mean_rows  CE(softmax(ℓ^T/T), log_softmax(ℓ^S/T))     (kd_loss="ce", reference code)
+               = T² · mean_rows  KL(softmax(ℓ^T/T) || softmax(ℓ^S/T))        (kd_loss="kl", paper eq. 9)
+
+Directions (paper eq. 9 and the reference code agree): ID -> text, ID -> image, ensemble -> ID,
+where the ensemble is the mean of all branch logits. Without an ID branch every modality
+branch learns from the ensemble instead; with a single branch there is nothing to distil.
+
+`detach_teacher` (default True) stops the gradient at the teacher's soft targets. The reference
+code does not detach, so its CE form also pushes each teacher toward lower entropy and toward its
+students (the ensemble, which contains ID, is dragged toward ID). With a detached teacher the
+CE and KL forms have the same gradient and differ only by the teacher's entropy in the logged
+value.
+
+The weight of the summed KD terms is `kd_weight · ramp(epoch)`:
+    ramp(e) = exp(-5 (1 - min(e, R)/R)²) for rampup_epochs R >= 1, 1 for R = 0.
+`reference_alpha(α)` maps the reference's single overloaded α onto (kd_weight, rampup_epochs):
+α >= 1 -> (1, α); 0 < α < 1 -> (α, 0); α = 0 -> (0, 0), i.e. KD off.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Literal, Sequence
+
+import torch
+
+KdKind = Literal["ce", "kl"]
+
+#: (student, teacher) pairs of the default graph; "ensemble" is the mean of all branches.
+ID_GRAPH: tuple[tuple[str, str], ...] = (("text", "id"), ("image", "id"), ("id", "ensemble"))
+
+
+def rampup(epoch: float, rampup_epochs: float) -> float:
+    """Laine & Aila ramp-up exp(-5 (1 - min(e, R)/R)²) at 1-based `epoch`; 1 when R = 0."""
+    if rampup_epochs < 0:
+        raise ValueError(f"rampup_epochs must be >= 0, got {rampup_epochs}")
+    if rampup_epochs == 0:
+        return 1.0
+    phase = 1.0 - min(float(epoch), float(rampup_epochs)) / float(rampup_epochs)
+    return math.exp(-5.0 * phase * phase)
+
+
+def kd_schedule(epoch: float, kd_weight: float, rampup_epochs: float) -> float:
+    """The weight w(e) of the summed KD terms at 1-based `epoch`."""
+    return 0.0 if kd_weight == 0 else kd_weight * rampup(epoch, rampup_epochs)
+
+
+def reference_alpha(alpha: float) -> tuple[float, float]:
+    """(kd_weight, rampup_epochs) equivalent to the reference code's overloaded α."""
+    if alpha < 0:
+        raise ValueError(f"alpha must be >= 0, got {alpha}")
+    if alpha == 0:
+        return 0.0, 0.0
+    if alpha < 1:
+        return float(alpha), 0.0
+    return 1.0, float(alpha)
+
+
+def _scaled(logits: torch.Tensor, temperature: float) -> torch.Tensor:
+    # Masked entries sit at the fp32 minimum; dividing by T < 1 would overflow them to -inf and
+    # 0·(-inf) = nan in the loss, so clamp back to the finite minimum.
+    return (logits.float() / temperature).clamp_min(torch.finfo(torch.float32).min)
+
+
+def kd_loss(student: torch.Tensor, teacher: torch.Tensor, temperature: float = 1.0,
+            kind: KdKind = "kl", detach_teacher: bool = True) -> torch.Tensor:
+    """T²-scaled distillation loss of `student` [M, C] toward `teacher` [M, C] logits, averaged
+    over rows. Masked columns (fp32 minimum in both) contribute nothing."""
+    if temperature <= 0:
+        raise ValueError(f"temperature must be > 0, got {temperature}")
+    if student.shape != teacher.shape:
+        raise ValueError(f"kd_loss: student {tuple(student.shape)} vs teacher {tuple(teacher.shape)}")
+    if student.shape[0] == 0:
+        return student.sum() * 0.0
+    if detach_teacher:
+        teacher = teacher.detach()
+    log_q = torch.log_softmax(_scaled(student, temperature), dim=-1)     # [M, C]
+    log_p = torch.log_softmax(_scaled(teacher, temperature), dim=-1)     # [M, C]
+    p = log_p.exp()
+    if kind == "ce":
+        per_row = -(p * log_q).sum(-1)
+    elif kind == "kl":
+        per_row = torch.where(p > 0, p * (log_p - log_q), torch.zeros_like(p)).sum(-1)
+    else:
+        raise ValueError(f"unknown kd_loss {kind!r}; known: ce, kl")
+    return temperature * temperature * per_row.mean()
+
+
+def ensemble_logits(logits: Sequence[torch.Tensor]) -> torch.Tensor:
+    """Mean of branch logits [M, C], safe with fp32-minimum masks (divide before summing)."""
+    n = len(logits)
+    total = torch.stack([lg.float() / n for lg in logits]).sum(0)
+    return total.clamp_min(torch.finfo(torch.float32).min)
+
+
+def kd_graph(branches: Sequence[str]) -> list[tuple[str, str]]:
+    """(student, teacher) edges for the present branches (see module docstring)."""
+    branches = list(branches)
+    if len(branches) < 2:
+        return []
+    if "id" in branches:
+        return [(s, t) for s, t in ID_GRAPH if s in branches and (t in branches or t == "ensemble")]
+    return [(b, "ensemble") for b in branches]
+
+
+def online_distillation(logits: dict[str, torch.Tensor], temperature: float = 1.0,
+                        kind: KdKind = "kl", detach_teacher: bool = True
+                        ) -> dict[str, torch.Tensor]:
+    """The KD terms of the branch logits `logits` {branch: [M, C]}, keyed "kd_<student>_<teacher>"
+    (unweighted; the caller multiplies their sum by `kd_schedule`)."""
+    edges = kd_graph(list(logits))
+    if not edges:
+        return {}
+    pool = dict(logits)
+    pool["ensemble"] = ensemble_logits(list(logits.values()))
+    return {f"kd_{s}_{t}": kd_loss(pool[s], pool[t], temperature, kind, detach_teacher)
+            for s, t in edges}
