@@ -17,6 +17,8 @@ import torch.nn.functional as F
 
 SkdForm = Literal["paper", "reference"]
 _REF_EPS = 1e-8
+#: the teacher's code for pairs where an item lacks the modality (= mmrec.teacher.IGNORE_CODE)
+IGNORE_CODE = -100
 
 
 def sequence_pairs(seq: torch.Tensor, include_diagonal: bool = False
@@ -70,11 +72,14 @@ def skd_loss(r_hat: torch.Tensor, r: torch.Tensor, tau: float = 1.5, form: SkdFo
 def ckd_loss(logits: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
     """Dissected-correlation distillation: mean cross-entropy of the teacher codes.
 
-    logits: [P, K] predicted code scores; codes: [P] long teacher codes in 0..K-1.
+    logits: [P, K] predicted code scores; codes: [P] long teacher codes in 0..K-1, or
+    IGNORE_CODE (-100, the teacher's code for pairs lacking a feature), which is left out.
+    No usable pair gives a zero loss that still carries the graph of `logits`.
     """
-    if logits.shape[0] == 0:
+    codes = codes.long()
+    if int((codes != IGNORE_CODE).sum()) == 0:
         return logits.sum() * 0.0
-    return F.cross_entropy(logits.float(), codes.long())
+    return F.cross_entropy(logits.float(), codes, ignore_index=IGNORE_CODE)
 
 
 def kd_weights(lambda_skd: float = 4.0, lambda_ckd: float = 0.5,
@@ -110,21 +115,8 @@ def async_lr_scale(mode: Literal["off", "constant", "milestone"], epoch: int,
 
 
 def pair_correlation(a: torch.Tensor, b: torch.Tensor, kind: str = "cosine") -> torch.Tensor:
-    """Correlation of row-paired vectors a, b [..., d] -> [...], the SAME function the teacher
-    uses (mmrec.teacher.correlation.correlation), with a local fallback of identical meaning while
-    that module is absent."""
-    try:
-        from mmrec.teacher.correlation import correlation
-    except ImportError:  # pragma: no cover - the teacher package provides it
-        return _fallback_correlation(a, b, kind)
+    """Correlation of row-paired vectors a, b [..., d] -> [...]: THE SAME function the teacher
+    uses (mmrec.teacher.correlation.correlation), so r_hat and r can never disagree in meaning."""
+    from mmrec.teacher.correlation import correlation
+
     return correlation(a, b, kind)
-
-
-def _fallback_correlation(a: torch.Tensor, b: torch.Tensor, kind: str) -> torch.Tensor:
-    if kind == "cosine":
-        return F.cosine_similarity(a, b, dim=-1, eps=1e-12)
-    if kind == "dot":
-        return (a * b).sum(-1)
-    if kind == "euclidean":
-        return (a - b).pow(2).sum(-1).clamp_min(1e-12).sqrt()
-    raise ValueError(f"unknown correlation {kind!r}; known: cosine, dot, euclidean")

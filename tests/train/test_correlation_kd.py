@@ -73,3 +73,22 @@ def test_async_lr_schedule():
     assert [async_lr_scale("milestone", e) for e in (1, 4, 5, 9, 10, 20)] == [0.25, 0.25, 0.5, 0.5, 1.0, 1.0]
     with pytest.raises(ValueError, match="milestone"):
         async_lr_scale("sometimes", 1)  # type: ignore[arg-type]
+
+
+def test_ckd_ignores_pairs_without_feature():
+    logits = torch.tensor([[0.0, 0.0], [5.0, -5.0]], requires_grad=True)
+    assert ckd_loss(logits, torch.tensor([1, -100])).item() == pytest.approx(math.log(2), rel=1e-6)
+    none = ckd_loss(logits, torch.tensor([-100, -100]))
+    none.backward()
+    assert none.item() == 0.0
+
+
+def test_pair_correlation_is_the_teachers():
+    from mmrec.teacher.correlation import correlation
+    from mmrec.train.correlation_kd import IGNORE_CODE, pair_correlation
+    from mmrec.teacher import IGNORE_CODE as TEACHER_IGNORE
+
+    a, b = torch.randn(4, 8), torch.randn(4, 8)
+    for kind in ("cosine", "dot", "euclidean"):
+        assert torch.equal(pair_correlation(a, b, kind), correlation(a, b, kind))
+    assert IGNORE_CODE == TEACHER_IGNORE
