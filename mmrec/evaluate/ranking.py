@@ -28,27 +28,37 @@ def rank_targets(user: torch.Tensor, items: torch.Tensor, targets: torch.Tensor,
              items are removed from the ranking, except the target itself (a repeat stays
              rankable and is counted by `count_repeats`).
     """
+    if not (bool(torch.isfinite(user).all()) and bool(torch.isfinite(items).all())):
+        raise ValueError("rank_targets: the model produced non-finite (NaN/inf) user or item "
+                         "vectors; ranks would be meaningless")
     n_rows = items.shape[0]
     targets = targets.long()
+    if targets.numel() and (int(targets.min()) < 1 or int(targets.max()) >= n_rows):
+        raise ValueError(f"rank_targets: target ids must lie in 1..{n_rows - 1} (0 is padding); "
+                         f"got {int(targets.min())}..{int(targets.max())}")
     t_score = (user * items[targets]).sum(-1, keepdim=True)          # [U, 1]
-    tol = TIE_RTOL * t_score.abs().clamp_min(1.0)
+    # Anything scoring at least `thr` is ranked above the target (pessimistic ties).
+    thr = t_score - TIE_RTOL * t_score.abs().clamp_min(1.0)            # [U, 1]
     ahead = torch.zeros(user.shape[0], dtype=torch.long, device=user.device)
     hist = history.long() if (mask_history and history is not None) else None
+    if hist is not None:
+        # History items other than the target leave the ranking; a repeated target stays.
+        keep = (hist > 0) & (hist != targets[:, None])                 # [U, H]
+        h_rows, h_cols = keep.nonzero(as_tuple=True)
+        h_items = hist[h_rows, h_cols]                                  # [M]
+    all_rows = torch.arange(user.shape[0], device=user.device)
     for start in range(0, n_rows, item_chunk):
         stop = min(start + item_chunk, n_rows)
         s = user @ items[start:stop].T                                  # [U, C]
-        excluded = torch.zeros_like(s, dtype=torch.bool)
+        # Excluded cells are set to -inf in place: cheaper than a [U, C] boolean mask.
         if start == 0:
-            excluded[:, 0] = True                                       # padding column
+            s[:, 0] = -math.inf                                         # padding column
         in_chunk = (targets >= start) & (targets < stop)
-        rows = in_chunk.nonzero(as_tuple=True)[0]
-        excluded[rows, targets[rows] - start] = True                    # the target itself
+        s[all_rows[in_chunk], targets[in_chunk] - start] = -math.inf    # the target itself
         if hist is not None:
-            h = hist - start
-            valid = (hist > 0) & (h >= 0) & (h < stop - start) & (hist != targets[:, None])
-            r, c = valid.nonzero(as_tuple=True)
-            excluded[r, h[r, c]] = True
-        ahead += ((s >= t_score - tol) & ~excluded).sum(-1)
+            sel = (h_items >= start) & (h_items < stop)
+            s[h_rows[sel], h_items[sel] - start] = -math.inf
+        ahead += (s >= thr).sum(-1)
     return ahead + 1
 
 

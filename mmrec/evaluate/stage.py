@@ -1,0 +1,164 @@
+"""Stage `evaluate@<model>`: full-ranking metrics of one trained model on valid and test.
+
+Writes `results/<model>/metrics.json`: flat keys (`test_recall@10`, `valid_ndcg@20`, ...) that
+`dvc metrics show` prints as a table, and a `details` list with the per-split overall metrics,
+counts, repeat targets and the popularity-group and history-length breakdowns.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any, Protocol
+
+import polars as pl
+import torch
+from tqdm import tqdm
+
+from mmrec import paths
+from mmrec.config import Params
+from mmrec.evaluate.breakdown import (grouped_metrics, history_bucket_labels, history_buckets,
+                                      popularity_group_info, popularity_groups)
+from mmrec.evaluate.params import EvaluateParams
+from mmrec.evaluate.ranking import TIE_RTOL, count_repeats, metrics_from_ranks, rank_model
+from mmrec.io import pick_device, write_json
+
+SPLITS = ("valid", "test")
+
+
+class EvalSplitLike(Protocol):
+    """What `mmrec.train.data.load_eval_split` returns (duck-typed so tests can fake it)."""
+
+    user_idx: torch.Tensor      # [U]
+    histories: torch.Tensor     # [U, L] left-padded model input (most recent last)
+    full_history: torch.Tensor  # [U, H] every earlier item, 0-padded
+    targets: torch.Tensor       # [U]
+
+
+def load_item_pop(items_path: Path) -> torch.Tensor:
+    """Training popularity [N+1] (row 0 = padding = 0) from items.parquet's `n_train`."""
+    if not items_path.exists():
+        raise FileNotFoundError(f"{items_path}: not found (run the ingest stage first)")
+    df = pl.read_parquet(items_path, columns=["item_idx", "n_train"]).sort("item_idx")
+    idx = df["item_idx"].to_numpy()
+    n = len(idx)
+    if n == 0 or idx[0] != 1 or idx[-1] != n or len(set(idx.tolist())) != n:
+        raise ValueError(f"{items_path}: item_idx must be exactly 1..N (0 is padding); "
+                         f"got {n} rows spanning {idx.min() if n else None}..{idx.max() if n else None}")
+    if df["n_train"].null_count():
+        raise ValueError(f"{items_path}: column n_train has {df['n_train'].null_count()} nulls")
+    pop = torch.zeros(n + 1, dtype=torch.long)
+    pop[1:] = torch.from_numpy(df["n_train"].to_numpy().astype("int64"))
+    return pop
+
+
+def evaluate_split(model: torch.nn.Module, split: EvalSplitLike, item_pop: torch.Tensor,
+                   cfg: EvaluateParams, device: torch.device | str | None = None,
+                   desc: str = "evaluate") -> dict[str, Any]:
+    """Overall metrics, counts and breakdowns of `model` on one split.
+
+    The ranking masks `split.full_history` (not only the truncated model input) when
+    `cfg.mask_history`; targets that repeat a history item stay rankable and are counted.
+    """
+    n_users = int(split.targets.shape[0])
+    with tqdm(total=n_users, desc=desc, unit="user", leave=False, disable=n_users < 5000) as bar:
+        ranks = rank_model(model, split.histories, split.targets, mask_history=cfg.mask_history,
+                           mask_items=split.full_history, batch_users=cfg.batch_users,
+                           item_chunk=cfg.item_chunk, device=device, progress=bar.update)
+    ks = cfg.ks
+    item_group = popularity_groups(item_pop, cfg.popularity_groups)   # [N+1]
+    target_group = item_group[split.targets.long().cpu()]            # [U]
+    pop_info = {g["group"]: g for g in popularity_group_info(item_pop, item_group, cfg.popularity_groups)}
+    by_pop = grouped_metrics(ranks, target_group, cfg.popularity_groups + 1, ks,
+                             labels=[pop_info[g]["label"] for g in range(cfg.popularity_groups + 1)])
+    for row in by_pop:
+        info = pop_info[row["group"]]
+        row.update(n_items=info["n_items"], n_train_min=info["n_train_min"],
+                   n_train_max=info["n_train_max"])
+    lengths = (split.full_history > 0).sum(-1).cpu()                 # [U]
+    bucket = history_buckets(lengths, cfg.history_buckets)
+    labels = history_bucket_labels(cfg.history_buckets)
+    by_len = grouped_metrics(ranks, bucket, len(labels), ks, labels=labels)
+    repeat = (split.full_history.long() == split.targets.long()[:, None]).any(-1).cpu()   # [U]
+    return {
+        "n_users": n_users,
+        "overall": metrics_from_ranks(ranks, ks),
+        "repeat_targets": count_repeats(split.targets, split.full_history),
+        "overall_without_repeats": metrics_from_ranks(ranks[~repeat], ks),
+        "mean_rank": float(ranks.double().mean()) if n_users else None,
+        "by_popularity": by_pop,
+        "by_history_length": by_len,
+    }
+
+
+def build_metrics(model_name: str, per_split: dict[str, dict[str, Any]], cfg: EvaluateParams,
+                  n_items: int) -> dict[str, Any]:
+    """The metrics.json document: flat `<split>_<metric>` keys first, then the details."""
+    doc: dict[str, Any] = {"model": model_name}
+    for split, res in per_split.items():
+        for key, value in res["overall"].items():
+            doc[f"{split}_{key}"] = value
+        doc[f"{split}_users"] = res["n_users"]
+        doc[f"{split}_repeat_targets"] = res["repeat_targets"]
+    # A list, not a mapping, so `dvc metrics show` keeps its table to the flat keys above.
+    doc["details"] = [{"split": split, **res} for split, res in per_split.items()]
+    doc["settings"] = {"ks": list(cfg.ks), "mask_history": cfg.mask_history, "n_items": n_items,
+                       "ties": f"pessimistic (relative tolerance {TIE_RTOL:g})",
+                       "popularity_groups": cfg.popularity_groups,
+                       "history_buckets": list(cfg.history_buckets)}
+    return doc
+
+
+def model_max_len(params: Params, model_name: str) -> int:
+    """`max_len` of a trained model: its own `train.<model>` section overrides `train.common`."""
+    section = params.train.section(model_name)
+    return int(section.get("max_len", params.train.common.max_len))
+
+
+def _load_model(model_dir: Path, params: Params, device: torch.device) -> torch.nn.Module:
+    from mmrec.train.checkpoint import load_model  # train stage's loader (rebuilds the context)
+
+    return load_model(model_dir, params, device)
+
+
+def _load_eval_split(ingest_dir: Path, split: str, max_len: int) -> EvalSplitLike:
+    from mmrec.train.data import load_eval_split
+
+    return load_eval_split(ingest_dir, split, max_len)
+
+
+def run(params: Params, model: str, root: Path = Path("."), splits: tuple[str, ...] = SPLITS) -> dict[str, Any]:
+    """Evaluate trained model `model` on `splits` and write `results/<model>/metrics.json`.
+
+    Returns a summary with the output path and the headline test/valid metrics.
+    """
+    if model not in params.train.models:
+        raise KeyError(f"model {model!r} is not in train.models; known: {', '.join(params.train.models)}")
+    t0 = time.perf_counter()
+    device = pick_device(params.device)
+    mdir = paths.model_dir(params, model, root)
+    if not (mdir / "model.pt").exists():
+        raise FileNotFoundError(f"{mdir / 'model.pt'}: not found (run `mmrec run train {model}` first)")
+    net = _load_model(mdir, params, device)
+    item_pop = load_item_pop(paths.ingest_dir(params, root) / "items.parquet")
+    n_items = int(net.item_repr().shape[0]) - 1
+    if n_items != item_pop.shape[0] - 1:
+        raise ValueError(f"model {model!r} scores {n_items} items but items.parquet has "
+                         f"{item_pop.shape[0] - 1}: retrain after re-ingesting")
+    max_len = model_max_len(params, model)
+    per_split = {}
+    for split in splits:
+        data = _load_eval_split(paths.ingest_dir(params, root), split, max_len)
+        per_split[split] = evaluate_split(net, data, item_pop, params.evaluate, device,
+                                          desc=f"{model} {split}")
+    doc = build_metrics(model, per_split, params.evaluate, n_items)
+    out = paths.results_dir(params, model, root) / "metrics.json"
+    write_json(doc, out)
+    k = 10 if 10 in params.evaluate.ks else params.evaluate.ks[0]
+    summary = {"model": model, "path": str(out), "seconds": round(time.perf_counter() - t0, 2),
+               "n_items": n_items}
+    for split in splits:
+        summary[f"{split}_users"] = per_split[split]["n_users"]
+        summary[f"{split}_recall@{k}"] = per_split[split]["overall"][f"recall@{k}"]
+        summary[f"{split}_ndcg@{k}"] = per_split[split]["overall"][f"ndcg@{k}"]
+    return summary

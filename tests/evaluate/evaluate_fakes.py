@@ -1,0 +1,93 @@
+"""Small fakes shared by the evaluate tests (a SeqRecModel and an EvalSplit)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from mmrec.models.base import SeqBatch, SeqRecModel
+
+
+class FakeModel(SeqRecModel):
+    """Integer-valued item table; a user is the sum of their history items' vectors.
+
+    Integer vectors make every score exact in float32, so ties are real ties.
+    """
+
+    def __init__(self, n_items: int, dim: int = 4, seed: int = 0, levels: int = 3) -> None:
+        super().__init__()
+        g = torch.Generator().manual_seed(seed)
+        table = torch.randint(-levels, levels + 1, (n_items + 1, dim), generator=g).float()
+        table[0] = 0
+        self.table = torch.nn.Parameter(table)
+
+    def item_repr(self) -> torch.Tensor:
+        return self.table
+
+    def user_repr(self, history: torch.Tensor) -> torch.Tensor:
+        return self.table[history].sum(1)
+
+    def loss(self, batch: SeqBatch, epoch: int):
+        return self.table.sum() * 0, {}
+
+
+@dataclass
+class FakeSplit:
+    user_idx: torch.Tensor
+    histories: torch.Tensor
+    full_history: torch.Tensor
+    targets: torch.Tensor
+
+
+def random_split(n_users: int, n_items: int, max_len: int, seed: int = 0, repeat_every: int = 5) -> FakeSplit:
+    """Random users with full histories of varying length; every `repeat_every`-th target repeats
+    a history item."""
+    g = torch.Generator().manual_seed(seed)
+    hist_len = 2 * max_len
+    full = torch.zeros(n_users, hist_len, dtype=torch.long)
+    targets = torch.randint(1, n_items + 1, (n_users,), generator=g)
+    for u in range(n_users):
+        n = int(torch.randint(1, hist_len + 1, (1,), generator=g))
+        full[u, :n] = torch.randint(1, n_items + 1, (n,), generator=g)
+        if u % repeat_every == 0:
+            targets[u] = full[u, n - 1]
+    # Model input: the last max_len items of the full history, left-padded.
+    hist = torch.zeros(n_users, max_len, dtype=torch.long)
+    for u in range(n_users):
+        items = full[u][full[u] > 0][-max_len:]
+        hist[u, max_len - len(items):] = items
+    return FakeSplit(torch.arange(n_users), hist, full, targets)
+
+
+def tiny_params(models=("sasrec", "kdsr"), **evaluate):
+    """Params for a dataset named `tiny` (validated like params.yaml)."""
+    from mmrec.config import parse_params
+
+    raw = {"data": {"name": "tiny"}, "device": "cpu",
+           "train": {"models": list(models), "common": {"max_len": 5}},
+           "evaluate": {"ks": [1, 5, 10], "popularity_groups": 2, "history_buckets": [3, 6],
+                        **evaluate}}
+    return parse_params(raw)
+
+
+def write_items(root, n_items: int, seed: int = 0):
+    """A minimal items.parquet under data/tiny/ingest/ (a third of the items are cold)."""
+    import polars as pl
+
+    from mmrec.io import write_parquet
+
+    g = torch.Generator().manual_seed(seed)
+    n_train = torch.randint(0, 20, (n_items,), generator=g)
+    n_train[::3] = 0
+    df = pl.DataFrame({
+        "item_idx": pl.Series(range(1, n_items + 1), dtype=pl.Int32),
+        "item_id": [f"I{i:04d}" for i in range(1, n_items + 1)],
+        "text": [f"item number {i}" for i in range(1, n_items + 1)],
+        "image_path": [None if i % 4 == 0 else f"images/I{i:04d}.jpg" for i in range(1, n_items + 1)],
+        "n_train": pl.Series(n_train.tolist(), dtype=pl.Int32),
+    })
+    path = root / "data" / "tiny" / "ingest" / "items.parquet"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_parquet(df, path)
+    return df

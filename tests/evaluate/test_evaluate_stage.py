@@ -1,0 +1,92 @@
+import json
+
+import polars as pl
+import pytest
+import torch
+
+import mmrec.evaluate.stage as stage
+from evaluate_fakes import FakeModel, random_split, tiny_params, write_items
+from mmrec.evaluate.ranking import metrics_from_ranks, rank_targets
+
+
+@pytest.fixture
+def project(tmp_path, monkeypatch):
+    n_items = 40
+    model = FakeModel(n_items, dim=4, seed=11)
+    splits = {"valid": random_split(30, n_items, 5, seed=1), "test": random_split(35, n_items, 5, seed=2)}
+    write_items(tmp_path, n_items)
+    mdir = tmp_path / "data" / "tiny" / "models" / "sasrec"
+    mdir.mkdir(parents=True)
+    (mdir / "model.pt").write_bytes(b"fake")
+    calls = []
+    monkeypatch.setattr(stage, "_load_model", lambda d, p, dev: (calls.append(d), model)[1])
+    monkeypatch.setattr(stage, "_load_eval_split", lambda d, s, L: (calls.append((s, L)), splits[s])[1])
+    return tmp_path, model, splits, calls
+
+
+def test_run_writes_metrics_json(project):
+    root, model, splits, calls = project
+    params = tiny_params()
+    summary = stage.run(params, "sasrec", root)
+    assert ("valid", 5) in calls and ("test", 5) in calls
+    doc = json.loads((root / "data/tiny/results/sasrec/metrics.json").read_text())
+    assert summary["path"].endswith("results/sasrec/metrics.json")
+    split = splits["test"]
+    u, it = model.user_repr(split.histories).detach(), model.item_repr().detach()
+    ranks = rank_targets(u, it, split.targets, split.full_history)
+    ref = metrics_from_ranks(ranks, [1, 5, 10])
+    for key, value in ref.items():
+        assert doc[f"test_{key}"] == pytest.approx(value)
+    assert doc["test_users"] == 35 and doc["valid_users"] == 30
+    assert doc["test_repeat_targets"] == int((split.full_history == split.targets[:, None]).any(1).sum()) > 0
+    details = {d["split"]: d for d in doc["details"]}
+    test = details["test"]
+    # popularity groups: cold + 2 quantile groups; their user counts add up; group 0 = cold targets
+    assert [g["label"] for g in test["by_popularity"]] == ["cold", "Q1", "Q2"]
+    assert sum(g["n_users"] for g in test["by_popularity"]) == 35
+    n_train = pl.read_parquet(root / "data/tiny/ingest/items.parquet")["n_train"].to_list()
+    pop = torch.tensor([0] + n_train)
+    cold = pop[split.targets] == 0
+    assert test["by_popularity"][0]["n_users"] == int(cold.sum())
+    assert test["by_popularity"][0]["recall@10"] == pytest.approx(
+        metrics_from_ranks(ranks[cold], [10])["recall@10"])
+    assert test["by_popularity"][0]["n_items"] == int((pop[1:] == 0).sum())
+    # history-length buckets (edges 3, 6)
+    assert [b["label"] for b in test["by_history_length"]] == ["1-2", "3-5", "6+"]
+    assert sum(b["n_users"] for b in test["by_history_length"]) == 35
+    assert doc["settings"]["mask_history"] is True
+    assert set(test["overall_without_repeats"]) == set(ref)
+
+
+def test_mask_history_switch(project):
+    root, model, splits, _ = project
+    masked = stage.run(tiny_params(), "sasrec", root)
+    unmasked = stage.run(tiny_params(mask_history=False), "sasrec", root)
+    doc = json.loads((root / "data/tiny/results/sasrec/metrics.json").read_text())
+    assert doc["settings"]["mask_history"] is False
+    assert masked["test_recall@10"] >= unmasked["test_recall@10"]
+
+
+def test_unknown_or_untrained_model(project):
+    root, *_ = project
+    with pytest.raises(KeyError, match="known: sasrec, kdsr"):
+        stage.run(tiny_params(), "nope", root)
+    with pytest.raises(FileNotFoundError, match="kdsr/model.pt"):
+        stage.run(tiny_params(), "kdsr", root)
+
+
+def test_item_count_mismatch(project, tmp_path):
+    root, *_ = project
+    write_items(root, 39)
+    with pytest.raises(ValueError, match="39"):
+        stage.run(tiny_params(), "sasrec", root)
+
+
+def test_load_item_pop_rejects_gaps(tmp_path):
+    import polars as pl
+    from mmrec.io import write_parquet
+
+    p = tmp_path / "items.parquet"
+    write_parquet(pl.DataFrame({"item_idx": [1, 2, 4], "n_train": [1, 2, 3]}), p)
+    with pytest.raises(ValueError, match="item_idx must be exactly 1..N"):
+        stage.load_item_pop(p)
