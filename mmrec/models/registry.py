@@ -17,9 +17,27 @@ MODELS: Registry[SeqRecModel] = Registry("model")
 _MODEL_MODULES = ("sasrec", "gru4rec", "fusion", "kdsr", "odmt")
 
 
+# Model modules absent from this checkout (a module still being written); reported by lookups.
+_MISSING: dict[str, str] = {}
+
+
 def _load_all() -> None:
     for mod in _MODEL_MODULES:
-        importlib.import_module(f"mmrec.models.{mod}")
+        name = f"mmrec.models.{mod}"
+        try:
+            importlib.import_module(name)
+        except ModuleNotFoundError as err:
+            # Only the listed module itself may be absent; a missing dependency inside a model
+            # module is a real error and propagates.
+            if err.name != name:
+                raise
+            _MISSING[mod] = str(err)
+
+
+def model_class(arch: str) -> type[SeqRecModel]:
+    """The registered class of model `arch` (unknown name -> KeyError listing the known)."""
+    _load_all()
+    return MODELS.get(arch)  # type: ignore[return-value]
 
 
 def model_names() -> list[str]:
@@ -33,6 +51,9 @@ def build_model(arch: str, ctx: ModelContext, cfg: dict[str, Any], section: str 
     The mapping is validated by the model's `config_cls`; errors name `train.<section>.<key>`.
     """
     _load_all()
+    if arch not in MODELS and _MISSING:
+        raise KeyError(f"unknown model {arch!r}; known: {', '.join(MODELS.names())} "
+                       f"(modules not importable: {', '.join(sorted(_MISSING))})")
     cls = MODELS.get(arch)
     config_cls = getattr(cls, "config_cls", None)
     if config_cls is None:

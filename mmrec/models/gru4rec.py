@@ -1,0 +1,63 @@
+"""GRU4Rec (Hidasi et al., 2016) in its sequential form: ID embeddings -> GRU -> projection,
+scored by dot product with the ID embeddings; every position predicts the next item."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from mmrec.models.base import ModelContext, SeqBatch, SeqRecModel
+from mmrec.models.layers import RecLossMixin, SeqModelConfig, fit_window, init_weights
+from mmrec.models.registry import MODELS
+
+
+class GRU4RecConfig(SeqModelConfig):
+    """`train.gru4rec`: `layers` is the number of GRU layers (RecBole's default is 1)."""
+
+    layers: int = 1
+
+
+class GRUEncoder(nn.Module):
+    """Embedding dropout -> multi-layer GRU -> Linear back to the embedding size."""
+
+    def __init__(self, hidden: int, layers: int, dropout: float) -> None:
+        super().__init__()
+        self.drop = nn.Dropout(dropout)
+        self.gru = nn.GRU(hidden, hidden, num_layers=layers, batch_first=True,
+                          dropout=dropout if layers > 1 else 0.0)
+        self.out = nn.Linear(hidden, hidden)
+
+    def forward(self, x: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+        """x [B, L, D], valid [B, L] -> [B, L, D]. Left padding feeds zero vectors first, so the
+        state entering the first real item is a learned (input-independent) start state."""
+        h, _ = self.gru(self.drop(x * valid[..., None]))
+        return self.out(h)
+
+
+@MODELS.register("gru4rec")
+class GRU4Rec(RecLossMixin, SeqRecModel):
+    config_cls = GRU4RecConfig
+    uses_tokens = False
+
+    def __init__(self, ctx: ModelContext, cfg: GRU4RecConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.item_emb = nn.Embedding(ctx.n_items + 1, cfg.hidden, padding_idx=0)
+        self.encoder = GRUEncoder(cfg.hidden, cfg.layers, cfg.dropout)
+        init_weights(self)
+        self.init_log_pop(ctx)
+
+    def item_repr(self) -> torch.Tensor:
+        return self.item_emb.weight                                    # [N+1, D]
+
+    def encode(self, seq: torch.Tensor) -> torch.Tensor:
+        return self.encoder(self.item_emb(seq), seq > 0)               # [B, L, D]
+
+    def user_repr(self, history: torch.Tensor) -> torch.Tensor:
+        return self.encode(fit_window(history, self.cfg.max_len))[:, -1]
+
+    def loss(self, batch: SeqBatch, epoch: int) -> tuple[torch.Tensor, dict[str, float]]:
+        rows = batch.target_mask.nonzero(as_tuple=True)
+        user = self.encode(batch.inputs)[rows]                         # [M, D]
+        loss = self.rec_loss(user, self.item_repr(), batch, rows)
+        return loss, {"loss_rec": float(loss.detach())}

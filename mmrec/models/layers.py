@@ -1,0 +1,190 @@
+"""Building blocks shared by the sequential models: config base, causal transformer, feature
+transforms, initialisation, and the "last position" readout."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from pydantic import BaseModel, ConfigDict, Field
+from torch import nn
+
+
+class SeqModelConfig(BaseModel):
+    """Settings every sequential model reads. Keys of the same name in `train.common` fill them
+    (see mmrec.train.stage.model_config); a `train.<entry>` key overrides."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    hidden: int = Field(64, ge=8)
+    layers: int = Field(2, ge=1)
+    heads: int = Field(2, ge=1)
+    dropout: float = Field(0.2, ge=0, lt=1)
+    max_len: int = Field(13, ge=2)
+    loss: Literal["full_ce", "inbatch"] = "full_ce"
+    temperature: float = Field(1.0, gt=0)
+
+
+class CausalSelfAttention(nn.Module):
+    """Multi-head self-attention; `mask` [B, 1, L, L] bool is True where attention is allowed."""
+
+    def __init__(self, hidden: int, heads: int, dropout: float) -> None:
+        super().__init__()
+        if hidden % heads:
+            raise ValueError(f"hidden ({hidden}) must be divisible by heads ({heads})")
+        self.heads = heads
+        self.qkv = nn.Linear(hidden, 3 * hidden)
+        self.proj = nn.Linear(hidden, hidden)
+        self.dropout = dropout
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        B, L, D = x.shape
+        q, k, v = self.qkv(x).split(D, dim=-1)                         # 3 x [B, L, D]
+        shape = (B, L, self.heads, D // self.heads)
+        q, k, v = (t.view(shape).transpose(1, 2) for t in (q, k, v))   # [B, H, L, Dh]
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask,
+                                           dropout_p=self.dropout if self.training else 0.0)
+        return self.proj(y.transpose(1, 2).reshape(B, L, D))
+
+
+class Block(nn.Module):
+    """Pre-LayerNorm transformer block (attention + GELU MLP, both residual)."""
+
+    def __init__(self, hidden: int, heads: int, dropout: float) -> None:
+        super().__init__()
+        self.norm1 = nn.LayerNorm(hidden)
+        self.attn = CausalSelfAttention(hidden, heads, dropout)
+        self.norm2 = nn.LayerNorm(hidden)
+        self.mlp = nn.Sequential(nn.Linear(hidden, 4 * hidden), nn.GELU(), nn.Linear(4 * hidden, hidden))
+        self.drop = nn.Dropout(dropout)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        x = x + self.drop(self.attn(self.norm1(x), mask))
+        return x + self.drop(self.mlp(self.norm2(x)))
+
+
+def causal_padding_mask(valid: torch.Tensor) -> torch.Tensor:
+    """[B, 1, L, L] bool attention mask from `valid` [B, L]: causal, padded keys hidden.
+
+    Each position may always attend to itself, so fully padded (left) positions never produce
+    an all-masked softmax row (NaN); their outputs are ignored anyway.
+    """
+    L = valid.shape[1]
+    causal = torch.ones(L, L, dtype=torch.bool, device=valid.device).tril()
+    eye = torch.eye(L, dtype=torch.bool, device=valid.device)
+    return ((causal & valid[:, None, :]) | eye)[:, None]               # [B, 1, L, L]
+
+
+class SeqTransformer(nn.Module):
+    """SASRec's sequence encoder: learned positions, causal pre-LN blocks, final LayerNorm.
+
+    Inputs are left-padded, so absolute position L-1 is always the most recent item.
+    """
+
+    def __init__(self, hidden: int, layers: int, heads: int, dropout: float, max_len: int) -> None:
+        super().__init__()
+        self.max_len = max_len
+        self.pos = nn.Embedding(max_len, hidden)
+        self.drop = nn.Dropout(dropout)
+        self.blocks = nn.ModuleList(Block(hidden, heads, dropout) for _ in range(layers))
+        self.norm = nn.LayerNorm(hidden)
+
+    def forward(self, x: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+        """x [B, L, D] item embeddings (L <= max_len), valid [B, L] bool -> [B, L, D]."""
+        L = x.shape[1]
+        pos = self.pos.weight[self.max_len - L:]                       # right-aligned [L, D]
+        h = self.drop(x + pos) * valid[..., None]
+        mask = causal_padding_mask(valid)
+        for block in self.blocks:
+            h = block(h, mask)
+        return self.norm(h)
+
+
+class FeatureTransform(nn.Module):
+    """Feature transformation (FST) of frozen modality vectors [.., d_in] -> [.., hidden].
+
+    linear: W x + b (the ODMT paper's projection); mlp: LayerNorm, Linear, GELU, Linear.
+    """
+
+    def __init__(self, d_in: int, hidden: int, kind: Literal["linear", "mlp"], dropout: float) -> None:
+        super().__init__()
+        if kind == "linear":
+            self.net = nn.Linear(d_in, hidden)
+        elif kind == "mlp":
+            self.net = nn.Sequential(nn.LayerNorm(d_in), nn.Linear(d_in, 2 * hidden), nn.GELU(),
+                                     nn.Dropout(dropout), nn.Linear(2 * hidden, hidden))
+        else:
+            raise ValueError(f"unknown feature transform {kind!r}; known: linear, mlp")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
+def init_weights(module: nn.Module, std: float = 0.02) -> None:
+    """N(0, std) for Linear/Embedding weights, zero biases, unit LayerNorms; padding row 0 zero."""
+    for m in module.modules():
+        if isinstance(m, nn.Linear):
+            nn.init.normal_(m.weight, 0.0, std)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.Embedding):
+            nn.init.normal_(m.weight, 0.0, std)
+            if m.padding_idx is not None:
+                with torch.no_grad():
+                    m.weight[m.padding_idx].zero_()
+        elif isinstance(m, nn.LayerNorm):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
+
+
+def fit_window(history: torch.Tensor, max_len: int) -> torch.Tensor:
+    """The last `max_len` positions of left-padded histories [B, L] (left-padded with 0 if shorter)."""
+    L = history.shape[1]
+    if L >= max_len:
+        return history[:, L - max_len:]
+    return F.pad(history, (max_len - L, 0))
+
+
+def modalities_to_use(model_name: str, wanted: list[str] | None, present: list[str],
+                      needed: int = 1) -> list[str]:
+    """The modalities a multimodal model will use: `wanted` (None = all present), in a fixed
+    order. A wanted modality that the dataset lacks, or fewer than `needed` usable ones, is a
+    clear error naming the model, raised before training starts."""
+    order = ["text", "image"]
+    if wanted is None:
+        use = [m for m in order if m in present]
+    else:
+        missing = [m for m in wanted if m not in present]
+        if missing:
+            raise ValueError(f"model {model_name!r} needs modality {', '.join(missing)} but the dataset "
+                             f"has only: {', '.join(present) or 'no modality features'}")
+        use = [m for m in order if m in wanted]
+    if len(use) < needed:
+        raise ValueError(f"model {model_name!r} needs at least {needed} modality (text or image) but "
+                         f"none is present (features found: {', '.join(present) or 'none'})")
+    return use
+
+
+class RecLossMixin:
+    """`rec_loss` over a model's own candidate table, with the model's loss kind and temperature.
+
+    The host sets `self.cfg` (a SeqModelConfig) and calls `init_log_pop(ctx)` in __init__.
+    """
+
+    cfg: SeqModelConfig
+
+    def init_log_pop(self, ctx) -> None:
+        from mmrec.train.losses import log_popularity
+
+        # Only the in-batch loss needs popularity; not persisted (rebuilt from the context).
+        log_pop = log_popularity(ctx.item_pop) if self.cfg.loss == "inbatch" else torch.zeros(0)
+        self.register_buffer("log_pop", log_pop, persistent=False)  # type: ignore[attr-defined]
+
+    def rec_loss(self, user: torch.Tensor, item_table: torch.Tensor, batch, rows) -> torch.Tensor:
+        """user [M, D] at `rows` of `batch`, item_table [N+1, D] -> scalar loss."""
+        from mmrec.train.losses import rec_loss
+
+        return rec_loss(self.cfg.loss, user, item_table, batch, rows,
+                        self.log_pop if self.cfg.loss == "inbatch" else None,  # type: ignore[attr-defined]
+                        self.cfg.temperature)

@@ -1,0 +1,73 @@
+"""model.pt: save the best weights with everything needed to rebuild the model, and load them."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Optional
+
+import torch
+
+from mmrec.config import Params
+from mmrec.io import atomic_path
+from mmrec.models.base import ModelContext, SeqRecModel
+
+CHECKPOINT_FILE = "model.pt"
+FORMAT_VERSION = 1
+
+
+def save_checkpoint(path: Path, model: SeqRecModel, *, arch: str, name: str, config: dict[str, Any],
+                    ctx: ModelContext, extra: Optional[dict[str, Any]] = None) -> Path:
+    """Write model.pt atomically: {state_dict, arch, name, config, context, ...extra}.
+
+    Only tensors and plain Python values, so `torch.load(weights_only=True)` reads it. Frozen
+    features are non-persistent buffers of the models, so they are not copied into the file.
+    """
+    from mmrec.train.context import context_summary
+
+    state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+    payload = {"format_version": FORMAT_VERSION, "state_dict": state, "arch": arch, "name": name,
+               "config": config, "context": context_summary(ctx), **(extra or {})}
+    with atomic_path(path) as tmp:
+        torch.save(payload, tmp)
+    return Path(path)
+
+
+def read_checkpoint(path: Path) -> dict[str, Any]:
+    """The raw checkpoint dict (weights_only: no code is unpickled)."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / CHECKPOINT_FILE
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: not found (run the train stage for this model)")
+    ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    for key in ("state_dict", "arch", "config", "context"):
+        if key not in ckpt:
+            raise ValueError(f"{path}: not an mmrec checkpoint (missing {key!r})")
+    return ckpt
+
+
+def load_model(model_dir: Path, params: Params, device: torch.device | str = "cpu",
+               root: Optional[Path] = None) -> SeqRecModel:
+    """Rebuild a trained model from `<model_dir>/model.pt` and the pipeline's artifacts.
+
+    The ModelContext is rebuilt from items.parquet and the checkpoint's modalities (and KDSR
+    teachers when the model needs them); `root` defaults to the project root implied by the
+    layout `<root>/data/<name>/models/<model>`. Returns the model in eval mode on `device`.
+    """
+    from mmrec.models.registry import build_model, model_class
+    from mmrec.train.context import build_context
+
+    model_dir = Path(model_dir)
+    ckpt = read_checkpoint(model_dir)
+    root = Path(root) if root is not None else model_dir.resolve().parents[3]
+    arch, summary = ckpt["arch"], ckpt["context"]
+    cls = model_class(arch)
+    ctx = build_context(params, device, root, max_len=int(summary["max_len"]),
+                        tokens=bool(getattr(cls, "uses_tokens", True)),
+                        modalities=summary["modalities"], teachers=bool(cls.needs_teacher))
+    if ctx.n_items != int(summary["n_items"]):
+        raise ValueError(f"{model_dir / CHECKPOINT_FILE}: trained on {summary['n_items']} items but "
+                         f"items.parquet now has {ctx.n_items}; re-run the train stage")
+    model = build_model(arch, ctx, dict(ckpt["config"]), section=ckpt.get("name"))
+    model.load_state_dict(ckpt["state_dict"])
+    return model.to(ctx.device).eval()

@@ -1,0 +1,100 @@
+"""Build the ModelContext a model is constructed with, from the pipeline's artifacts."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Iterable, Optional
+
+import numpy as np
+import polars as pl
+import torch
+
+from mmrec import paths
+from mmrec.config import Params
+from mmrec.features.types import ModalityFeatures
+from mmrec.models.base import ModelContext
+
+MODALITIES = ("text", "image")
+
+
+def load_item_pop(items_path: Path) -> torch.Tensor:
+    """[N+1] long training counts from items.parquet (`item_idx` must be exactly 1..N)."""
+    if not items_path.exists():
+        raise FileNotFoundError(f"{items_path}: not found (run the ingest stage first)")
+    df = pl.read_parquet(items_path, columns=["item_idx", "n_train"]).sort("item_idx")
+    idx = df["item_idx"].to_numpy()
+    if len(idx) == 0 or idx[0] != 1 or not np.array_equal(idx, np.arange(1, len(idx) + 1)):
+        raise ValueError(f"{items_path}: item_idx must be 1..N without gaps or duplicates")
+    if df["n_train"].null_count():
+        raise ValueError(f"{items_path}: n_train has nulls")
+    pop = np.zeros(len(idx) + 1, dtype=np.int64)
+    pop[1:] = df["n_train"].to_numpy()
+    return torch.from_numpy(pop)
+
+
+def present_modalities(params: Params, root: Path) -> list[str]:
+    """Modalities whose feature file exists for the configured encoders."""
+    return [m for m in MODALITIES if paths.feature_path(params, m, root).exists()]
+
+
+def read_features(path: Path, n_items: int, tokens: bool) -> ModalityFeatures:
+    """One modality's features via the feature store (mmrec.features.store.load_features)."""
+    from mmrec.features.store import load_features
+
+    feats = load_features(path, tokens=tokens)
+    if feats.n_items != n_items:
+        raise ValueError(f"{path}: features cover {feats.n_items} items but items.parquet has {n_items}; "
+                         "re-run the extract stage")
+    return feats
+
+
+def build_context(params: Params, device: torch.device | str = "cpu", root: Path = Path("."), *,
+                  max_len: Optional[int] = None, tokens: bool = False,
+                  modalities: Optional[Iterable[str]] = None, teachers: bool = True) -> ModelContext:
+    """ModelContext from items.parquet (n_train), the present modalities' features and, with
+    `teachers`, the KDSR teachers whose folders exist.
+
+    max_len:    input positions (default `train.common.max_len`).
+    tokens:     also load token states (ODMT); pooled vectors otherwise.
+    modalities: restrict to these (a checkpoint's); None = every modality with features.
+    """
+    root = Path(root)
+    device = torch.device(device)
+    item_pop = load_item_pop(paths.ingest_dir(params, root) / "items.parquet")
+    n_items = int(item_pop.shape[0]) - 1
+    present = present_modalities(params, root)
+    if modalities is not None:
+        wanted = list(modalities)
+        missing = [m for m in wanted if m not in present]
+        if missing:
+            raise FileNotFoundError(
+                f"features for {', '.join(missing)} not found under {paths.features_dir(params, root)} "
+                "(run the extract stage with the same encoders)")
+        present = [m for m in MODALITIES if m in wanted]
+    features = {m: read_features(paths.feature_path(params, m, root), n_items, tokens).to(device)
+                for m in present}
+    found_teachers = {}
+    if teachers:
+        from mmrec.teacher import load_teacher
+
+        for m in present:
+            tdir = paths.teacher_modality_dir(params, m, root)
+            if tdir.exists():
+                found_teachers[m] = load_teacher(tdir, device)
+    world = torch.distributed.get_world_size() if (
+        torch.distributed.is_available() and torch.distributed.is_initialized()) else 1
+    return ModelContext(n_items=n_items, max_len=max_len or params.train.common.max_len,
+                        item_pop=item_pop.to(device), features=features, teachers=found_teachers,
+                        device=device, world_size=world)
+
+
+def context_summary(ctx: ModelContext) -> dict:
+    """What a checkpoint records about its context (JSON-friendly)."""
+    return {
+        "n_items": ctx.n_items,
+        "max_len": ctx.max_len,
+        "modalities": sorted(ctx.features),
+        "feature_dims": {m: f.dim for m, f in sorted(ctx.features.items())},
+        "encoders": {m: f.encoder for m, f in sorted(ctx.features.items())},
+        "teachers": sorted(ctx.teachers),
+    }

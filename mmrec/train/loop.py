@@ -1,0 +1,206 @@
+"""The training loop shared by every model: AdamW with no-decay groups, clipping, AMP on CUDA,
+per-epoch validation with the shared full-ranking evaluator, modality retention, early stopping,
+best checkpoint and train_log.tsv. Runs single-process or data-parallel under torchrun."""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+import torch
+from tqdm import tqdm
+
+from mmrec.evaluate.ranking import evaluate_model
+from mmrec.evaluate.retention import modality_retention, retention_pairs
+from mmrec.models.base import ModelContext, SeqRecModel
+from mmrec.train import ddp
+from mmrec.train.checkpoint import CHECKPOINT_FILE, save_checkpoint
+from mmrec.train.data import EvalSplit
+from mmrec.train.params import TrainCommon
+
+LOG_FILE = "train_log.tsv"
+
+
+@dataclass
+class EvalSettings:
+    """How validation ranks (mirrors the `evaluate` params section)."""
+
+    ks: Sequence[int] = (5, 10, 20)
+    mask_history: bool = True
+    batch_users: int = 1024
+    item_chunk: int = 65536
+
+
+@dataclass
+class TrainResult:
+    best_epoch: int
+    best_metric: float
+    epochs_run: int
+    stopped_early: bool
+    seconds: float
+    log: list[dict[str, Any]] = field(default_factory=list)
+
+
+def set_lrs(optimizer: torch.optim.Optimizer, model: SeqRecModel, epoch: int) -> None:
+    """Each group's lr = its base lr x the model's per-group scale for this epoch (KDSR's
+    asynchronous learning); models without `group_lr_scale` keep the base lr."""
+    scale_fn = getattr(model, "group_lr_scale", None)
+    for g in optimizer.param_groups:
+        scale = scale_fn(g.get("name", ""), epoch) if scale_fn is not None else 1.0
+        g["lr"] = g["base_lr"] * scale
+
+
+def make_optimizer(model: SeqRecModel, lr: float, weight_decay: float) -> torch.optim.Optimizer:
+    groups = [g for g in model.param_groups(lr, weight_decay) if g["params"]]
+    for g in groups:
+        g["base_lr"] = g["lr"]
+    return torch.optim.AdamW(groups, lr=lr, weight_decay=weight_decay)
+
+
+def epoch_order(n: int, seed: int, epoch: int) -> torch.Tensor:
+    """This rank's example order for one epoch: a seeded permutation, sharded by
+    DistributedSampler under DDP (each rank sees a disjoint, equal-size part)."""
+    if ddp.is_distributed():
+        from torch.utils.data import DistributedSampler
+
+        sampler = DistributedSampler(range(n), shuffle=True, seed=seed, drop_last=False)
+        sampler.set_epoch(epoch)
+        return torch.tensor(list(iter(sampler)), dtype=torch.long)
+    gen = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+    return torch.randperm(n, generator=gen)
+
+
+def _autocast(device: torch.device, enabled: bool):
+    """bf16 autocast on CUDA where supported, else fp16 (needs a GradScaler); nothing on CPU."""
+    if device.type != "cuda" or not enabled:
+        return contextlib.nullcontext(), None
+    dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    scaler = torch.amp.GradScaler("cuda") if dtype == torch.float16 else None
+    return torch.autocast("cuda", dtype=dtype), scaler
+
+
+def retention_row(model: SeqRecModel, ctx: ModelContext, pairs: dict[str, torch.Tensor]) -> dict[str, float]:
+    """`retention_<table>_<modality>` for every model table x present modality."""
+    out: dict[str, float] = {}
+    with torch.no_grad():
+        was = model.training
+        model.eval()
+        tables = model.retention_tables()
+        model.train(was)
+        for tname, table in tables.items():
+            for m, feats in sorted(ctx.features.items()):
+                out[f"retention_{tname}_{m}"] = modality_retention(table, feats.vector, pairs[m])
+    return out
+
+
+def write_log(rows: list[dict[str, Any]], path: Path) -> None:
+    """train_log.tsv (atomically rewritten each epoch): the union of keys in first-seen order."""
+    from mmrec.io import atomic_path
+
+    cols: list[str] = []
+    for r in rows:
+        cols += [k for k in r if k not in cols]
+
+    def fmt(v: Any) -> str:
+        if v is None or (isinstance(v, float) and math.isnan(v)):
+            return "nan"
+        return repr(float(v)) if isinstance(v, float) else str(v)
+
+    with atomic_path(path) as tmp:
+        tmp.write_text("\t".join(cols) + "\n" + "".join(
+            "\t".join(fmt(r.get(c)) for c in cols) + "\n" for r in rows))
+
+
+def train_model(model: SeqRecModel, ctx: ModelContext, train_seq: torch.Tensor,
+                valid: Optional[EvalSplit], common: TrainCommon, out_dir: Path, *,
+                seed: int, arch: str, name: str, config: dict[str, Any],
+                eval_settings: EvalSettings = EvalSettings(), progress: bool = True) -> TrainResult:
+    """Train `model` on windows `train_seq` [U, S+1]; keep the best valid checkpoint in out_dir.
+
+    Every rank runs the same code; only rank 0 evaluates and writes, and its early-stopping
+    decision is broadcast. Without `valid` the last epoch is kept.
+    """
+    device = ctx.device
+    is_main = ddp.rank() == 0
+    model.to(device).train()
+    module = ddp.wrap_for_training(model, device)
+    opt = make_optimizer(model, common.lr, common.weight_decay)
+    autocast, scaler = _autocast(device, common.amp)
+    params = [p for g in opt.param_groups for p in g["params"]]
+    select = f"valid_{common.select_metric}"
+    pairs = {m: retention_pairs(f.has_feature.cpu(), common.retention_pairs, seed)
+             for m, f in ctx.features.items()}
+    out_dir = Path(out_dir)
+    rows: list[dict[str, Any]] = []
+    best, best_epoch, bad, stopped = -math.inf, 0, 0, False
+    n = int(train_seq.shape[0])
+    start_all = time.perf_counter()
+    epoch = 0
+    for epoch in range(1, common.epochs + 1):
+        t0 = time.perf_counter()
+        set_lrs(opt, model, epoch)
+        order = epoch_order(n, seed, epoch)
+        batches = order.split(common.batch_size)
+        sums: dict[str, float] = {}
+        bar = tqdm(batches, desc=f"{name} epoch {epoch}", leave=False, disable=not (progress and is_main))
+        for idx in bar:
+            seq = train_seq[idx].to(device, non_blocking=True)
+            with autocast:
+                loss, comps = module(seq, epoch)
+            if not torch.isfinite(loss):
+                raise FloatingPointError(f"model {name!r}: non-finite loss at epoch {epoch} ({comps})")
+            opt.zero_grad(set_to_none=True)
+            if scaler is not None:
+                scaler.scale(loss).backward()
+                scaler.unscale_(opt)
+                torch.nn.utils.clip_grad_norm_(params, common.grad_clip)
+                scaler.step(opt)
+                scaler.update()
+            else:
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(params, common.grad_clip)
+                opt.step()
+            comps = {"loss": float(loss.detach()), **comps}
+            for k, v in comps.items():
+                sums[k] = sums.get(k, 0.0) + v
+            bar.set_postfix(loss=f"{comps['loss']:.4f}")
+        train_time = time.perf_counter() - t0
+        row: dict[str, Any] = {"epoch": epoch}
+        row.update({k: v / max(len(batches), 1) for k, v in sums.items()})
+        decision = None
+        if is_main:
+            if valid is not None:
+                metrics = evaluate_model(model, valid.histories, valid.targets, ks=eval_settings.ks,
+                                         mask_history=eval_settings.mask_history,
+                                         mask_items=valid.full_history, device=device,
+                                         batch_users=eval_settings.batch_users,
+                                         item_chunk=eval_settings.item_chunk)
+                row.update({f"valid_{k}": v for k, v in metrics.items()})
+            row.update(retention_row(model, ctx, pairs))
+            row["lr"] = opt.param_groups[0]["lr"]
+            row["train_seconds"] = train_time
+            row["epoch_seconds"] = time.perf_counter() - t0
+            rows.append(row)
+            score = row.get(select, None) if valid is not None else float(epoch)
+            if score is None:
+                raise KeyError(f"select_metric {common.select_metric!r} is not among the valid "
+                               f"metrics: {', '.join(k for k in row if k.startswith('valid_'))}")
+            if score > best:
+                best, best_epoch, bad = score, epoch, 0
+                save_checkpoint(out_dir / CHECKPOINT_FILE, model, arch=arch, name=name, config=config,
+                                ctx=ctx, extra={"epoch": epoch, "valid": {k: v for k, v in row.items()
+                                                                          if k.startswith("valid_")}})
+            else:
+                bad += 1
+            write_log(rows, out_dir / LOG_FILE)
+            decision = bad >= common.patience
+        stopped = bool(ddp.broadcast_object(decision))
+        if stopped:
+            break
+    ddp.barrier()
+    return TrainResult(best_epoch=best_epoch, best_metric=best, epochs_run=epoch,
+                       stopped_early=stopped, seconds=time.perf_counter() - start_all, log=rows)

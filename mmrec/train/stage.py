@@ -1,0 +1,109 @@
+"""The train stage: `run(params, root, model)` trains one `train.models` entry (or all of them)."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any, Optional
+
+import torch
+
+from mmrec import paths
+from mmrec.config import Params
+from mmrec.io import pick_device, seed_everything
+from mmrec.train import ddp
+from mmrec.train.params import TrainCommon
+
+COMMON_KEYS = frozenset(TrainCommon.model_fields)
+
+
+def resolve_entry(params: Params, entry: str) -> tuple[str, TrainCommon, dict[str, Any]]:
+    """(arch, loop settings, raw model config) of `train.<entry>`.
+
+    `arch` defaults to the entry name. Keys of `train.<entry>` that are `train.common` keys
+    override the common loop settings; every other key goes to the model's config class. The
+    model config also receives the (overridden) common values of the keys it declares (hidden,
+    layers, heads, dropout, max_len, loss, ...).
+    """
+    from mmrec.models.registry import model_class
+
+    if entry not in params.train.models:
+        raise KeyError(f"model {entry!r} is not in train.models: {', '.join(params.train.models)}")
+    section = params.train.section(entry)
+    arch = str(section.pop("arch", entry))
+    cls = model_class(arch)
+    overrides = {k: v for k, v in section.items() if k in COMMON_KEYS}
+    try:
+        common = TrainCommon.model_validate({**params.train.common.model_dump(), **overrides})
+    except Exception as err:  # name the entry, not just train.common
+        raise ValueError(f"train.{entry}: {err}") from None
+    declared = set(getattr(cls.config_cls, "model_fields", {}))
+    cfg = {k: v for k, v in common.model_dump().items() if k in declared}
+    cfg.update({k: v for k, v in section.items() if k not in COMMON_KEYS})
+    return arch, common, cfg
+
+
+def check_requirements(entry: str, cls: type, ctx) -> None:
+    """Fail before training when the dataset lacks what the model needs (named in the error)."""
+    missing = [m for m in getattr(cls, "required_modalities", ()) if m not in ctx.features]
+    if missing:
+        raise ValueError(f"model {entry!r} needs modality {', '.join(missing)} but the dataset has "
+                         f"only: {', '.join(sorted(ctx.features)) or 'no modality features'}")
+    if getattr(cls, "needs_teacher", False) and not ctx.teachers:
+        raise ValueError(f"model {entry!r} needs a KDSR teacher but no teacher folder exists for "
+                         f"modalities {', '.join(sorted(ctx.features)) or '(none)'}; run the teacher stage")
+
+
+def train_entry(params: Params, entry: str, root: Path = Path("."), progress: bool = True) -> dict[str, Any]:
+    """Train one `train.models` entry; writes models/<entry>/model.pt and train_log.tsv."""
+    from mmrec.models.registry import build_model, model_class
+    from mmrec.train.context import build_context
+    from mmrec.train.data import load_eval_split, load_train_sequences
+    from mmrec.train.loop import EvalSettings, train_model
+
+    t0 = time.perf_counter()
+    root = Path(root)
+    arch, common, cfg = resolve_entry(params, entry)
+    cls = model_class(arch)
+    device = ddp.init_distributed(pick_device(params.device))
+    seed_everything(params.seed)
+    ctx = build_context(params, device, root, max_len=common.max_len,
+                        tokens=bool(getattr(cls, "uses_tokens", True)),
+                        teachers=bool(getattr(cls, "needs_teacher", False)))
+    check_requirements(entry, cls, ctx)
+    model = build_model(arch, ctx, cfg, section=entry)
+    config = model_config_dump(model)
+
+    ingest = paths.ingest_dir(params, root)
+    seq, _users = load_train_sequences(ingest, common.max_len)
+    usable = (seq > 0).sum(1) >= 2                                  # at least one (input, target)
+    skipped = int((~usable).sum())
+    seq = seq[usable]
+    valid = load_eval_split(ingest, "valid", common.max_len)
+    ev = params.evaluate
+    result = train_model(model, ctx, seq, valid, common, paths.model_dir(params, entry, root),
+                         seed=params.seed, arch=arch, name=entry, config=config,
+                         eval_settings=EvalSettings(tuple(ev.ks), ev.mask_history, ev.batch_users,
+                                                    ev.item_chunk),
+                         progress=progress)
+    return {"model": entry, "arch": arch, "users": int(seq.shape[0]), "skipped_short_sequences": skipped,
+            "items": ctx.n_items, "modalities": sorted(ctx.features), "epochs": result.epochs_run,
+            "best_epoch": result.best_epoch, f"best_valid_{common.select_metric}": result.best_metric,
+            "seconds": round(time.perf_counter() - t0, 2),
+            "output": str(paths.model_dir(params, entry, root))}
+
+
+def model_config_dump(model) -> dict[str, Any]:
+    """The model's validated config as plain values (stored in model.pt)."""
+    cfg = getattr(model, "cfg", None) or getattr(model, "config", None)
+    if cfg is None:
+        raise TypeError(f"{type(model).__name__} keeps its config neither in .cfg nor .config")
+    return cfg.model_dump(mode="json")
+
+
+def run(params: Params, root: Path = Path("."), model: Optional[str] = None,
+        progress: bool = True) -> dict[str, Any]:
+    """Train `model` (a `train.models` entry), or every entry in order when None."""
+    entries = [model] if model is not None else list(params.train.models)
+    out = {e: train_entry(params, e, root, progress) for e in entries}
+    return out[model] if model is not None else out

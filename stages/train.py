@@ -1,0 +1,27 @@
+"""Train one model of `train.models`: `python stages/train.py <model>` (works under torchrun)."""
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from mmrec.config import load_params  # noqa: E402
+from mmrec.train.stage import run  # noqa: E402
+
+
+def main() -> None:
+    if len(sys.argv) != 2:
+        sys.exit("usage: python stages/train.py <model>   (a name listed in train.models)")
+    params = load_params()
+    summary = run(params, Path("."), sys.argv[1])
+    from mmrec.train import ddp
+
+    if ddp.rank() == 0:
+        print(f"train {summary['model']} ({summary['arch']}): {summary['users']} users, "
+              f"{summary['items']} items, modalities {summary['modalities'] or 'none'}, "
+              f"{summary['epochs']} epochs (best {summary['best_epoch']}), "
+              f"{summary['seconds']}s -> {summary['output']}")
+
+
+if __name__ == "__main__":
+    main()
