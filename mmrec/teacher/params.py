@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 
 class TeacherParams(BaseModel):
@@ -26,3 +26,10 @@ class TeacherParams(BaseModel):
     random_pairs: int = Field(200_000, ge=0)
     max_cooccurring_pairs: int = Field(2_000_000, ge=0)
     kmeans_iters: int = Field(25, ge=1)
+
+    @model_validator(mode="after")
+    def _dim_splits_into_subspaces(self) -> "TeacherParams":
+        if self.dim % self.subspaces:
+            raise ValueError(f"teacher.dim ({self.dim}) must be divisible by teacher.subspaces "
+                             f"({self.subspaces}): dissected correlations split the vector evenly")
+        return self

@@ -1,0 +1,170 @@
+"""The teacher stage: per modality, denoising AE -> denoised table -> pair sample -> codebook."""
+
+from __future__ import annotations
+
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import polars as pl
+import pyarrow.parquet as pq
+import torch
+
+from mmrec.config import Params
+from mmrec.io import pick_device, read_parquet_metadata, write_json, write_parquet
+from mmrec.paths import feature_path, ingest_dir, teacher_modality_dir
+from mmrec.teacher.autoencoder import encode_items, fit_autoencoder
+from mmrec.teacher.codebook import (
+    assign_codes,
+    code_histogram,
+    faiss_gpu_available,
+    fit_codebook,
+    pair_dissected,
+)
+from mmrec.teacher.correlation import (
+    CODEBOOK_FILE,
+    DENOISED_FILE,
+    TEACHER_JSON,
+    codebook_table,
+    denoised_table,
+)
+from mmrec.teacher.pairs import cooccurring_pairs, random_pairs, sequence_sets, training_sequences
+from mmrec.teacher.params import TeacherParams
+
+MODALITIES = ("text", "image")
+# Distinct seed streams per modality, so text and image never share noise or pair samples.
+_SEED_OFFSET = {"text": 0, "image": 1_000_003}
+
+
+def load_feature_matrix(path: Path) -> tuple[torch.Tensor, torch.Tensor, str]:
+    """Pooled vectors of a feature file as ([N+1, d] float32, has_feature [N+1] bool, encoder).
+
+    Read batch by batch into one preallocated matrix (peak ~ the matrix, not twice it); token
+    columns are never read. Row 0 (padding) and rows of missing items stay zero / False.
+    """
+    pf = pq.ParquetFile(path)
+    names = set(pf.schema_arrow.names)
+    missing = {"item_idx", "vector", "has_feature"} - names
+    if missing:
+        raise ValueError(f"{path}: missing column(s) {sorted(missing)}")
+    vtype = pf.schema_arrow.field("vector").type
+    dim = getattr(vtype, "list_size", None)
+    if not dim or dim < 0:
+        raise ValueError(f"{path}: column `vector` must be a fixed-size list of float, got {vtype}")
+    idx_col = pq.read_table(path, columns=["item_idx"]).column("item_idx").to_numpy()
+    if len(idx_col) == 0:
+        raise ValueError(f"{path}: no rows")
+    if idx_col.min() < 0:
+        raise ValueError(f"{path}: negative item_idx {int(idx_col.min())}")
+    x = np.zeros((int(idx_col.max()) + 1, dim), dtype=np.float32)
+    has = np.zeros(len(x), dtype=bool)
+    for rb in pf.iter_batches(batch_size=16384, columns=["item_idx", "vector", "has_feature"]):
+        idx = rb.column(0).to_numpy().astype(np.int64)
+        vec = rb.column(1)
+        if vec.null_count:
+            raise ValueError(f"{path}: null `vector` rows (item_idx {idx[vec.is_null().to_numpy(zero_copy_only=False)][:5].tolist()} ...)")
+        x[idx] = vec.flatten().to_numpy(zero_copy_only=False).reshape(-1, dim)
+        has[idx] = rb.column(2).fill_null(False).to_numpy(zero_copy_only=False)
+    has[0] = False
+    x[~has] = 0.0  # a vector on a has_feature=False row is not trusted
+    meta = read_parquet_metadata(path)
+    enc = meta.get("encoder", "")
+    return torch.from_numpy(x), torch.from_numpy(has), enc if isinstance(enc, str) else str(enc)
+
+
+def build_modality(x: torch.Tensor, has: torch.Tensor, seqs: pl.DataFrame, tp: TeacherParams,
+                   seed: int, device: torch.device, progress: bool = True,
+                   desc: str = "teacher") -> dict[str, Any]:
+    """The stage's core for one modality, in memory: AE, denoised table, pair sample, codebook.
+
+    x [N+1, d_in] float32 CPU, has [N+1] bool, seqs from `training_sequences`.
+    Returns denoised [N+1, dim] ndarray, codebook [K, D] ndarray and the JSON record.
+    """
+    has_np = has.numpy()
+    sets = sequence_sets(seqs, has_np)
+    train_items = np.unique(sets.items)                                 # featured training items
+    ae = fit_autoencoder(x, train_items, dim=tp.dim, noise_std=tp.noise_std,
+                         feature_dropout=tp.feature_dropout, epochs=tp.epochs, patience=tp.patience,
+                         batch_size=tp.batch_size, lr=tp.lr, holdout=tp.holdout, seed=seed,
+                         device=device, progress=progress, desc=f"{desc} AE")
+    denoised = encode_items(ae, x, has, device)                          # [N+1, dim]
+
+    ci, cj, co_total = cooccurring_pairs(sets, tp.max_cooccurring_pairs, seed + 11)
+    ri, rj = random_pairs(train_items, tp.random_pairs, seed + 12)
+    table = torch.from_numpy(denoised).to(device)
+    sample = pair_dissected(table, np.concatenate([ci, ri]), np.concatenate([cj, rj]),
+                            tp.subspaces, tp.correlation)                # [P, D]
+    use_gpu = device.type == "cuda" and faiss_gpu_available()
+    codebook = fit_codebook(sample, tp.codes, tp.kmeans_iters, seed + 13, use_gpu=use_gpu)
+    codes = assign_codes(sample, codebook, device)
+    del sample, table
+
+    record = {
+        "autoencoder": {**ae.record(), "input_dim": int(x.shape[1])},
+        "items": {"n_items": int(x.shape[0] - 1), "with_feature": int(has_np.sum()),
+                  "without_feature": int((~has_np[1:]).sum()), "training_items": int(len(train_items)),
+                  "cold_items_encoded": int(has_np.sum() - len(train_items))},
+        "pairs": {"cooccurring_available": co_total, "cooccurring_sampled": int(len(ci)),
+                  "random": int(len(ri)), "training_sequences": int(len(sets.offsets) - 1)},
+        "codes": {"all": code_histogram(codes, tp.codes),
+                  "cooccurring": code_histogram(codes[:len(ci)], tp.codes),
+                  "random": code_histogram(codes[len(ci):], tp.codes)},
+        "centroids": codebook.tolist(),
+        "kmeans_device": "gpu" if use_gpu else "cpu",
+    }
+    return {"denoised": denoised, "has_feature": has_np, "codebook": codebook, "record": record}
+
+
+def run(params: Params, root: Path = Path(".")) -> dict[str, Any]:
+    """Teacher stage entry point (used by stages/teacher.py, the CLI and tests).
+
+    Processes each of text/image whose feature file exists; writes denoised.parquet,
+    codebook.parquet and teacher.json per modality under teacher_modality_dir.
+    """
+    t0 = time.time()
+    tp = params.teacher
+    if tp.dim % tp.subspaces:
+        raise ValueError(f"teacher.dim={tp.dim} must be divisible by teacher.subspaces={tp.subspaces}")
+    device = pick_device(params.device)
+    splits_path = ingest_dir(params, root) / "splits.parquet"
+    if not splits_path.exists():
+        raise FileNotFoundError(f"{splits_path}: missing (run the ingest stage first)")
+    seqs = training_sequences(pl.scan_parquet(splits_path), splits_path)
+    present = [m for m in MODALITIES if feature_path(params, m, root).exists()]
+    if not present:
+        expected = ", ".join(str(feature_path(params, m, root)) for m in MODALITIES)
+        raise FileNotFoundError(f"no feature file found (expected one of: {expected}); run extract")
+
+    summary: dict[str, Any] = {"modalities": {}, "device": str(device)}
+    for m in present:
+        fpath = feature_path(params, m, root)
+        x, has, enc = load_feature_matrix(fpath)
+        try:
+            out = build_modality(x, has, seqs, tp, params.seed + _SEED_OFFSET[m], device, desc=m)
+        except ValueError as err:
+            raise ValueError(f"{fpath}: {err}") from err
+        del x
+        odir = teacher_modality_dir(params, m, root)
+        meta = {"modality": m, "encoder": enc or getattr(params.extract, m).encoder,
+                "correlation": tp.correlation, "subspaces": tp.subspaces, "dim": tp.dim}
+        write_parquet(denoised_table(out["denoised"], out["has_feature"]), odir / DENOISED_FILE, meta)
+        write_parquet(codebook_table(out["codebook"]), odir / CODEBOOK_FILE, meta)
+        rec = out["record"]
+        # teacher.json last: its presence means the folder is complete.
+        write_json({**meta, "feature_file": str(fpath.relative_to(root)) if fpath.is_relative_to(root)
+                    else str(fpath), "seed": params.seed + _SEED_OFFSET[m],
+                    "params": tp.model_dump(), **rec}, odir / TEACHER_JSON)
+        summary["modalities"][m] = {
+            "dir": str(odir), "items": rec["items"]["n_items"],
+            "best_epoch": rec["autoencoder"]["best_epoch"],
+            "best_valid_loss": rec["autoencoder"]["best_valid_loss"],
+            "pairs": rec["pairs"]["cooccurring_sampled"] + rec["pairs"]["random"],
+            "dead_codes": len(rec["codes"]["all"]["dead_codes"]),
+        }
+        if rec["codes"]["all"]["dead_codes"]:
+            warnings.warn(f"teacher {m}: {len(rec['codes']['all']['dead_codes'])} codebook codes got "
+                          f"no sampled pair (see {odir / TEACHER_JSON})", stacklevel=2)
+    summary["seconds"] = round(time.time() - t0, 1)
+    return summary
