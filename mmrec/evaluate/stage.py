@@ -65,9 +65,21 @@ def evaluate_split(model: torch.nn.Module, split: EvalSplitLike, item_pop: torch
         ranks = rank_model(model, split.histories, split.targets, mask_history=cfg.mask_history,
                            mask_items=split.full_history, batch_users=cfg.batch_users,
                            item_chunk=cfg.item_chunk, device=device, progress=bar.update)
+    return summarize_ranks(ranks, split.targets, split.full_history, item_pop, cfg)
+
+
+def summarize_ranks(ranks: torch.Tensor, targets: torch.Tensor, full_history: torch.Tensor,
+                    item_pop: torch.Tensor, cfg: EvaluateParams) -> dict[str, Any]:
+    """Overall metrics, repeat count and breakdowns for ranks [U] of targets [U].
+
+    full_history: [U, H] every earlier item (0-padded), for repeats and history lengths.
+    item_pop:     [N+1] training popularity, for the popularity groups.
+    """
+    n_users = int(targets.shape[0])
+    ranks = ranks.cpu()
     ks = cfg.ks
     item_group = popularity_groups(item_pop, cfg.popularity_groups)   # [N+1]
-    target_group = item_group[split.targets.long().cpu()]            # [U]
+    target_group = item_group[targets.long().cpu()]            # [U]
     pop_info = {g["group"]: g for g in popularity_group_info(item_pop, item_group, cfg.popularity_groups)}
     by_pop = grouped_metrics(ranks, target_group, cfg.popularity_groups + 1, ks,
                              labels=[pop_info[g]["label"] for g in range(cfg.popularity_groups + 1)])
@@ -75,15 +87,15 @@ def evaluate_split(model: torch.nn.Module, split: EvalSplitLike, item_pop: torch
         info = pop_info[row["group"]]
         row.update(n_items=info["n_items"], n_train_min=info["n_train_min"],
                    n_train_max=info["n_train_max"])
-    lengths = (split.full_history > 0).sum(-1).cpu()                 # [U]
+    lengths = (full_history > 0).sum(-1).cpu()                 # [U]
     bucket = history_buckets(lengths, cfg.history_buckets)
     labels = history_bucket_labels(cfg.history_buckets)
     by_len = grouped_metrics(ranks, bucket, len(labels), ks, labels=labels)
-    repeat = (split.full_history.long() == split.targets.long()[:, None]).any(-1).cpu()   # [U]
+    repeat = (full_history.long() == targets.long()[:, None]).any(-1).cpu()   # [U]
     return {
         "n_users": n_users,
         "overall": metrics_from_ranks(ranks, ks),
-        "repeat_targets": count_repeats(split.targets, split.full_history),
+        "repeat_targets": count_repeats(targets, full_history),
         "overall_without_repeats": metrics_from_ranks(ranks[~repeat], ks),
         "mean_rank": float(ranks.double().mean()) if n_users else None,
         "by_popularity": by_pop,

@@ -1,0 +1,448 @@
+"""Stage `report`: compare every trained model of `train.models` in one place.
+
+Writes `report/report.md`, a self-contained `report/report.html` (plots embedded as base64 PNG)
+and the PNG plots themselves. Models without a metrics.json are listed as missing, not dropped
+silently; training curves come from each model's train_log.tsv when it exists.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+from mmrec import paths
+from mmrec.config import Params
+
+BASELINE = "sasrec"
+PLOTS = {
+    "metrics": "metrics_by_model.png",
+    "popularity": "recall_by_popularity.png",
+    "curves": "training_curves.png",
+    "losses": "loss_components.png",
+}
+
+
+@dataclass
+class RunData:
+    """What the report knows about the models of one dataset."""
+
+    models: list[str]                                   # train.models, in order
+    metrics: dict[str, dict[str, Any]] = field(default_factory=dict)   # model -> metrics.json
+    logs: dict[str, pl.DataFrame] = field(default_factory=dict)        # model -> train_log.tsv
+    dataset_stats: dict[str, Any] = field(default_factory=dict)
+    problems: list[str] = field(default_factory=list)   # unreadable files, named
+
+    @property
+    def reported(self) -> list[str]:
+        return [m for m in self.models if m in self.metrics]
+
+    @property
+    def missing(self) -> list[str]:
+        return [m for m in self.models if m not in self.metrics]
+
+
+def _dataset_stats(report: dict[str, Any]) -> dict[str, Any]:
+    """The Table-1 statistics of ingest/report.json (whichever key the ingest stage used)."""
+    for key in ("statistics", "stats", "dataset_statistics", "dataset", "table1"):
+        value = report.get(key)
+        if isinstance(value, dict):
+            return {k: v for k, v in value.items() if isinstance(v, (int, float, str, bool)) or v is None}
+    return {k: v for k, v in report.items() if isinstance(v, (int, float, str, bool))}
+
+
+def collect(params: Params, root: Path = Path(".")) -> RunData:
+    """Read every model's metrics.json and train_log.tsv and the ingest statistics."""
+    data = RunData(models=list(params.train.models))
+    for model in data.models:
+        mpath = paths.results_dir(params, model, root) / "metrics.json"
+        if mpath.exists():
+            try:
+                data.metrics[model] = json.loads(mpath.read_text())
+            except ValueError as err:
+                data.problems.append(f"{mpath}: not valid JSON ({err}); model left out")
+        lpath = paths.model_dir(params, model, root) / "train_log.tsv"
+        if lpath.exists():
+            try:
+                data.logs[model] = pl.read_csv(lpath, separator="\t", infer_schema_length=None)
+            except (pl.exceptions.PolarsError, OSError) as err:
+                data.problems.append(f"{lpath}: unreadable ({err}); curves left out")
+    rpath = paths.ingest_dir(params, root) / "report.json"
+    if rpath.exists():
+        try:
+            data.dataset_stats = _dataset_stats(json.loads(rpath.read_text()))
+        except ValueError as err:
+            data.problems.append(f"{rpath}: not valid JSON ({err})")
+    else:
+        data.problems.append(f"{rpath}: not found; dataset statistics left out")
+    return data
+
+
+def metric_columns(data: RunData, split: str = "test") -> list[str]:
+    """`<split>_<metric>@<k>` keys present in any model's metrics, ordered by metric then k."""
+    keys = {k for m in data.metrics.values() for k in m if k.startswith(f"{split}_") and "@" in k}
+
+    def order(key: str) -> tuple[int, int]:
+        name, k = key[len(split) + 1:].split("@")
+        return ({"recall": 0, "ndcg": 1, "mrr": 2}.get(name, 3), int(k))
+
+    return sorted(keys, key=order)
+
+
+def comparison_table(data: RunData, split: str = "test") -> pl.DataFrame:
+    """One row per reported model, one column per metric (NaN where a model lacks it)."""
+    cols = metric_columns(data, split)
+    rows = [{"model": m, **{c: float(data.metrics[m].get(c, math.nan)) for c in cols}} for m in data.reported]
+    return pl.DataFrame(rows, schema={"model": pl.String, **{c: pl.Float64 for c in cols}})
+
+
+def relative_improvement(table: pl.DataFrame, baseline: str = BASELINE) -> pl.DataFrame | None:
+    """Percent change of every metric over `baseline`'s row; None when the baseline is absent."""
+    if baseline not in table["model"].to_list():
+        return None
+    base = table.filter(pl.col("model") == baseline).row(0, named=True)
+    cols = [c for c in table.columns if c != "model"]
+    return table.select("model", *[
+        (pl.when(pl.lit(base[c]) > 0).then((pl.col(c) / base[c] - 1) * 100).otherwise(None)).alias(c)
+        for c in cols])
+
+
+def _short(col: str) -> str:
+    """`test_recall@10` -> `R@10`, for narrow table headers."""
+    name, k = col.split("_", 1)[1].split("@")
+    return {"recall": "R", "ndcg": "N", "mrr": "MRR"}.get(name, name) + f"@{k}"
+
+
+def _fmt_table(table: pl.DataFrame, percent: bool = False) -> tuple[list[str], list[list[tuple[str, bool]]]]:
+    """Header and cells (text, is_best) of a comparison table; best per column is the maximum."""
+    cols = [c for c in table.columns if c != "model"]
+    best = {c: table[c].drop_nans().drop_nulls().max() for c in cols}
+    body = []
+    for row in table.iter_rows(named=True):
+        cells = [(row["model"], False)]
+        for c in cols:
+            v = row[c]
+            if v is None or (isinstance(v, float) and math.isnan(v)):
+                cells.append(("–", False))
+            elif percent:
+                cells.append(("baseline" if row["model"] == BASELINE else f"{0.0 if abs(v) < 0.05 else v:+.1f}%", False))
+            else:
+                cells.append((f"{v:.4f}", best[c] is not None and v == best[c]))
+        body.append(cells)
+    return ["model"] + [_short(c) for c in cols], body
+
+
+def _md_table(header: list[str], body: list[list[tuple[str, bool]]], numeric: bool = True) -> str:
+    align = "---:" if numeric else "---"
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join(["---"] + [align] * (len(header) - 1)) + "|"]
+    for row in body:
+        lines.append("| " + " | ".join(f"**{t}**" if b else t for t, b in row) + " |")
+    return "\n".join(lines)
+
+
+def _html_table(header: list[str], body: list[list[tuple[str, bool]]], numeric: bool = True) -> str:
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
+    rows = "".join("<tr>" + "".join(f"<td>{'<b>' if b else ''}{html.escape(t)}{'</b>' if b else ''}</td>"
+                                    for t, b in row) + "</tr>" for row in body)
+    cls = "" if numeric else ' class="text"'
+    return f"<table{cls}><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>"
+
+
+def key_params(params: Params) -> dict[str, Any]:
+    """The parameters that decide what the numbers mean."""
+    d, c, e = params.data, params.train.common, params.evaluate
+    out: dict[str, Any] = {
+        "seed": params.seed,
+        "data": f"{d.name} ({d.source}, split {d.split}, max_history {d.max_history}, "
+                f"min_user_interactions {d.min_user_interactions}, require {list(d.require)})",
+        "encoders": f"text {params.extract.text.encoder}; image {params.extract.image.encoder}",
+        "train.common": f"epochs {c.epochs}, batch {c.batch_size}, lr {c.lr}, loss {c.loss}, hidden {c.hidden}, "
+                        f"layers {c.layers}, max_len {c.max_len}, select {c.select_metric}, patience {c.patience}",
+        "evaluate": f"full ranking over all items, mask_history {e.mask_history}, ks {list(e.ks)}, "
+                    f"pessimistic ties, popularity_groups {e.popularity_groups}",
+    }
+    for m in params.train.models:
+        section = params.train.section(m)
+        if section:
+            out[f"train.{m}"] = ", ".join(f"{k} {v}" for k, v in section.items())
+    return out
+
+
+# ---------------------------------------------------------------- plots
+
+
+def _plot_k(data: RunData) -> int:
+    ks = sorted({int(c.split("@")[1]) for c in metric_columns(data)})
+    return 10 if 10 in ks or not ks else ks[0]
+
+
+def plot_metrics(data: RunData, table: pl.DataFrame, out: Path) -> Path | None:
+    """Grouped bars: every test metric, one bar per model."""
+    import matplotlib.pyplot as plt
+
+    cols = [c for c in table.columns if c != "model"]
+    if table.height == 0 or not cols:
+        return None
+    fig, ax = plt.subplots(figsize=(max(7, 0.9 * len(cols) + 2), 4.2))
+    width = 0.8 / table.height
+    for i, row in enumerate(table.iter_rows(named=True)):
+        xs = [j + (i - (table.height - 1) / 2) * width for j in range(len(cols))]
+        ax.bar(xs, [row[c] for c in cols], width=width, label=row["model"])
+    ax.set_xticks(range(len(cols)), [_short(c) for c in cols])
+    ax.set_ylabel("test metric")
+    ax.set_title("Test metrics by model (full ranking)")
+    ax.legend(fontsize=8, ncols=min(4, table.height))
+    ax.grid(axis="y", alpha=0.3)
+    return _save(fig, out)
+
+
+def plot_popularity(data: RunData, out: Path) -> Path | None:
+    """Test Recall@K per popularity group (group 0 = cold items), one line per model."""
+    import matplotlib.pyplot as plt
+
+    k = _plot_k(data)
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    labels: list[str] = []
+    drawn = False
+    for m in data.reported:
+        test = next((d for d in data.metrics[m].get("details", []) if d.get("split") == "test"), None)
+        groups = (test or {}).get("by_popularity") or []
+        if not groups:
+            continue
+        labels = [f"{g.get('label', g['group'])}\n({g.get('n_users', '?')} users)" for g in groups]
+        ax.plot(range(len(groups)), [g.get(f"recall@{k}", math.nan) for g in groups], marker="o", label=m)
+        drawn = True
+    if not drawn:
+        plt.close(fig)
+        return None
+    ax.set_xticks(range(len(labels)), labels, fontsize=8)
+    ax.set_xlabel("target popularity group (cold = never in training; Q1 least popular)")
+    ax.set_ylabel(f"test Recall@{k}")
+    ax.set_title(f"Recall@{k} by target popularity")
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    return _save(fig, out)
+
+
+def plot_curves(data: RunData, out: Path) -> Path | None:
+    """Per epoch: validation Recall@K and modality retention, one line per model (and table/modality)."""
+    import matplotlib.pyplot as plt
+
+    k = _plot_k(data)
+    if not data.logs:
+        return None
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(12, 4.2))
+    for m, log in data.logs.items():
+        if "epoch" not in log.columns:
+            continue
+        col = f"valid_recall@{k}"
+        if col in log.columns:
+            ax1.plot(log["epoch"], log[col], marker=".", label=m)
+        for rc in [c for c in log.columns if c.startswith("retention_")]:
+            ax2.plot(log["epoch"], log[rc], marker=".", label=f"{m}: {rc[len('retention_'):]}")
+    ax1.set(title=f"Validation Recall@{k} per epoch", xlabel="epoch", ylabel=f"valid Recall@{k}")
+    ax2.set(title="Modality retention per epoch", xlabel="epoch",
+            ylabel="corr(learned, frozen) item similarity")
+    for ax in (ax1, ax2):
+        ax.grid(alpha=0.3)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=7)
+    return _save(fig, out)
+
+
+def plot_losses(data: RunData, out: Path) -> Path | None:
+    """Loss components per epoch, one panel per model."""
+    import matplotlib.pyplot as plt
+
+    logs = {m: log for m, log in data.logs.items()
+            if "epoch" in log.columns and any(c == "loss" or c.startswith("loss_") for c in log.columns)}
+    if not logs:
+        return None
+    n = len(logs)
+    ncols = min(3, n)
+    nrows = math.ceil(n / ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(4.2 * ncols, 3.3 * nrows), squeeze=False)
+    for ax, (m, log) in zip(axes.flat, logs.items()):
+        for c in [c for c in log.columns if c == "loss" or c.startswith("loss_")]:
+            ax.plot(log["epoch"], log[c], marker=".", label=c, linewidth=2 if c == "loss" else 1)
+        ax.set(title=m, xlabel="epoch")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    for ax in list(axes.flat)[n:]:
+        ax.axis("off")
+    fig.suptitle("Training loss components per epoch")
+    return _save(fig, out)
+
+
+def _save(fig, out: Path) -> Path:
+    import matplotlib.pyplot as plt
+
+    from mmrec.io import atomic_path
+
+    fig.tight_layout()
+    with atomic_path(out) as tmp:
+        # A fixed Software tag and no date keep the PNG bytes reproducible.
+        fig.savefig(tmp, format="png", dpi=110, metadata={"Software": "mmrec"})
+    plt.close(fig)
+    return out
+
+
+# ---------------------------------------------------------------- documents
+
+
+def _breakdown_rows(data: RunData, key: str, k: int) -> tuple[list[str], list[list[tuple[str, bool]]]] | None:
+    """Test Recall@K per group of a breakdown (`by_popularity` / `by_history_length`)."""
+    labels: list[str] = []
+    body = []
+    for m in data.reported:
+        test = next((d for d in data.metrics[m].get("details", []) if d.get("split") == "test"), None)
+        groups = (test or {}).get(key) or []
+        if not groups:
+            continue
+        labels = labels or [f"{g.get('label', g['group'])} (n={g.get('n_users', '?')})" for g in groups]
+        body.append([(m, False)] + [(f"{g.get(f'recall@{k}', math.nan):.4f}", False) for g in groups])
+    if not body:
+        return None
+    return ["model"] + labels, body
+
+
+def render(params: Params, data: RunData, plots: dict[str, Path | None]) -> tuple[str, str]:
+    """The Markdown and the self-contained HTML documents."""
+    table = comparison_table(data)
+    rel = relative_improvement(table)
+    k = _plot_k(data)
+    title = f"mmrec report: {params.data.name}"
+    md: list[str] = [f"# {title}", ""]
+    body: list[str] = [f"<h1>{html.escape(title)}</h1>"]
+
+    def section(name: str) -> None:
+        md.extend(["", f"## {name}", ""])
+        body.append(f"<h2>{html.escape(name)}</h2>")
+
+    def para(text: str) -> None:
+        md.extend([text, ""])
+        body.append(f"<p>{html.escape(text)}</p>")
+
+    def table_out(header, rows, numeric: bool = True) -> None:
+        md.extend([_md_table(header, rows, numeric), ""])
+        body.append(_html_table(header, rows, numeric))
+
+    def image(key: str, caption: str) -> None:
+        p = plots.get(key)
+        if p is None:
+            return
+        md.extend([f"![{caption}]({p.name})", ""])
+        b64 = base64.b64encode(p.read_bytes()).decode()
+        body.append(f'<figure><img alt="{html.escape(caption)}" src="data:image/png;base64,{b64}">'
+                    f"<figcaption>{html.escape(caption)}</figcaption></figure>")
+
+    para(f"Models reported: {', '.join(data.reported) or 'none'}.")
+    if data.missing:
+        para(f"Missing (no metrics.json yet, not trained or not evaluated): {', '.join(data.missing)}.")
+    for problem in data.problems:
+        para(f"Note: {problem}")
+
+    section("Test metrics (full ranking over all items)")
+    if table.height:
+        para("Best value per column in bold. R = Recall (= HR, one target per user), N = NDCG, "
+             "MRR = mean reciprocal rank, each at cutoff @K. Test metrics are computed once, "
+             "with the checkpoint selected on validation.")
+        table_out(*_fmt_table(table))
+        if rel is not None and rel.height > 1:
+            section(f"Relative improvement over {BASELINE}")
+            table_out(*_fmt_table(rel, percent=True))
+        elif rel is None:
+            para(f"No relative improvement: the baseline {BASELINE} has no metrics.")
+        users = {m: data.metrics[m].get("test_users") for m in data.reported}
+        repeats = {m: data.metrics[m].get("test_repeat_targets") for m in data.reported}
+        first = data.reported[0]
+        para(f"Test users: {users[first]}; targets repeating a history item: {repeats[first]} "
+             "(kept rankable under history masking).")
+        image("metrics", "Test metrics by model")
+    else:
+        para("No model has metrics yet: run `dvc repro` (or `mmrec run evaluate <model>`).")
+
+    pop = _breakdown_rows(data, "by_popularity", k)
+    if pop:
+        section(f"Recall@{k} by target popularity group")
+        para("Group cold holds targets never seen in training; Q1..Qn split the warm items into "
+             "equal-count groups by training popularity (ODMT, Figure 4).")
+        table_out(*pop)
+        image("popularity", f"Recall@{k} by popularity group")
+    hist = _breakdown_rows(data, "by_history_length", k)
+    if hist:
+        section(f"Recall@{k} by history length")
+        table_out(*hist)
+
+    if plots.get("curves") or plots.get("losses"):
+        section("Training")
+        image("curves", f"Validation Recall@{k} and modality retention per epoch")
+        image("losses", "Loss components per epoch")
+
+    section("Dataset")
+    if data.dataset_stats:
+        table_out(["statistic", "value"],
+                  [[(str(key), False), (_fmt_value(v), False)] for key, v in data.dataset_stats.items()])
+    else:
+        para("No dataset statistics available.")
+    section("Parameters")
+    table_out(["key", "value"], [[(key, False), (str(v), False)] for key, v in key_params(params).items()],
+              numeric=False)
+
+    css = ("body{font-family:-apple-system,'Segoe UI',Helvetica,Arial,sans-serif;max-width:1300px;"
+           "margin:24px auto;padding:0 16px;color:#222;font-size:15px}"
+           "table{border-collapse:collapse;margin:8px 0 16px}th,td{border:1px solid #ccc;padding:4px 10px;"
+           "text-align:right}th{background:#f2f2f2}td:first-child,th:first-child{text-align:left}"
+           "img{max-width:100%;height:auto}figure{margin:8px 0 20px}"
+           "table.text td{text-align:left}figcaption{color:#555;font-size:13px}h2{margin-top:28px;border-bottom:1px solid #ddd}")
+    doc = ("<!DOCTYPE html><html><head><meta charset='utf-8'>"
+           f"<title>{html.escape(title)}</title><style>{css}</style></head><body>"
+           + "\n".join(body) + "</body></html>\n")
+    return "\n".join(md).rstrip() + "\n", doc
+
+
+def _fmt_value(v: Any) -> str:
+    if isinstance(v, float):
+        return f"{v:,.0f}" if abs(v) >= 1000 else f"{v:.4g}"
+    if isinstance(v, int) and not isinstance(v, bool):
+        return f"{v:,}"
+    return str(v)
+
+
+def run(params: Params, root: Path = Path(".")) -> dict[str, Any]:
+    """Write report.md, report.html and the PNG plots under `report/`; return a summary."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from mmrec.io import atomic_path
+
+    t0 = time.perf_counter()
+    data = collect(params, root)
+    out_dir = paths.report_dir(params, root)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    table = comparison_table(data)
+    plots = {
+        "metrics": plot_metrics(data, table, out_dir / PLOTS["metrics"]),
+        "popularity": plot_popularity(data, out_dir / PLOTS["popularity"]),
+        "curves": plot_curves(data, out_dir / PLOTS["curves"]),
+        "losses": plot_losses(data, out_dir / PLOTS["losses"]),
+    }
+    # Plots that cannot be drawn this time must not survive from an earlier run.
+    for key, p in plots.items():
+        if p is None and (out_dir / PLOTS[key]).exists():
+            (out_dir / PLOTS[key]).unlink()
+    md, doc = render(params, data, plots)
+    with atomic_path(out_dir / "report.md") as tmp:
+        tmp.write_text(md)
+    with atomic_path(out_dir / "report.html") as tmp:
+        tmp.write_text(doc)
+    return {"path": str(out_dir), "reported": data.reported, "missing": data.missing,
+            "plots": [p.name for p in plots.values() if p is not None],
+            "problems": data.problems, "seconds": round(time.perf_counter() - t0, 2)}

@@ -1,0 +1,82 @@
+import base64
+import json
+import re
+
+import pytest
+
+from evaluate_fakes import tiny_params
+from mmrec.evaluate.fake_run import write_fake_run
+from mmrec.evaluate.report import PLOTS, collect, comparison_table, relative_improvement, run
+
+MODELS = ("sasrec", "kdsr", "odmt", "gru4rec")
+
+
+@pytest.fixture
+def fake(tmp_path):
+    params = tiny_params(models=MODELS)
+    write_fake_run(params, tmp_path, ["sasrec", "kdsr", "odmt"], n_users=120, n_items=200, epochs=4)
+    return params, tmp_path
+
+
+def test_report_on_fake_run(fake):
+    params, root = fake
+    summary = run(params, root)
+    out = root / "data" / "tiny" / "report"
+    assert summary["reported"] == ["sasrec", "kdsr", "odmt"] and summary["missing"] == ["gru4rec"]
+    assert sorted(summary["plots"]) == sorted(PLOTS.values())
+    for name in PLOTS.values():
+        assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    md = (out / "report.md").read_text()
+    assert "gru4rec" in md.split("## Test metrics")[0]          # named as missing
+    m = {name: json.loads((root / f"data/tiny/results/{name}/metrics.json").read_text())
+         for name in ("sasrec", "kdsr", "odmt")}
+    # the best test recall@10 is bold, the others are not
+    best = max(m, key=lambda k: m[k]["test_recall@10"])
+    first_table = md.split("## Test metrics")[1].split("\n## ")[0]
+    lines = [line for line in first_table.splitlines() if line.startswith("| ")]
+    header = [c.strip() for c in lines[0].split("|")]
+    rows = {line.split("|")[1].strip(): line for line in lines[1:]}
+    col = header.index("R@10")
+    for name in m:
+        cell = rows[name].split("|")[col].strip()
+        assert (cell == f"**{m[name]['test_recall@10']:.4f}**") == (name == best)
+    # relative improvement over sasrec
+    rel = 100 * (m["kdsr"]["test_ndcg@10"] / m["sasrec"]["test_ndcg@10"] - 1)
+    assert f"{rel:+.1f}%" in md
+    html = (out / "report.html").read_text()
+    imgs = re.findall(r'src="([^"]+)"', html)
+    assert len(imgs) == 4 and all(s.startswith("data:image/png;base64,") for s in imgs)
+    assert base64.b64decode(imgs[0].split(",", 1)[1])[:4] == b"\x89PNG"
+    assert "users" in html and "Parameters" in html and "gru4rec" in html
+
+
+def test_relative_improvement_values(fake):
+    params, root = fake
+    table = comparison_table(collect(params, root))
+    rel = relative_improvement(table)
+    base = table.filter(table["model"] == "sasrec").row(0, named=True)
+    odmt = table.filter(table["model"] == "odmt").row(0, named=True)
+    got = rel.filter(rel["model"] == "odmt").row(0, named=True)
+    assert got["test_mrr@5"] == pytest.approx(100 * (odmt["test_mrr@5"] / base["test_mrr@5"] - 1))
+    assert relative_improvement(table.filter(table["model"] != "sasrec")) is None
+
+
+def test_report_without_models_and_with_a_broken_file(tmp_path):
+    params = tiny_params(models=MODELS)
+    write_fake_run(params, tmp_path, ["kdsr"], n_users=50, n_items=60, epochs=2)
+    bad = tmp_path / "data/tiny/results/odmt/metrics.json"
+    bad.parent.mkdir(parents=True)
+    bad.write_text("{not json")
+    summary = run(params, tmp_path)
+    assert summary["reported"] == ["kdsr"]
+    assert any("odmt/metrics.json" in p for p in summary["problems"])
+    md = (tmp_path / "data/tiny/report/report.md").read_text()
+    assert "baseline sasrec has no metrics" in md
+    # nothing at all: the report still renders and says so; stale plots are removed
+    for name in ("kdsr",):
+        (tmp_path / f"data/tiny/results/{name}/metrics.json").unlink()
+    (tmp_path / f"data/tiny/models/kdsr/train_log.tsv").unlink()
+    summary = run(params, tmp_path)
+    assert summary["reported"] == [] and summary["plots"] == []
+    assert not (tmp_path / "data/tiny/report/metrics_by_model.png").exists()
+    assert "No model has metrics yet" in (tmp_path / "data/tiny/report/report.md").read_text()
