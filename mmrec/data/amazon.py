@@ -1,0 +1,251 @@
+"""Readers for the Amazon review datasets: 2014 (McAuley), 2018 (Ni) and 2023 (Hou).
+
+File names, per source (`<Cat>` = `data.category`, or the only category present):
+- amazon2014: reviews `reviews_<Cat>_5.json(.gz)` / `reviews_<Cat>.json(.gz)`, or ratings-only
+  `ratings_<Cat>.csv` (user,item,rating,timestamp); meta `meta_<Cat>.json(.gz)` with one
+  Python dict literal per line.
+- amazon2018: reviews `<Cat>_5.json(.gz)` / `<Cat>.json(.gz)`, or ratings-only `<Cat>.csv`
+  (item,user,rating,timestamp); meta `meta_<Cat>.json(.gz)` (JSON lines).
+- amazon2023: reviews `<Cat>.jsonl(.gz)` keyed by `parent_asin`, timestamps in milliseconds;
+  meta `meta_<Cat>.jsonl(.gz)`.
+Every JSON file may end in .json, .json.gz, .jsonl or .jsonl.gz.
+
+Images: `<raw_dir>/images/<safe asin>.jpg` is used when present; otherwise the meta's first
+image URL is kept for the downloader. A URL that is not http(s) is read as a path relative to
+`raw_dir` (the embedded sample references its shipped JPEGs that way).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import polars as pl
+
+from mmrec.data.images import list_images, safe_name
+from mmrec.data.jsonl import iter_records, parse_literal, scan_json_columns
+from mmrec.data.report import IngestReport
+from mmrec.data.text import cap_text, clean_text, compose_text
+
+JSON_EXTS = (".json", ".json.gz", ".jsonl", ".jsonl.gz")
+TEXT_FIELDS = ("title", "brand", "category", "description", "features")
+
+
+@dataclass(frozen=True)
+class AmazonFormat:
+    """What differs between the Amazon releases."""
+
+    source: str
+    review_stems: tuple[str, ...]  # tried in order, `{cat}` filled in
+    csv_stem: str | None
+    csv_columns: tuple[str, ...]  # column order of the ratings-only CSV
+    meta_stem: str
+    user_key: str
+    item_key: str
+    time_key: str
+    time_per_second: int  # 1000 for millisecond timestamps
+    meta_id_key: str
+    meta_parser: Callable[[str], Any]
+
+
+FORMATS = {
+    "amazon2014": AmazonFormat("amazon2014", ("reviews_{cat}_5", "reviews_{cat}"), "ratings_{cat}",
+                               ("user", "item", "rating", "timestamp"), "meta_{cat}",
+                               "reviewerID", "asin", "unixReviewTime", 1, "asin", parse_literal),
+    "amazon2018": AmazonFormat("amazon2018", ("{cat}_5", "{cat}"), "{cat}",
+                               ("item", "user", "rating", "timestamp"), "meta_{cat}",
+                               "reviewerID", "asin", "unixReviewTime", 1, "asin", json.loads),
+    "amazon2023": AmazonFormat("amazon2023", ("{cat}",), None, (), "meta_{cat}",
+                               "user_id", "parent_asin", "timestamp", 1000, "parent_asin",
+                               json.loads),
+}
+
+
+def _find(raw_dir: Path, stem: str) -> Path | None:
+    for ext in JSON_EXTS:
+        p = raw_dir / f"{stem}{ext}"
+        if p.is_file():
+            return p
+    return None
+
+
+def resolve_category(raw_dir: Path, category: str | None) -> str:
+    """The category stem: the configured one, or the only `meta_<Cat>.*` file in raw_dir."""
+    if category:
+        return category
+    cats = sorted({p.name[len("meta_"):].split(".")[0] for p in raw_dir.glob("meta_*")
+                   if p.name.endswith(JSON_EXTS)})
+    if not cats:
+        raise FileNotFoundError(f"{raw_dir}: no meta_<Category>.json(.gz|l|l.gz) file found; "
+                                "check data.raw_dir and data.source")
+    if len(cats) > 1:
+        raise ValueError(f"{raw_dir}: several categories present ({', '.join(cats)}); "
+                         "set data.category to one of them")
+    return cats[0]
+
+
+@dataclass
+class AmazonFiles:
+    reviews: Path
+    is_csv: bool
+    meta: Path
+
+
+def locate_files(fmt: AmazonFormat, raw_dir: Path, category: str) -> AmazonFiles:
+    """Find the review (or ratings CSV) and meta files; the error lists the names tried."""
+    tried: list[str] = []
+    reviews, is_csv = None, False
+    for stem in fmt.review_stems:
+        s = stem.format(cat=category)
+        tried += [s + e for e in JSON_EXTS]
+        reviews = reviews or _find(raw_dir, s)
+    if reviews is None and fmt.csv_stem:
+        p = raw_dir / (fmt.csv_stem.format(cat=category) + ".csv")
+        tried.append(p.name)
+        if p.is_file():
+            reviews, is_csv = p, True
+    if reviews is None:
+        raise FileNotFoundError(f"{raw_dir}: no {fmt.source} interaction file for category "
+                                f"{category!r}; tried {', '.join(tried)}")
+    meta = _find(raw_dir, fmt.meta_stem.format(cat=category))
+    if meta is None:
+        raise FileNotFoundError(f"{raw_dir}: no meta file meta_{category}.json(.gz|l|l.gz)")
+    return AmazonFiles(reviews, is_csv, meta)
+
+
+# ----------------------------------------------------------------------------------- meta
+
+def _image_url(fmt: AmazonFormat, rec: dict[str, Any]) -> str | None:
+    if fmt.source == "amazon2014":
+        url = rec.get("imUrl")
+        return url if isinstance(url, str) and url.strip() else None
+    if fmt.source == "amazon2018":
+        for key in ("imageURLHighRes", "imageURL"):
+            urls = rec.get(key)
+            if isinstance(urls, str):
+                urls = [urls]
+            for u in urls or []:
+                if isinstance(u, str) and u.strip():
+                    return u.strip()
+        return None
+    images = rec.get("images") or []
+    # 2023: prefer the MAIN variant, then any; large before hi_res (hi_res is often null).
+    ranked = sorted((im for im in images if isinstance(im, dict)),
+                    key=lambda im: 0 if im.get("variant") == "MAIN" else 1)
+    for im in ranked:
+        for key in ("large", "hi_res", "thumb"):
+            u = im.get(key)
+            if isinstance(u, str) and u.strip():
+                return u.strip()
+    return None
+
+
+def _meta_fields(fmt: AmazonFormat, rec: dict[str, Any]) -> dict[str, str]:
+    if fmt.source == "amazon2014":
+        return {"title": clean_text(rec.get("title")), "brand": clean_text(rec.get("brand")),
+                "category": clean_text(rec.get("categories")),
+                "description": clean_text(rec.get("description"), sep=" "), "features": ""}
+    if fmt.source == "amazon2018":
+        return {"title": clean_text(rec.get("title")), "brand": clean_text(rec.get("brand")),
+                "category": clean_text(rec.get("category")),
+                "description": clean_text(rec.get("description"), sep=" "),
+                "features": clean_text(rec.get("feature"), sep=" ")}
+    cats = rec.get("categories") or rec.get("main_category")
+    return {"title": clean_text(rec.get("title")), "brand": clean_text(rec.get("store")),
+            "category": clean_text(cats), "description": clean_text(rec.get("description"), sep=" "),
+            "features": clean_text(rec.get("features"), sep=" ")}
+
+
+def read_amazon_meta(fmt: AmazonFormat, path: Path, raw_dir: Path, image_prefix: str,
+                     fields: list[str], max_chars: int, report: IngestReport) -> pl.DataFrame:
+    """One row per item: item_id, text, has_text, image_path, image_url, title, brand, category,
+    description. The first row of a duplicated id wins; later ones are counted as skipped.
+
+    `image_prefix` is how `raw_dir` is written in output paths (relative to the repo root, or
+    absolute); existence is checked under `raw_dir` itself.
+    """
+    bad = [f for f in fields if f not in TEXT_FIELDS]
+    if bad:
+        raise ValueError(f"data.text.amazon_fields: unknown field(s) {bad}; known: {list(TEXT_FIELDS)}")
+    rep = report.file(str(path))
+    local = list_images(raw_dir / "images")
+    seen: set[str] = set()
+    cols: dict[str, list[Any]] = {k: [] for k in ("item_id", "text", "image_path", "image_url",
+                                                  "title", "brand", "category", "description")}
+    for line, rec in iter_records(path, rep, fmt.meta_parser):
+        raw_id = rec.get(fmt.meta_id_key)
+        if raw_id is None or str(raw_id).strip() == "":
+            rep.fail(line, f"missing_field:{fmt.meta_id_key}", f"keys: {sorted(rec)[:8]}")
+            continue
+        item_id = str(raw_id).strip()
+        if item_id in seen:
+            rep.fail(line, "duplicate_id", item_id)
+            continue
+        seen.add(item_id)
+        rep.rows_parsed += 1
+        f = _meta_fields(fmt, rec)
+        url = _image_url(fmt, rec)
+        name = safe_name(item_id)
+        image_path = None
+        if name in local:
+            image_path = f"{image_prefix}/images/{name}"
+        if url and not url.lower().startswith(("http://", "https://")):
+            rel = url.lstrip("/")
+            if image_path is None and (raw_dir / rel).is_file():
+                image_path = f"{image_prefix}/{rel}"
+            url = None  # a local reference is never downloaded
+        cols["item_id"].append(item_id)
+        cols["text"].append(compose_text(f, fields, max_chars))
+        cols["image_path"].append(image_path)
+        cols["image_url"].append(url)
+        for k in ("title", "brand", "category", "description"):
+            cols[k].append(cap_text(f[k], max_chars))
+    df = pl.DataFrame(cols, schema={k: pl.String for k in cols})
+    return df.with_columns(has_text=pl.col("text").str.len_chars() > 0)
+
+
+# ----------------------------------------------------------------------------- interactions
+
+INTERACTION_SCHEMA = {"user_id": pl.String, "item_id": pl.String, "timestamp": pl.Int64,
+                      "_tfine": pl.Int64, "_order": pl.Int64}
+
+
+def iter_amazon_interactions(fmt: AmazonFormat, files: AmazonFiles,
+                             report: IngestReport) -> Iterator[pl.DataFrame]:
+    """Chunks of (user_id, item_id, timestamp [s], _tfine [source unit], _order [file order])."""
+    rep = report.file(str(files.reviews))
+    if files.is_csv:
+        yield from _iter_ratings_csv(fmt, files.reviews, rep)
+        return
+    schema = {fmt.user_key: pl.String, fmt.item_key: pl.String, fmt.time_key: pl.Int64}
+    for df in scan_json_columns(files.reviews, rep, schema, list(schema)):
+        yield df.select(
+            pl.col(fmt.user_key).alias("user_id"), pl.col(fmt.item_key).alias("item_id"),
+            (pl.col(fmt.time_key) // fmt.time_per_second).alias("timestamp"),
+            pl.col(fmt.time_key).alias("_tfine"), pl.col("_line").alias("_order"))
+
+
+def _iter_ratings_csv(fmt: AmazonFormat, path: Path, rep) -> Iterator[pl.DataFrame]:
+    """Ratings-only CSV (no header), read lazily; bad rows become counted skips."""
+    names = list(fmt.csv_columns)
+    lf = pl.scan_csv(path, has_header=False, new_columns=names,
+                     schema={n: pl.String for n in names}, truncate_ragged_lines=True,
+                     quote_char='"').with_row_index("_row", offset=1)
+    df = lf.select(
+        pl.col("user").str.strip_chars().alias("user_id"),
+        pl.col("item").str.strip_chars().alias("item_id"),
+        pl.col("timestamp").str.strip_chars().cast(pl.Float64, strict=False)
+        .cast(pl.Int64, strict=False).alias("timestamp"),
+        pl.col("_row").cast(pl.Int64).alias("_order"),
+    ).collect(engine="streaming")
+    rep.rows_read += df.height
+    for key in ("user_id", "item_id", "timestamp"):
+        bad = df.filter(pl.col(key).is_null() | (pl.col(key).cast(pl.String) == ""))
+        if bad.height:
+            rep.fail(int(bad["_order"][0]), f"missing_field:{key}" if key != "timestamp"
+                     else "bad_value:timestamp", f"{bad.height} rows", n=bad.height)
+            df = df.filter(pl.col(key).is_not_null() & (pl.col(key).cast(pl.String) != ""))
+    rep.rows_parsed += df.height
+    yield df.with_columns(pl.col("timestamp").alias("_tfine")).select(list(INTERACTION_SCHEMA))

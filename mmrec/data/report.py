@@ -1,0 +1,74 @@
+"""Counting what ingestion read, kept, repaired and dropped, per file and per filter.
+
+Every row that does not reach the output is accounted for here (never a silent drop); the
+stage writes `IngestReport.to_dict()` as `ingest/report.json`.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+MAX_EXAMPLES = 5
+
+
+@dataclass
+class FileReport:
+    """Line-level accounting for one raw file."""
+
+    path: str
+    rows_read: int = 0  # non-blank lines (or CSV records) seen
+    rows_parsed: int = 0  # rows that became a usable record
+    failed: Counter = field(default_factory=Counter)  # reason -> count (row skipped)
+    repaired: Counter = field(default_factory=Counter)  # reason -> count (row kept, fixed up)
+    examples: list[dict[str, Any]] = field(default_factory=list)  # first few failures/repairs
+
+    def fail(self, line: int | None, reason: str, detail: str = "", n: int = 1) -> None:
+        """Count `n` skipped rows for `reason`; keep the first few as examples."""
+        self.failed[reason] += n
+        self._example(line, reason, detail)
+
+    def repair(self, line: int | None, reason: str, detail: str = "", n: int = 1) -> None:
+        """Count rows that were kept after a fix-up (e.g. invalid UTF-8 replaced)."""
+        self.repaired[reason] += n
+        self._example(line, reason, detail)
+
+    def _example(self, line: int | None, reason: str, detail: str) -> None:
+        if len(self.examples) < MAX_EXAMPLES:
+            self.examples.append({"file": self.path, "line": line, "reason": reason,
+                                  "detail": detail[:200]})
+
+    @property
+    def rows_failed(self) -> int:
+        return sum(self.failed.values())
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"path": self.path, "rows_read": self.rows_read, "rows_parsed": self.rows_parsed,
+                "rows_failed": self.rows_failed, "failed": dict(sorted(self.failed.items())),
+                "repaired": dict(sorted(self.repaired.items())), "examples": self.examples}
+
+
+@dataclass
+class IngestReport:
+    """The whole stage's accounting: files, then filters in the order they ran."""
+
+    files: dict[str, FileReport] = field(default_factory=dict)
+    filters: list[dict[str, Any]] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    def file(self, path: str) -> FileReport:
+        """The FileReport for `path`, created on first use."""
+        if path not in self.files:
+            self.files[path] = FileReport(path)
+        return self.files[path]
+
+    def dropped(self, step: str, rows_before: int, rows_after: int, **extra: Any) -> None:
+        """Record one filter step: rows in, rows out, and anything else worth knowing."""
+        self.filters.append({"step": step, "rows_before": int(rows_before),
+                             "rows_after": int(rows_after),
+                             "rows_dropped": int(rows_before - rows_after), **extra})
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"files": [f.to_dict() for f in self.files.values()], "filters": self.filters,
+                "notes": self.notes}

@@ -1,0 +1,110 @@
+"""Evaluation splits over re-indexed, time-sorted interactions.
+
+Both splits write the same columns: `user_idx` int32, `split` (train/valid/test), `history`
+list<int32> (oldest first), `target` int32, `cold_user` bool (user has no training
+interaction), `cold_target` bool (target item never occurs in training).
+
+- leave_one_out: three rows per user. With the user's sequence s (len n >= 3): train row
+  history s[:n-3], target s[n-3] (history + [target] is the whole training sequence); valid row
+  history s[:n-2], target s[n-2]; test row history s[:n-1], target s[n-1].
+- global_time: interactions before `valid_start` are training, [valid_start, test_start)
+  validation, the rest test. One train row per user with training interactions (same layout as
+  leave-one-out), and one valid/test row per target interaction whose history is ALL of that
+  user's earlier kept interactions, whatever their split (a user seen only after the cut gets
+  rows with `cold_user` true; nothing is dropped).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import polars as pl
+
+SPLIT_ORDER = {"train": 0, "valid": 1, "test": 2}
+SPLIT_SCHEMA = {"user_idx": pl.Int32, "split": pl.String, "history": pl.List(pl.Int32),
+                "target": pl.Int32, "cold_user": pl.Boolean, "cold_target": pl.Boolean}
+
+
+def _sequences(inter: pl.DataFrame) -> pl.DataFrame:
+    """One row per user: `seq` list<int32> of item_idx in time order, `n` its length."""
+    return (inter.group_by("user_idx", maintain_order=True)
+            .agg(pl.col("item_idx").alias("seq"))
+            .with_columns(n=pl.col("seq").list.len().cast(pl.Int64)))
+
+
+def _finish(rows: pl.DataFrame, train_items: pl.Series) -> pl.DataFrame:
+    rows = rows.with_columns(
+        cold_target=~pl.col("target").is_in(train_items),
+        _s=pl.col("split").replace_strict(SPLIT_ORDER, return_dtype=pl.Int8))
+    return (rows.sort(["user_idx", "_s"], maintain_order=True)
+            .select([pl.col(k).cast(t) for k, t in SPLIT_SCHEMA.items()]))
+
+
+def leave_one_out(inter: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """(splits, train interactions). Needs >= 3 interactions per user (the filters ensure it)."""
+    seqs = _sequences(inter)
+    short = seqs.filter(pl.col("n") < 3)
+    if short.height:
+        raise ValueError(f"leave_one_out needs >= 3 interactions per user; {short.height} users "
+                         "have fewer (raise data.min_user_interactions)")
+    parts = []
+    for name, back in (("train", 3), ("valid", 2), ("test", 1)):
+        parts.append(seqs.select(
+            "user_idx", split=pl.lit(name),
+            history=pl.col("seq").list.head(pl.col("n") - back),
+            target=pl.col("seq").list.get(pl.col("n") - back),
+            cold_user=pl.lit(False)))
+    rows = pl.concat(parts)
+    pos = pl.int_range(pl.len(), dtype=pl.Int64).over("user_idx")
+    train = inter.filter(pos < pl.len().over("user_idx").cast(pl.Int64) - 2)
+    return _finish(rows, train["item_idx"].unique()), train
+
+
+def parse_cut(value: str | None) -> int | None:
+    """Unix seconds from `"1546300800"` or `"2019-01-01"` (UTC midnight); None stays None."""
+    if value is None:
+        return None
+    v = str(value).strip()
+    if v.lstrip("-").isdigit():
+        return int(v)
+    try:
+        d = dt.datetime.strptime(v, "%Y-%m-%d").replace(tzinfo=dt.timezone.utc)
+    except ValueError:
+        raise ValueError(f"data.time_split: {value!r} is neither unix seconds nor YYYY-MM-DD") from None
+    return int(d.timestamp())
+
+
+def time_cuts(inter: pl.DataFrame, valid_start: str | None,
+              test_start: str | None) -> tuple[int, int]:
+    """Cut points; a missing one defaults to the 0.8 (valid) / 0.9 (test) timestamp quantile."""
+    v, t = parse_cut(valid_start), parse_cut(test_start)
+    ts = inter["timestamp"]
+    if v is None:
+        v = int(ts.quantile(0.8, interpolation="lower"))
+    if t is None:
+        t = int(ts.quantile(0.9, interpolation="lower"))
+    if t < v:
+        raise ValueError(f"data.time_split: test_start ({t}) is before valid_start ({v})")
+    return v, t
+
+
+def global_time(inter: pl.DataFrame, valid_start: int,
+                test_start: int) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """(splits, train interactions) for a global time split; layout in the module docstring."""
+    inter = inter.with_columns(
+        _pos=pl.int_range(pl.len(), dtype=pl.Int32).over("user_idx"),
+        split=pl.when(pl.col("timestamp") < valid_start).then(pl.lit("train"))
+        .when(pl.col("timestamp") < test_start).then(pl.lit("valid")).otherwise(pl.lit("test")))
+    train = inter.filter(pl.col("split") == "train")
+    train_seqs = _sequences(train)
+    train_rows = train_seqs.select(
+        "user_idx", split=pl.lit("train"), history=pl.col("seq").list.head(pl.col("n") - 1),
+        target=pl.col("seq").list.get(pl.col("n") - 1), cold_user=pl.lit(False))
+    seqs = _sequences(inter)
+    evals = (inter.filter(pl.col("split") != "train")
+             .join(seqs.select("user_idx", "seq"), on="user_idx", how="left")
+             .select("user_idx", "split", history=pl.col("seq").list.head(pl.col("_pos")),
+                     target=pl.col("item_idx"),
+                     cold_user=~pl.col("user_idx").is_in(train["user_idx"].unique())))
+    rows = pl.concat([train_rows, evals])
+    return _finish(rows, train["item_idx"].unique()), train.drop("_pos", "split")

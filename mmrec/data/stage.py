@@ -1,0 +1,176 @@
+"""The ingest stage: raw files -> items, interactions, splits and a report under ingest_dir."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any, Iterator
+
+import polars as pl
+
+from mmrec.config import Params
+from mmrec.data.filters import core_filter, dedupe, keep_items, keep_recent, reindex, stream_select
+from mmrec.data.images import download_images, list_images, safe_name
+from mmrec.data.report import IngestReport
+from mmrec.data.splits import global_time, leave_one_out, time_cuts
+from mmrec.io import write_json, write_parquet
+from mmrec.paths import ingest_dir
+
+ITEM_FIRST_COLS = ["item_idx", "item_id", "text", "image_path", "n_train", "has_text", "has_image"]
+
+
+def _read(params: Params, raw_dir: Path, prefix: str,
+          report: IngestReport) -> tuple[pl.DataFrame, Iterator[pl.DataFrame], dict[str, Any]]:
+    d = params.data
+    if d.source == "hm":
+        from mmrec.data.hm import iter_hm_transactions, locate_hm, read_hm_articles
+
+        files = locate_hm(raw_dir)
+        items = read_hm_articles(files.articles, raw_dir, prefix, d.text.hm_fields,
+                                 d.text.max_chars, report)
+        return items, iter_hm_transactions(files.transactions, report), {}
+    from mmrec.data.amazon import (FORMATS, iter_amazon_interactions, locate_files,
+                                   read_amazon_meta, resolve_category)
+
+    fmt = FORMATS[d.source]
+    cat = resolve_category(raw_dir, d.category)
+    files = locate_files(fmt, raw_dir, cat)
+    items = read_amazon_meta(fmt, files.meta, raw_dir, prefix, d.text.amazon_fields,
+                             d.text.max_chars, report)
+    return items, iter_amazon_interactions(fmt, files, report), {"category": cat}
+
+
+def _eligible(items: pl.DataFrame, require: list[str], can_download: bool) -> pl.Series:
+    cond = pl.lit(True)
+    if "text" in require:
+        cond = cond & pl.col("has_text")
+    if "image" in require:
+        img = pl.col("image_path").is_not_null()
+        if can_download:
+            img = img | pl.col("image_url").is_not_null()
+        cond = cond & img
+    return items.filter(cond)["item_id"]
+
+
+def _download(items: pl.DataFrame, candidates: pl.Series, raw_dir: Path, prefix: str,
+              params: Params) -> tuple[pl.DataFrame, dict[str, Any]]:
+    """Fetch missing images of `candidates`; returns items with image_path updated."""
+    cfg = params.data.images
+    todo = items.filter(pl.col("item_id").is_in(candidates) & pl.col("image_path").is_null()
+                        & pl.col("image_url").is_not_null())
+    if todo.height == 0:
+        return items, {"requested": 0}
+    rep = download_images(zip(todo["item_id"].to_list(), todo["image_url"].to_list()),
+                          raw_dir / "images", workers=cfg.workers, timeout_s=cfg.timeout_s,
+                          retries=cfg.retries, max_bytes=cfg.max_bytes)
+    present = list_images(raw_dir / "images")
+    got = [i for i in todo["item_id"].to_list() if safe_name(i) in present]
+    paths = pl.DataFrame({"item_id": got, "_p": [f"{prefix}/images/{safe_name(i)}" for i in got]},
+                         schema={"item_id": pl.String, "_p": pl.String})
+    items = (items.join(paths, on="item_id", how="left", maintain_order="left")
+             .with_columns(image_path=pl.coalesce("image_path", "_p")).drop("_p"))
+    return items, rep.to_dict()
+
+
+def table1_stats(inter: pl.DataFrame) -> dict[str, Any]:
+    """The ODMT paper's Table 1 columns for the final interactions."""
+    users, items, n = inter["user_idx"].n_unique(), inter["item_idx"].n_unique(), inter.height
+    return {"users": users, "items": items, "interactions": n,
+            "avg_length": round(n / users, 3) if users else 0.0,
+            "density": round(n / (users * items), 6) if users and items else 0.0}
+
+
+def run(params: Params, root: Path = Path(".")) -> dict[str, Any]:
+    """Run ingestion for `params.data`; write the four outputs; return the report dict."""
+    t0 = time.time()
+    d = params.data
+    root = Path(root)
+    raw_dir_cfg = Path(d.raw_dir)
+    raw_dir = raw_dir_cfg if raw_dir_cfg.is_absolute() else root / raw_dir_cfg
+    if not raw_dir.is_dir():
+        raise FileNotFoundError(f"data.raw_dir: {raw_dir} is not a directory")
+    prefix = raw_dir_cfg.as_posix().rstrip("/")  # image paths as the user wrote raw_dir
+    report = IngestReport()
+
+    items, chunks, extra = _read(params, raw_dir, prefix, report)
+    if items.height == 0:
+        raise ValueError(f"{raw_dir}: no usable item metadata rows (see the failures: "
+                         f"{[f.to_dict()['failed'] for f in report.files.values()]})")
+    can_download = d.source != "hm" and d.images.enabled
+    inter = stream_select(chunks, items["item_id"], _eligible(items, d.require, can_download),
+                          report)
+    if inter.height == 0:
+        raise ValueError(f"{raw_dir}: no usable interactions left after reading "
+                         f"({report.to_dict()['files']})")
+    inter = dedupe(inter, report)
+    loo = d.split == "leave_one_out"
+    min_user = max(d.min_user_interactions, 3) if loo else d.min_user_interactions
+    if min_user != d.min_user_interactions:
+        report.notes.append(f"leave_one_out needs 3 interactions per user: min_user raised to {min_user}")
+
+    downloads: dict[str, Any] = {"requested": 0}
+    if can_download and items["image_url"].is_not_null().any():
+        # Only items that can still survive the user filter are worth fetching.
+        scratch = IngestReport()
+        pre = core_filter(inter, min_user, 0, scratch)
+        items, downloads = _download(items, pre["item_id"].unique(), raw_dir, prefix, params)
+        if "image" in d.require:
+            inter = keep_items(inter, _eligible(items, d.require, False),
+                               "image_download_failed", report)
+    items = items.with_columns(has_image=pl.col("image_path").is_not_null())
+
+    inter = core_filter(inter, min_user, d.item_core, report)
+    inter = keep_recent(inter, d.max_history, report)
+    if inter.height == 0:
+        raise ValueError("no interactions left after filtering; see the filter counts: "
+                         f"{report.filters}")
+    inter, items = reindex(inter, items)
+
+    split_info: dict[str, Any] = {"protocol": d.split}
+    if loo:
+        splits, train = leave_one_out(inter)
+    else:
+        v, t = time_cuts(inter, d.time_split.valid_start, d.time_split.test_start)
+        splits, train = global_time(inter, v, t)
+        split_info.update(valid_start=v, test_start=t)
+    for name in ("train", "valid", "test"):
+        s = splits.filter(pl.col("split") == name)
+        split_info[name] = {"rows": s.height, "cold_target": int(s["cold_target"].sum()),
+                            "cold_user": int(s["cold_user"].sum())}
+
+    n_train = train.group_by("item_idx").agg(n_train=pl.len().cast(pl.Int32))
+    items = (items.join(n_train, on="item_idx", how="left")
+             .with_columns(pl.col("n_train").fill_null(0)).sort("item_idx"))
+    items = items.select(ITEM_FIRST_COLS + [c for c in items.columns if c not in ITEM_FIRST_COLS])
+    inter_out = inter.select("user_idx", "user_id", "item_idx", "timestamp")
+
+    out = ingest_dir(params, root)
+    meta = {"source": d.source, "data_params": d.model_dump(mode="json"), "user_idx_base": 0,
+            "item_idx_base": 1}
+    write_parquet(items, out / "items.parquet", meta)
+    write_parquet(inter_out, out / "interactions.parquet", meta)
+    write_parquet(splits, out / "splits.parquet", meta)
+
+    rows_read = sum(f.rows_read for f in report.files.values())
+    result = {"dataset": d.name, "source": d.source, "raw_dir": prefix, **extra,
+              "rows_read": rows_read,
+              "rows_parsed": sum(f.rows_parsed for f in report.files.values()),
+              "rows_failed": sum(f.rows_failed for f in report.files.values()),
+              "interactions_kept": inter_out.height,
+              **report.to_dict(), "images": downloads,
+              "items_with_text": int(items["has_text"].sum()),
+              "items_with_image": int(items["has_image"].sum()),
+              "split": split_info, "stats": table1_stats(inter_out)}
+    write_json(result, out / "report.json")
+    result["elapsed_s"] = round(time.time() - t0, 2)
+    result["output_dir"] = str(out)
+    return result
+
+
+def summary_line(result: dict[str, Any]) -> str:
+    """The one-line summary printed by `stages/ingest.py`."""
+    s = result["stats"]
+    return (f"ingest {result['dataset']} ({result['source']}): read {result['rows_read']:,} rows "
+            f"({result['rows_failed']:,} failed) -> {s['interactions']:,} interactions, "
+            f"{s['users']:,} users, {s['items']:,} items, avg len {s['avg_length']}, "
+            f"density {s['density']}; {result['elapsed_s']}s -> {result['output_dir']}")
