@@ -1,0 +1,128 @@
+"""The Parquet feature store: one file per modality and encoder, one row per real item.
+
+Columns: `item_idx` int32 (1..N, sorted), `vector` fixed-size list<float32>[d], `has_feature`
+bool, and when tokens are kept `tokens` fixed-size list<fixed-size list<float16>[d_tok]>[T] and
+`token_mask` fixed-size list<bool>[T]. Schema metadata (JSON values, see
+`mmrec.io.read_parquet_metadata`): encoder, pretrained, preprocessing, dims, tokens_dtype,
+token_layout, library versions, counts.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any, Iterable, Optional
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import torch
+
+from mmrec.features.types import ModalityFeatures
+from mmrec.io import atomic_path, read_parquet_metadata
+
+TOKENS_DTYPE = np.float16  # halves the size of token states; pooled vectors stay float32
+
+
+def _fixed(values: np.ndarray, size: int) -> pa.FixedSizeListArray:
+    return pa.FixedSizeListArray.from_arrays(pa.array(values.reshape(-1)), size)
+
+
+def features_table(item_idx: np.ndarray, vector: np.ndarray, has_feature: np.ndarray,
+                   tokens: Optional[np.ndarray] = None, token_mask: Optional[np.ndarray] = None) -> pa.Table:
+    """Arrow table from dense arrays: item_idx [n], vector [n, d], has_feature [n],
+    tokens [n, T, d_tok], token_mask [n, T]. Tokens are stored as float16."""
+    n, d = vector.shape
+    cols: dict[str, pa.Array] = {
+        "item_idx": pa.array(np.ascontiguousarray(item_idx, dtype=np.int32)),
+        "vector": _fixed(np.ascontiguousarray(vector, dtype=np.float32), d),
+        "has_feature": pa.array(np.asarray(has_feature, dtype=bool)),
+    }
+    if tokens is not None:
+        if token_mask is None or tokens.shape[:2] != token_mask.shape or tokens.shape[0] != n:
+            raise ValueError(f"tokens {tokens.shape} and token_mask "
+                             f"{None if token_mask is None else token_mask.shape} do not match {n} rows")
+        _, t, dt = tokens.shape
+        flat = np.ascontiguousarray(tokens, dtype=TOKENS_DTYPE).reshape(-1)
+        cols["tokens"] = pa.FixedSizeListArray.from_arrays(_fixed(flat, dt), t)
+        cols["token_mask"] = _fixed(np.ascontiguousarray(token_mask, dtype=bool), t)
+    return pa.table(cols)
+
+
+def _encode_metadata(schema: pa.Schema, metadata: dict[str, Any]) -> pa.Schema:
+    """The same JSON encoding as `mmrec.io.write_parquet`, so `read_parquet_metadata` reads it."""
+    meta = dict(schema.metadata or {})
+    meta.update({k.encode(): json.dumps(v, sort_keys=True).encode() for k, v in metadata.items()})
+    return schema.with_metadata(meta)
+
+
+def merge_chunks(chunk_files: Iterable[Path], path: str | os.PathLike, metadata: dict[str, Any]) -> Path:
+    """Stream chunk files (in the given order) into one Parquet file, atomically.
+
+    One row group per chunk, so memory stays at one chunk however many items there are. The
+    result depends only on the chunk contents: a resumed run gives the same bytes as a clean one.
+    """
+    files = list(chunk_files)
+    if not files:
+        raise ValueError(f"no chunks to merge into {path}")
+    schema = _encode_metadata(pq.read_schema(files[0]).remove_metadata(), metadata)
+    with atomic_path(path) as tmp:
+        with pq.ParquetWriter(tmp, schema, compression="zstd") as writer:
+            for f in files:
+                t = pq.read_table(f)
+                if t.schema.remove_metadata() != schema.remove_metadata():
+                    raise ValueError(f"{f}: chunk schema differs from {files[0]}; delete the chunk folder and re-run")
+                writer.write_table(t.replace_schema_metadata(schema.metadata))
+    return Path(path)
+
+
+def _flat(col: pa.ChunkedArray) -> pa.Array:
+    return col.combine_chunks() if col.num_chunks != 1 else col.chunk(0)
+
+
+def _fixed_to_numpy(arr: pa.Array, depth: int) -> np.ndarray:
+    """A (nested) fixed-size list array -> a dense numpy array without per-row Python work."""
+    shape = [len(arr)]
+    for _ in range(depth):
+        shape.append(arr.type.list_size)
+        arr = arr.flatten()
+    return arr.to_numpy(zero_copy_only=False).reshape(shape)
+
+
+def load_features(path: str | os.PathLike, tokens: bool = True) -> ModalityFeatures:
+    """Load a feature file into torch tensors indexed by item_idx (row 0 = padding zeros).
+
+    vector [N+1, d] float32, has_feature [N+1] bool (False at 0), tokens [N+1, T, d_tok] float16
+    and token_mask [N+1, T] bool when `tokens` is True and the file has them (else None).
+    Raises ValueError naming the file when item_idx is not exactly 1..N.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: feature file not found (run the extract stage: `dvc repro extract`)")
+    names = pq.read_schema(path).names
+    want = ["item_idx", "vector", "has_feature"]
+    with_tokens = tokens and "tokens" in names
+    if with_tokens:
+        want += ["tokens", "token_mask"]
+    table = pq.read_table(path, columns=want)
+    idx = _flat(table["item_idx"]).to_numpy()
+    n = len(idx)
+    if not np.array_equal(idx, np.arange(1, n + 1, dtype=idx.dtype)):
+        raise ValueError(f"{path}: item_idx must be exactly 1..{n} in order (one row per real item)")
+
+    def padded(a: np.ndarray) -> torch.Tensor:
+        out = np.zeros((n + 1,) + a.shape[1:], dtype=a.dtype)
+        out[1:] = a
+        return torch.from_numpy(out)
+
+    meta = read_parquet_metadata(path)
+    feats = ModalityFeatures(
+        vector=padded(_fixed_to_numpy(_flat(table["vector"]), 1).astype(np.float32, copy=False)),
+        has_feature=padded(_flat(table["has_feature"]).to_numpy(zero_copy_only=False).astype(bool)),
+        encoder=str(meta.get("encoder", "")),
+    )
+    if with_tokens:
+        feats.tokens = padded(_fixed_to_numpy(_flat(table["tokens"]), 2))
+        feats.token_mask = padded(_fixed_to_numpy(_flat(table["token_mask"]), 1).astype(bool))
+    return feats
