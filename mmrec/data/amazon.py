@@ -24,6 +24,7 @@ from typing import Any, Callable, Iterator
 
 import polars as pl
 
+from mmrec.data.csvscan import iter_batches, scan_csv_strings
 from mmrec.data.images import list_images, safe_name
 from mmrec.data.jsonl import iter_records, parse_literal, scan_json_columns
 from mmrec.data.report import IngestReport
@@ -228,24 +229,13 @@ def iter_amazon_interactions(fmt: AmazonFormat, files: AmazonFiles,
 
 
 def _iter_ratings_csv(fmt: AmazonFormat, path: Path, rep) -> Iterator[pl.DataFrame]:
-    """Ratings-only CSV (no header), read lazily; bad rows become counted skips."""
-    names = list(fmt.csv_columns)
-    lf = pl.scan_csv(path, has_header=False, new_columns=names,
-                     schema={n: pl.String for n in names}, truncate_ragged_lines=True,
-                     quote_char='"').with_row_index("_row", offset=1)
-    df = lf.select(
+    """Ratings-only CSV (no header), streamed in batches; bad rows become counted skips."""
+    lf = scan_csv_strings(path, list(fmt.csv_columns), has_header=False).select(
         pl.col("user").str.strip_chars().alias("user_id"),
         pl.col("item").str.strip_chars().alias("item_id"),
         pl.col("timestamp").str.strip_chars().cast(pl.Float64, strict=False)
         .cast(pl.Int64, strict=False).alias("timestamp"),
-        pl.col("_row").cast(pl.Int64).alias("_order"),
-    ).collect(engine="streaming")
-    rep.rows_read += df.height
-    for key in ("user_id", "item_id", "timestamp"):
-        bad = df.filter(pl.col(key).is_null() | (pl.col(key).cast(pl.String) == ""))
-        if bad.height:
-            rep.fail(int(bad["_order"][0]), f"missing_field:{key}" if key != "timestamp"
-                     else "bad_value:timestamp", f"{bad.height} rows", n=bad.height)
-            df = df.filter(pl.col(key).is_not_null() & (pl.col(key).cast(pl.String) != ""))
-    rep.rows_parsed += df.height
-    yield df.with_columns(pl.col("timestamp").alias("_tfine")).select(list(INTERACTION_SCHEMA))
+        pl.col("_row").cast(pl.Int64).alias("_order"))
+    for df in iter_batches(lf, rep, {"user_id": "missing_field:user", "item_id": "missing_field:item",
+                                     "timestamp": "bad_value:timestamp"}):
+        yield df.with_columns(pl.col("timestamp").alias("_tfine")).select(list(INTERACTION_SCHEMA))
