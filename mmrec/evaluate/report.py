@@ -190,11 +190,12 @@ def plot_metrics(data: RunData, table: pl.DataFrame, out: Path) -> Path | None:
     cols = [c for c in table.columns if c != "model"]
     if table.height == 0 or not cols:
         return None
-    fig, ax = plt.subplots(figsize=(max(7, 0.9 * len(cols) + 2), 4.2))
+    fig, ax = plt.subplots(figsize=(7, 4.2))
     width = 0.8 / table.height
+    colors = _model_colors(data)
     for i, row in enumerate(table.iter_rows(named=True)):
         xs = [j + (i - (table.height - 1) / 2) * width for j in range(len(cols))]
-        ax.bar(xs, [row[c] for c in cols], width=width, label=row["model"])
+        ax.bar(xs, [row[c] for c in cols], width=width, label=row["model"], color=colors[row["model"]])
     ax.set_xticks(range(len(cols)), [_short(c) for c in cols])
     ax.set_ylabel("test metric")
     ax.set_title("Test metrics by model (full ranking)")
@@ -211,13 +212,15 @@ def plot_popularity(data: RunData, out: Path) -> Path | None:
     fig, ax = plt.subplots(figsize=(7, 4.2))
     labels: list[str] = []
     drawn = False
+    colors = _model_colors(data)
     for m in data.reported:
         test = next((d for d in data.metrics[m].get("details", []) if d.get("split") == "test"), None)
         groups = (test or {}).get("by_popularity") or []
         if not groups:
             continue
         labels = [f"{g.get('label', g['group'])}\n({g.get('n_users', '?')} users)" for g in groups]
-        ax.plot(range(len(groups)), [g.get(f"recall@{k}", math.nan) for g in groups], marker="o", label=m)
+        ax.plot(range(len(groups)), [g.get(f"recall@{k}", math.nan) for g in groups], marker="o", label=m,
+                color=colors[m])
         drawn = True
     if not drawn:
         plt.close(fig)
@@ -231,29 +234,47 @@ def plot_popularity(data: RunData, out: Path) -> Path | None:
     return _save(fig, out)
 
 
-def plot_curves(data: RunData, out: Path) -> Path | None:
-    """Per epoch: validation Recall@K and modality retention, one line per model (and table/modality)."""
+def _model_colors(data: RunData) -> dict[str, Any]:
+    """One colour per model of train.models, the same in every plot."""
     import matplotlib.pyplot as plt
 
+    cycle = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    return {m: cycle[i % len(cycle)] for i, m in enumerate(data.models)}
+
+
+def plot_curves(data: RunData, out: Path) -> Path | None:
+    """Per epoch: validation Recall@K and modality retention. Colour = model; line style =
+    (table, modality) of the retention column."""
+    import matplotlib.pyplot as plt
+    from matplotlib.lines import Line2D
+
     k = _plot_k(data)
-    if not data.logs:
+    logs = {m: log for m, log in data.logs.items() if "epoch" in log.columns}
+    if not logs:
         return None
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(12, 4.2))
-    for m, log in data.logs.items():
-        if "epoch" not in log.columns:
-            continue
+    colors = _model_colors(data)
+    kinds = sorted({c[len("retention_"):] for log in logs.values() for c in log.columns
+                    if c.startswith("retention_")})
+    styles = {kind: ["-", "--", ":", "-."][i % 4] for i, kind in enumerate(kinds)}
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(13, 3.4))
+    for m, log in logs.items():
         col = f"valid_recall@{k}"
         if col in log.columns:
-            ax1.plot(log["epoch"], log[col], marker=".", label=m)
-        for rc in [c for c in log.columns if c.startswith("retention_")]:
-            ax2.plot(log["epoch"], log[rc], marker=".", label=f"{m}: {rc[len('retention_'):]}")
+            ax1.plot(log["epoch"], log[col], marker=".", color=colors[m], label=m)
+        for kind in kinds:
+            if f"retention_{kind}" in log.columns:
+                ax2.plot(log["epoch"], log[f"retention_{kind}"], linestyle=styles[kind], color=colors[m])
     ax1.set(title=f"Validation Recall@{k} per epoch", xlabel="epoch", ylabel=f"valid Recall@{k}")
-    ax2.set(title="Modality retention per epoch", xlabel="epoch",
-            ylabel="corr(learned, frozen) item similarity")
+    ax2.set(title="Modality retention per epoch (colour = model)", xlabel="epoch",
+            ylabel="corr(learned, frozen) sim.")
+    if ax1.get_legend_handles_labels()[0]:
+        ax1.legend(fontsize=7)
+    if kinds:
+        ax2.legend([Line2D([], [], color="0.3", linestyle=styles[kd]) for kd in kinds],
+                   [kd.replace("_", " / ", 1) for kd in kinds], fontsize=7, title="table / modality",
+                   title_fontsize=7)
     for ax in (ax1, ax2):
         ax.grid(alpha=0.3)
-        if ax.get_legend_handles_labels()[0]:
-            ax.legend(fontsize=7)
     return _save(fig, out)
 
 
@@ -266,12 +287,14 @@ def plot_losses(data: RunData, out: Path) -> Path | None:
     if not logs:
         return None
     n = len(logs)
-    ncols = min(3, n)
+    ncols = min(4, n)
     nrows = math.ceil(n / ncols)
-    fig, axes = plt.subplots(nrows, ncols, figsize=(4.2 * ncols, 3.3 * nrows), squeeze=False)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(3.3 * ncols, 2.3 * nrows + 0.4), squeeze=False)
     for ax, (m, log) in zip(axes.flat, logs.items()):
         for c in [c for c in log.columns if c == "loss" or c.startswith("loss_")]:
-            ax.plot(log["epoch"], log[c], marker=".", label=c, linewidth=2 if c == "loss" else 1)
+            # The total in black so components keep the colour cycle.
+            style = {"color": "black", "linewidth": 2} if c == "loss" else {"linewidth": 1}
+            ax.plot(log["epoch"], log[c], marker=".", label=c, **style)
         ax.set(title=m, xlabel="epoch")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
@@ -313,99 +336,132 @@ def _breakdown_rows(data: RunData, key: str, k: int) -> tuple[list[str], list[li
     return ["model"] + labels, body
 
 
+class _Doc:
+    """Builds the Markdown and the HTML side by side; `row()` lays HTML blocks out next to each
+    other (Markdown stays linear)."""
+
+    def __init__(self, plots: dict[str, Path | None]) -> None:
+        self.md: list[str] = []
+        self.html: list[str] = []
+        self.plots = plots
+        self._row: list[str] | None = None
+
+    def _emit(self, block: str) -> None:
+        (self._row if self._row is not None else self.html).append(block)
+
+    def heading(self, text: str, level: int = 2) -> None:
+        self.md.extend(["", "#" * level + " " + text, ""])
+        self._emit(f"<h{level}>{html.escape(text)}</h{level}>")
+
+    def para(self, text: str) -> None:
+        self.md.extend([text, ""])
+        self._emit(f"<p>{html.escape(text)}</p>")
+
+    def table(self, header, rows, numeric: bool = True, title: str | None = None) -> None:
+        if title:
+            self.md.extend([f"**{title}**", ""])
+        self.md.extend([_md_table(header, rows, numeric), ""])
+        cap = f"<h3>{html.escape(title)}</h3>" if title else ""
+        self._emit(f"<div class='block'>{cap}{_html_table(header, rows, numeric)}</div>")
+
+    def image(self, key: str, caption: str, wide: bool = False) -> None:
+        p = self.plots.get(key)
+        if p is None:
+            return
+        self.md.extend([f"![{caption}]({p.name})", ""])
+        b64 = base64.b64encode(p.read_bytes()).decode()
+        self._emit(f"<figure class='{'wide' if wide else 'half'}'><img alt='{html.escape(caption)}' "
+                   f"src=\"data:image/png;base64,{b64}\"><figcaption>{html.escape(caption)}</figcaption></figure>")
+
+    def begin_row(self) -> None:
+        self._row = []
+
+    def end_row(self) -> None:
+        row, self._row = self._row or [], None
+        if row:
+            self.html.append("<div class='row'>" + "".join(row) + "</div>")
+
+
+_CSS = ("body{font-family:-apple-system,'Segoe UI',Helvetica,Arial,sans-serif;max-width:1340px;"
+        "margin:14px auto;padding:0 14px;color:#222;font-size:14px}"
+        "h1{font-size:24px;margin:4px 0 6px}h2{font-size:18px;margin:16px 0 6px;border-bottom:1px solid #ddd}"
+        "h3{font-size:14px;margin:2px 0 4px}p{margin:4px 0}"
+        "table{border-collapse:collapse;margin:4px 0 8px;font-size:13px}th,td{border:1px solid #ccc;padding:1px 6px;"
+        "text-align:right}th{background:#f2f2f2}td:first-child,th:first-child{text-align:left}"
+        "table.text td,table.text th{text-align:left}.row{display:flex;flex-wrap:wrap;gap:18px;align-items:flex-start}"
+        "figure{margin:4px 0 8px}figure.half{flex:1 1 600px;max-width:660px}figure.wide{width:100%}"
+        "img{width:100%;height:auto}figcaption{color:#555;font-size:12px}")
+
+
 def render(params: Params, data: RunData, plots: dict[str, Path | None]) -> tuple[str, str]:
     """The Markdown and the self-contained HTML documents."""
     table = comparison_table(data)
     rel = relative_improvement(table)
     k = _plot_k(data)
     title = f"mmrec report: {params.data.name}"
-    md: list[str] = [f"# {title}", ""]
-    body: list[str] = [f"<h1>{html.escape(title)}</h1>"]
-
-    def section(name: str) -> None:
-        md.extend(["", f"## {name}", ""])
-        body.append(f"<h2>{html.escape(name)}</h2>")
-
-    def para(text: str) -> None:
-        md.extend([text, ""])
-        body.append(f"<p>{html.escape(text)}</p>")
-
-    def table_out(header, rows, numeric: bool = True) -> None:
-        md.extend([_md_table(header, rows, numeric), ""])
-        body.append(_html_table(header, rows, numeric))
-
-    def image(key: str, caption: str) -> None:
-        p = plots.get(key)
-        if p is None:
-            return
-        md.extend([f"![{caption}]({p.name})", ""])
-        b64 = base64.b64encode(p.read_bytes()).decode()
-        body.append(f'<figure><img alt="{html.escape(caption)}" src="data:image/png;base64,{b64}">'
-                    f"<figcaption>{html.escape(caption)}</figcaption></figure>")
-
-    para(f"Models reported: {', '.join(data.reported) or 'none'}.")
-    if data.missing:
-        para(f"Missing (no metrics.json yet, not trained or not evaluated): {', '.join(data.missing)}.")
+    d = _Doc(plots)
+    d.heading(title, level=1)
+    d.para(f"Models reported: {', '.join(data.reported) or 'none'}."
+           + (f" Missing (no metrics.json yet: not trained or not evaluated): {', '.join(data.missing)}."
+              if data.missing else " None missing."))
     for problem in data.problems:
-        para(f"Note: {problem}")
+        d.para(f"Note: {problem}")
 
-    section("Test metrics (full ranking over all items)")
+    d.heading("Test metrics (full ranking over all items)")
     if table.height:
-        para("Best value per column in bold. R = Recall (= HR, one target per user), N = NDCG, "
-             "MRR = mean reciprocal rank, each at cutoff @K. Test metrics are computed once, "
-             "with the checkpoint selected on validation.")
-        table_out(*_fmt_table(table))
+        users = data.metrics[data.reported[0]].get("test_users")
+        repeats = data.metrics[data.reported[0]].get("test_repeat_targets")
+        d.para("Best per column in bold. R = Recall (= HR, one target per user), N = NDCG, MRR = mean "
+               "reciprocal rank, at cutoff @K; test computed once at the checkpoint selected on validation. "
+               f"Test users: {users}; targets repeating a history item: {repeats} (kept rankable).")
+        d.begin_row()
+        d.table(*_fmt_table(table), title="Test metrics")
         if rel is not None and rel.height > 1:
-            section(f"Relative improvement over {BASELINE}")
-            table_out(*_fmt_table(rel, percent=True))
-        elif rel is None:
-            para(f"No relative improvement: the baseline {BASELINE} has no metrics.")
-        users = {m: data.metrics[m].get("test_users") for m in data.reported}
-        repeats = {m: data.metrics[m].get("test_repeat_targets") for m in data.reported}
-        first = data.reported[0]
-        para(f"Test users: {users[first]}; targets repeating a history item: {repeats[first]} "
-             "(kept rankable under history masking).")
-        image("metrics", "Test metrics by model")
+            d.table(*_fmt_table(rel, percent=True), title=f"Relative improvement over {BASELINE}")
+        d.end_row()
+        if rel is None:
+            d.para(f"No relative improvement: the baseline {BASELINE} has no metrics.")
     else:
-        para("No model has metrics yet: run `dvc repro` (or `mmrec run evaluate <model>`).")
+        d.para("No model has metrics yet: run `dvc repro` (or `mmrec run evaluate <model>`).")
 
     pop = _breakdown_rows(data, "by_popularity", k)
-    if pop:
-        section(f"Recall@{k} by target popularity group")
-        para("Group cold holds targets never seen in training; Q1..Qn split the warm items into "
-             "equal-count groups by training popularity (ODMT, Figure 4).")
-        table_out(*pop)
-        image("popularity", f"Recall@{k} by popularity group")
     hist = _breakdown_rows(data, "by_history_length", k)
-    if hist:
-        section(f"Recall@{k} by history length")
-        table_out(*hist)
+    if pop or hist:
+        d.heading(f"Test Recall@{k} by target popularity and by history length")
+        d.para("Popularity group cold = targets never seen in training; Q1..Qn split the warm items into "
+               "equal-count groups by training popularity, Q1 the least popular (ODMT, Figure 4).")
+        d.begin_row()
+        if pop:
+            d.table(*pop, title="By target popularity group (n = test users)")
+        if hist:
+            d.table(*hist, title="By history length (n = test users)")
+        d.end_row()
+    d.begin_row()
+    d.image("metrics", "Test metrics by model")
+    d.image("popularity", f"Test Recall@{k} by target popularity group")
+    d.end_row()
 
     if plots.get("curves") or plots.get("losses"):
-        section("Training")
-        image("curves", f"Validation Recall@{k} and modality retention per epoch")
-        image("losses", "Loss components per epoch")
+        d.heading("Training")
+        d.image("curves", f"Validation Recall@{k} and modality retention per epoch", wide=True)
+        d.image("losses", "Loss components per epoch", wide=True)
 
-    section("Dataset")
+    d.heading("Dataset and parameters")
+    d.begin_row()
     if data.dataset_stats:
-        table_out(["statistic", "value"],
-                  [[(str(key), False), (_fmt_value(v), False)] for key, v in data.dataset_stats.items()])
+        d.table(["statistic", "value"],
+                [[(str(key), False), (_fmt_value(v), False)] for key, v in data.dataset_stats.items()],
+                title="Dataset statistics")
     else:
-        para("No dataset statistics available.")
-    section("Parameters")
-    table_out(["key", "value"], [[(key, False), (str(v), False)] for key, v in key_params(params).items()],
-              numeric=False)
+        d.para("No dataset statistics available.")
+    d.table(["key", "value"], [[(key, False), (str(v), False)] for key, v in key_params(params).items()],
+            numeric=False, title="Parameters")
+    d.end_row()
 
-    css = ("body{font-family:-apple-system,'Segoe UI',Helvetica,Arial,sans-serif;max-width:1300px;"
-           "margin:24px auto;padding:0 16px;color:#222;font-size:15px}"
-           "table{border-collapse:collapse;margin:8px 0 16px}th,td{border:1px solid #ccc;padding:4px 10px;"
-           "text-align:right}th{background:#f2f2f2}td:first-child,th:first-child{text-align:left}"
-           "img{max-width:100%;height:auto}figure{margin:8px 0 20px}"
-           "table.text td{text-align:left}figcaption{color:#555;font-size:13px}h2{margin-top:28px;border-bottom:1px solid #ddd}")
     doc = ("<!DOCTYPE html><html><head><meta charset='utf-8'>"
-           f"<title>{html.escape(title)}</title><style>{css}</style></head><body>"
-           + "\n".join(body) + "</body></html>\n")
-    return "\n".join(md).rstrip() + "\n", doc
+           f"<title>{html.escape(title)}</title><style>{_CSS}</style></head><body>"
+           + "\n".join(d.html) + "</body></html>\n")
+    return "\n".join(d.md).strip() + "\n", doc
 
 
 def _fmt_value(v: Any) -> str:
