@@ -32,7 +32,7 @@ def test_report_on_fake_run(fake):
          for name in ("sasrec", "kdsr", "odmt")}
     # the best test recall@10 is bold, the others are not
     best = max(m, key=lambda k: m[k]["test_recall@10"])
-    first_table = md.split("## Test metrics")[1].split("\n## ")[0]
+    first_table = md.split("**Test metrics**")[1].split("**Relative improvement")[0]
     lines = [line for line in first_table.splitlines() if line.startswith("| ")]
     header = [c.strip() for c in lines[0].split("|")]
     rows = {line.split("|")[1].strip(): line for line in lines[1:]}
