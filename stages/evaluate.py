@@ -11,7 +11,7 @@ from mmrec.evaluate.stage import run  # noqa: E402
 if __name__ == "__main__":
     if len(sys.argv) != 2:
         sys.exit("usage: python stages/evaluate.py <model>")
-    s = run(load_params(), sys.argv[1])
+    s = run(load_params(), Path("."), sys.argv[1])
     print(f"evaluate {s['model']}: {s['n_items']} items, valid {s['valid_users']} / test {s['test_users']} users, "
           + ", ".join(f"{k}={v:.4f}" for k, v in s.items() if "@" in k)
           + f", {s['seconds']:.1f}s -> {s['path']}")

@@ -127,10 +127,10 @@ def model_max_len(params: Params, model_name: str) -> int:
     return int(section.get("max_len", params.train.common.max_len))
 
 
-def _load_model(model_dir: Path, params: Params, device: torch.device) -> torch.nn.Module:
+def _load_model(model_dir: Path, params: Params, device: torch.device, root: Path) -> torch.nn.Module:
     from mmrec.train.checkpoint import load_model  # train stage's loader (rebuilds the context)
 
-    return load_model(model_dir, params, device)
+    return load_model(model_dir, params, device, root=root)
 
 
 def _load_eval_split(ingest_dir: Path, split: str, max_len: int) -> EvalSplitLike:
@@ -139,11 +139,29 @@ def _load_eval_split(ingest_dir: Path, split: str, max_len: int) -> EvalSplitLik
     return load_eval_split(ingest_dir, split, max_len)
 
 
-def run(params: Params, model: str, root: Path = Path("."), splits: tuple[str, ...] = SPLITS) -> dict[str, Any]:
+def run(params: Params, root: Path = Path("."), model: str | None = None,
+        splits: tuple[str, ...] = SPLITS) -> dict[str, Any]:
     """Evaluate trained model `model` on `splits` and write `results/<model>/metrics.json`.
 
-    Returns a summary with the output path and the headline test/valid metrics.
+    Returns a summary (output path, headline metrics). With `model=None`, evaluates every
+    `train.models` entry that has a model.pt and returns {model: summary}, plus `skipped`:
+    the entries without one.
     """
+    if model is None:
+        out: dict[str, Any] = {}
+        skipped = []
+        for name in params.train.models:
+            if (paths.model_dir(params, name, root) / "model.pt").exists():
+                out[name] = evaluate_one(params, name, Path(root), splits)
+            else:
+                skipped.append(name)
+        out["skipped"] = skipped
+        return out
+    return evaluate_one(params, model, Path(root), splits)
+
+
+def evaluate_one(params: Params, model: str, root: Path, splits: tuple[str, ...] = SPLITS) -> dict[str, Any]:
+    """`run` for one model."""
     if model not in params.train.models:
         raise KeyError(f"model {model!r} is not in train.models; known: {', '.join(params.train.models)}")
     t0 = time.perf_counter()
@@ -151,7 +169,7 @@ def run(params: Params, model: str, root: Path = Path("."), splits: tuple[str, .
     mdir = paths.model_dir(params, model, root)
     if not (mdir / "model.pt").exists():
         raise FileNotFoundError(f"{mdir / 'model.pt'}: not found (run `mmrec run train {model}` first)")
-    net = _load_model(mdir, params, device)
+    net = _load_model(mdir, params, device, root)
     item_pop = load_item_pop(paths.ingest_dir(params, root) / "items.parquet")
     n_items = int(net.item_repr().shape[0]) - 1
     if n_items != item_pop.shape[0] - 1:

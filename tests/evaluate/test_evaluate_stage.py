@@ -19,7 +19,7 @@ def project(tmp_path, monkeypatch):
     mdir.mkdir(parents=True)
     (mdir / "model.pt").write_bytes(b"fake")
     calls = []
-    monkeypatch.setattr(stage, "_load_model", lambda d, p, dev: (calls.append(d), model)[1])
+    monkeypatch.setattr(stage, "_load_model", lambda d, p, dev, root: (calls.append(d), model)[1])
     monkeypatch.setattr(stage, "_load_eval_split", lambda d, s, L: (calls.append((s, L)), splits[s])[1])
     return tmp_path, model, splits, calls
 
@@ -27,7 +27,7 @@ def project(tmp_path, monkeypatch):
 def test_run_writes_metrics_json(project):
     root, model, splits, calls = project
     params = tiny_params()
-    summary = stage.run(params, "sasrec", root)
+    summary = stage.run(params, root, "sasrec")
     assert ("valid", 5) in calls and ("test", 5) in calls
     doc = json.loads((root / "data/tiny/results/sasrec/metrics.json").read_text())
     assert summary["path"].endswith("results/sasrec/metrics.json")
@@ -60,8 +60,8 @@ def test_run_writes_metrics_json(project):
 
 def test_mask_history_switch(project):
     root, model, splits, _ = project
-    masked = stage.run(tiny_params(), "sasrec", root)
-    unmasked = stage.run(tiny_params(mask_history=False), "sasrec", root)
+    masked = stage.run(tiny_params(), root, "sasrec")
+    unmasked = stage.run(tiny_params(mask_history=False), root, "sasrec")
     doc = json.loads((root / "data/tiny/results/sasrec/metrics.json").read_text())
     assert doc["settings"]["mask_history"] is False
     assert masked["test_recall@10"] >= unmasked["test_recall@10"]
@@ -70,16 +70,16 @@ def test_mask_history_switch(project):
 def test_unknown_or_untrained_model(project):
     root, *_ = project
     with pytest.raises(KeyError, match="known: sasrec, kdsr"):
-        stage.run(tiny_params(), "nope", root)
+        stage.run(tiny_params(), root, "nope")
     with pytest.raises(FileNotFoundError, match="kdsr/model.pt"):
-        stage.run(tiny_params(), "kdsr", root)
+        stage.run(tiny_params(), root, "kdsr")
 
 
 def test_item_count_mismatch(project, tmp_path):
     root, *_ = project
     write_items(root, 39)
     with pytest.raises(ValueError, match="39"):
-        stage.run(tiny_params(), "sasrec", root)
+        stage.run(tiny_params(), root, "sasrec")
 
 
 def test_load_item_pop_rejects_gaps(tmp_path):
@@ -90,3 +90,10 @@ def test_load_item_pop_rejects_gaps(tmp_path):
     write_parquet(pl.DataFrame({"item_idx": [1, 2, 4], "n_train": [1, 2, 3]}), p)
     with pytest.raises(ValueError, match="item_idx must be exactly 1..N"):
         stage.load_item_pop(p)
+
+
+def test_run_all_models_skips_untrained(project):
+    root, *_ = project
+    out = stage.run(tiny_params(), root)
+    assert set(out) == {"sasrec", "skipped"} and out["skipped"] == ["kdsr"]
+    assert (root / "data/tiny/results/sasrec/metrics.json").exists()
