@@ -12,7 +12,7 @@ from mmrec.teacher.correlation import dissected, nearest_code
 
 @torch.no_grad()
 def pair_dissected(table: torch.Tensor, i: np.ndarray, j: np.ndarray, subspaces: int, kind: str,
-                   batch: int = 1 << 16) -> np.ndarray:
+                   batch: int = 1 << 14) -> np.ndarray:
     """[P, D] float32 dissected correlations of pairs (i, j) of rows of `table` [N+1, dim]."""
     out = np.empty((len(i), subspaces), dtype=np.float32)
     dev = table.device

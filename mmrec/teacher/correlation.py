@@ -75,7 +75,7 @@ def dissected(a: torch.Tensor, b: torch.Tensor, subspaces: int, kind: str = "cos
     return correlation(a, b, kind)
 
 
-def nearest_code(x: torch.Tensor, codebook: torch.Tensor, chunk: int = 1 << 15) -> torch.Tensor:
+def nearest_code(x: torch.Tensor, codebook: torch.Tensor, chunk: int = 1 << 14) -> torch.Tensor:
     """Index of the nearest centroid (squared L2) for each row: [M, D] x [K, D] -> [M] long.
 
     Exact differences rather than the |x|²-2x·c+|c|² expansion: D is tiny, and the exact form

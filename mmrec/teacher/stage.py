@@ -80,8 +80,11 @@ def build_modality(x: torch.Tensor, has: torch.Tensor, seqs: pl.DataFrame, tp: T
     """The stage's core for one modality, in memory: AE, denoised table, pair sample, codebook.
 
     x [N+1, d_in] float32 CPU, has [N+1] bool, seqs from `training_sequences`.
-    Returns denoised [N+1, dim] ndarray, codebook [K, D] ndarray and the JSON record.
+    Returns denoised [N+1, dim] ndarray, has_feature, codebook [K, D] ndarray, the JSON record
+    and wall-clock seconds per phase.
     """
+    timings: dict[str, float] = {}
+    t = time.perf_counter()
     has_np = has.numpy()
     sets = sequence_sets(seqs, has_np)
     train_items = np.unique(sets.items)                                 # featured training items
@@ -90,16 +93,19 @@ def build_modality(x: torch.Tensor, has: torch.Tensor, seqs: pl.DataFrame, tp: T
                          batch_size=tp.batch_size, lr=tp.lr, holdout=tp.holdout, seed=seed,
                          device=device, progress=progress, desc=f"{desc} AE")
     denoised = encode_items(ae, x, has, device)                          # [N+1, dim]
+    timings["autoencoder"], t = time.perf_counter() - t, time.perf_counter()
 
     ci, cj, co_total = cooccurring_pairs(sets, tp.max_cooccurring_pairs, seed + 11)
     ri, rj = random_pairs(train_items, tp.random_pairs, seed + 12)
     table = torch.from_numpy(denoised).to(device)
     sample = pair_dissected(table, np.concatenate([ci, ri]), np.concatenate([cj, rj]),
                             tp.subspaces, tp.correlation)                # [P, D]
+    timings["pairs"], t = time.perf_counter() - t, time.perf_counter()
     use_gpu = device.type == "cuda" and faiss_gpu_available()
     codebook = fit_codebook(sample, tp.codes, tp.kmeans_iters, seed + 13, use_gpu=use_gpu)
     codes = assign_codes(sample, codebook, device)
     del sample, table
+    timings["codebook"] = time.perf_counter() - t
 
     record = {
         "autoencoder": {**ae.record(), "input_dim": int(x.shape[1])},
@@ -114,7 +120,9 @@ def build_modality(x: torch.Tensor, has: torch.Tensor, seqs: pl.DataFrame, tp: T
         "centroids": codebook.tolist(),
         "kmeans_device": "gpu" if use_gpu else "cpu",
     }
-    return {"denoised": denoised, "has_feature": has_np, "codebook": codebook, "record": record}
+    # timings stay out of `record` so that teacher.json only changes when the results do
+    return {"denoised": denoised, "has_feature": has_np, "codebook": codebook, "record": record,
+            "seconds": timings}
 
 
 def run(params: Params, root: Path = Path(".")) -> dict[str, Any]:
