@@ -1,0 +1,204 @@
+"""The `mmrec` command: run pipeline stages, recommend for a user, inspect any Parquet artifact.
+
+    mmrec run <stage> [model]          ingest | extract | teacher | train | evaluate | report
+    mmrec recommend --model sasrec --user A1B2C3 -k 10 [--json]
+    mmrec inspect data/sample/ingest/items.parquet [-n 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import sys
+from pathlib import Path
+from typing import Any, Sequence
+
+# Stage name -> (module with `run(params, root, ...)`, whether it takes a model name).
+# Imported lazily so a stage whose package is missing fails only when it is used.
+STAGES: dict[str, tuple[str, bool]] = {
+    "ingest": ("mmrec.data.stage", False),
+    "extract": ("mmrec.features.stage", False),
+    "teacher": ("mmrec.teacher.stage", False),
+    "train": ("mmrec.train.stage", True),
+    "evaluate": ("mmrec.evaluate.stage", True),
+    "report": ("mmrec.evaluate.report", False),
+}
+
+
+class CliError(Exception):
+    """A user-facing error: printed without a traceback, exit status 2."""
+
+
+def _params(path: str):
+    from mmrec.config import ParamsError, load_params
+
+    try:
+        return load_params(path)
+    except ParamsError as err:
+        raise CliError(str(err)) from None
+
+
+def run_stage(stage: str, model: str | None, params_path: str = "params.yaml", root: str = ".") -> Any:
+    """Call `mmrec.<pkg>.stage.run` of one stage (the same function the DVC stage script calls)."""
+    if stage not in STAGES:
+        raise CliError(f"unknown stage {stage!r}; known: {', '.join(STAGES)}")
+    module_name, takes_model = STAGES[stage]
+    if model is not None and not takes_model:
+        raise CliError(f"stage {stage!r} takes no model argument")
+    params = _params(params_path)
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as err:
+        raise CliError(f"stage {stage!r} is not available: cannot import {module_name} ({err})") from None
+    if takes_model:
+        return module.run(params, Path(root), model)
+    return module.run(params, Path(root))
+
+
+def _load_model(model_dir: Path, params, device, root: Path):
+    from mmrec.train.checkpoint import load_model
+
+    return load_model(model_dir, params, device, root=root)
+
+
+def recommend(model: str, user: str, k: int = 10, params_path: str = "params.yaml", root: str = ".",
+              mask_history: bool | None = None) -> dict[str, Any]:
+    """Top-k items for a raw user id, with the user's recent history, as a JSON-ready dict."""
+    from mmrec import paths
+    from mmrec.evaluate.recommend import item_rows, top_k, user_history
+    from mmrec.evaluate.stage import model_max_len
+    from mmrec.io import pick_device
+
+    if k < 1:
+        raise CliError(f"-k must be >= 1, got {k}")
+    params = _params(params_path)
+    rootp = Path(root)
+    if model not in params.train.models:
+        raise CliError(f"model {model!r} is not in train.models; known: {', '.join(params.train.models)}")
+    mdir = paths.model_dir(params, model, rootp)
+    if not (mdir / "model.pt").exists():
+        raise CliError(f"{mdir / 'model.pt'}: not found (run `mmrec run train {model}` first)")
+    ingest = paths.ingest_dir(params, rootp)
+    try:
+        user_idx, rows = user_history(ingest / "interactions.parquet", user)
+    except (KeyError, FileNotFoundError) as err:
+        raise CliError(str(err.args[0] if err.args else err)) from None
+    history = [int(i) for i in rows["item_idx"].to_list()]
+    mask = params.evaluate.mask_history if mask_history is None else mask_history
+    max_len = model_max_len(params, model)
+    net = _load_model(mdir, params, pick_device(params.device), rootp)
+    ids, scores = top_k(net, history, k, max_len, mask_history=mask)
+    recent = history[-max_len:]
+    info = item_rows(ingest / "items.parquet", sorted(set(ids) | set(recent)))
+    times = rows["timestamp"].to_list()[-max_len:] if "timestamp" in rows.columns else [None] * len(recent)
+
+    def item(i: int) -> dict[str, Any]:
+        r = info.get(i, {})
+        return {"item_idx": i, "item_id": r.get("item_id"), "text": r.get("text"), "image_path": r.get("image_path")}
+
+    return {
+        "model": model, "user_id": user, "user_idx": user_idx, "n_interactions": len(history),
+        "mask_history": mask,
+        "history": [{**item(i), "timestamp": t} for i, t in zip(recent, times)],
+        "recommendations": [{"rank": r + 1, "score": s, **item(i)} for r, (i, s) in enumerate(zip(ids, scores))],
+    }
+
+
+def _clip(text: Any, width: int = 80) -> str:
+    text = " ".join(str(text or "").split())
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def print_recommendations(rec: dict[str, Any]) -> None:
+    print(f"user {rec['user_id']} (user_idx {rec['user_idx']}): {rec['n_interactions']} interactions; "
+          f"recent history, oldest first:")
+    for n, h in enumerate(rec["history"], 1):
+        print(f"  {n:>3}. [{h['item_id']}] {_clip(h['text'])}\n       image: {h['image_path'] or '-'}")
+    masked = "history masked" if rec["mask_history"] else "history not masked"
+    print(f"top-{len(rec['recommendations'])} by {rec['model']} ({masked}):")
+    for r in rec["recommendations"]:
+        print(f"  {r['rank']:>3}. score {r['score']:8.4f} [{r['item_id']}] {_clip(r['text'])}\n"
+              f"       image: {r['image_path'] or '-'}")
+
+
+def inspect_parquet(path: str, n: int = 5) -> str:
+    """Schema, row count, writer metadata and the first `n` rows of a Parquet file, as text."""
+    import polars as pl
+    import pyarrow.parquet as pq
+
+    from mmrec.io import read_parquet_metadata
+
+    p = Path(path)
+    if not p.exists():
+        raise CliError(f"{p}: not found")
+    try:
+        meta = pq.ParquetFile(p).metadata
+    except Exception as err:  # pyarrow raises several types for non-Parquet input
+        raise CliError(f"{p}: not a readable Parquet file ({err})") from None
+    lines = [f"{p}: {meta.num_rows:,} rows, {meta.num_columns} columns, {meta.num_row_groups} row group(s)",
+             "schema:"]
+    schema = pl.read_parquet_schema(p)
+    width = max((len(c) for c in schema), default=0)
+    lines += [f"  {c:<{width}}  {dtype}" for c, dtype in schema.items()]
+    extra = read_parquet_metadata(p)
+    if extra:
+        lines.append("metadata:")
+        lines += [f"  {k}: {_clip(json.dumps(v, sort_keys=True), 200)}" for k, v in sorted(extra.items())]
+    head = pl.scan_parquet(p).head(n).collect()
+    with pl.Config(tbl_cols=-1, tbl_width_chars=160, fmt_str_lengths=40, fmt_table_cell_list_len=4):
+        lines += [f"first {head.height} rows:", str(head)]
+    return "\n".join(lines)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="mmrec", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = ap.add_subparsers(dest="command", required=True)
+
+    def common(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--params", default="params.yaml", help="params file (default: params.yaml)")
+        p.add_argument("--root", default=".", help="project root holding data/ (default: .)")
+
+    p_run = sub.add_parser("run", help="run one pipeline stage (what dvc repro runs)")
+    p_run.add_argument("stage", help=", ".join(STAGES))
+    p_run.add_argument("model", nargs="?", help="train/evaluate: one train.models entry (default: all)")
+    common(p_run)
+
+    p_rec = sub.add_parser("recommend", help="top-k items for one user")
+    p_rec.add_argument("--model", required=True, help="a train.models entry with a trained model.pt")
+    p_rec.add_argument("--user", required=True, help="raw user id (as in the source data)")
+    p_rec.add_argument("-k", type=int, default=10)
+    p_rec.add_argument("--json", action="store_true", help="machine-readable output")
+    p_rec.add_argument("--no-mask", action="store_true", help="allow items already in the history")
+    common(p_rec)
+
+    p_ins = sub.add_parser("inspect", help="schema, row count and head of a Parquet artifact")
+    p_ins.add_argument("path")
+    p_ins.add_argument("-n", type=int, default=5, help="rows to show (default 5)")
+    return ap
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command == "run":
+            result = run_stage(args.stage, args.model, args.params, args.root)
+            print(json.dumps(result, default=str, sort_keys=True))
+        elif args.command == "recommend":
+            rec = recommend(args.model, args.user, args.k, args.params, args.root,
+                            mask_history=False if args.no_mask else None)
+            if args.json:
+                print(json.dumps(rec, default=str))
+            else:
+                print_recommendations(rec)
+        elif args.command == "inspect":
+            print(inspect_parquet(args.path, args.n))
+    except CliError as err:
+        print(f"mmrec: error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
