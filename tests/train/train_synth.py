@@ -17,6 +17,10 @@ from mmrec.config import parse_params
 from mmrec.features.types import ModalityFeatures
 from mmrec.models.base import ModelContext
 
+# The CI/dev machine has 2 cores shared by several processes; torch's 2-thread OpenMP pool then
+# spin-waits (a 30x slowdown for these tiny models). Tests only, never in library code.
+torch.set_num_threads(1)
+
 
 def sequences(n_users: int = 48, n_items: int = 24, length: int = 9) -> np.ndarray:
     """[U, length] item ids 1..N."""

@@ -1,0 +1,173 @@
+"""KDSR (Hu et al., ECIR 2024): a sequential backbone whose item embedding fuses the ID embedding
+with trainable modality tables initialised from the teacher's denoised features, trained with
+correlation distillation over the unique item pairs inside each training sequence:
+
+    L = L_rec + sum_m [ w_skd(m) * SKD_m + w_ckd(m) * CKD_m ]
+
+SKD_m: the student's correlation r_hat_ij (teacher's correlation function, on two linear
+projections of the table embeddings) regresses on the teacher's r_ij. CKD_m: a 2-layer MLP on
+|e_i - e_j| classifies the teacher's dissected-correlation code c_ij. The modality tables may
+learn at a smaller rate (asynchronous learning). Every component is a params switch.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal, Optional
+
+import torch
+from pydantic import Field
+from torch import nn
+
+from mmrec.models.base import ModelContext, SeqBatch, SeqRecModel
+from mmrec.models.gru4rec import GRUEncoder
+from mmrec.models.layers import (RecLossMixin, SeqModelConfig, SeqTransformer, fit_window, init_weights,
+                                 modalities_to_use)
+from mmrec.models.registry import MODELS
+from mmrec.train.correlation_kd import (IGNORE_CODE, async_lr_scale, ckd_loss, kd_weights,
+                                        pair_correlation, sequence_pairs, skd_loss)
+
+MODALITY_GROUP = "modality_tables"
+
+
+class KDSRConfig(SeqModelConfig):
+    """`train.kdsr`."""
+
+    backbone: Literal["sasrec", "gru4rec"] = "sasrec"
+    modalities: Optional[list[Literal["text", "image"]]] = None  # None = every modality with a teacher
+    fusion: Literal["gate", "mean"] = "gate"
+    candidates: Literal["fused", "id"] = "fused"  # id = score against ID embeddings only (reference)
+    skd: bool = True
+    ckd: bool = True
+    skd_form: Literal["paper", "reference"] = "paper"
+    tau: float = Field(1.5, gt=0)
+    lambda_skd: float = Field(4.0, ge=0)   # lambda1
+    lambda_ckd: float = Field(0.5, ge=0)   # lambda2
+    reference_weight_bug: bool = False
+    include_diagonal: bool = False
+    async_lr: Literal["off", "constant", "milestone"] = "constant"
+
+
+class PairHeads(nn.Module):
+    """One modality's student heads: SKD projections P2(P1(e)) and the CKD code classifier."""
+
+    def __init__(self, dim: int, n_codes: int) -> None:
+        super().__init__()
+        self.p1 = nn.Linear(dim, dim)
+        self.p2 = nn.Linear(dim, dim)
+        self.code_mlp = nn.Sequential(nn.Linear(dim, dim), nn.ReLU(), nn.Linear(dim, n_codes))
+
+    def project(self, e: torch.Tensor) -> torch.Tensor:
+        return self.p2(self.p1(e))                                     # no activation (reference)
+
+    def code_logits(self, ei: torch.Tensor, ej: torch.Tensor) -> torch.Tensor:
+        return self.code_mlp((ei - ej).abs())                          # [P, K]
+
+
+@MODELS.register("kdsr")
+class KDSR(RecLossMixin, SeqRecModel):
+    config_cls = KDSRConfig
+    needs_teacher = True
+    uses_tokens = False
+
+    def __init__(self, ctx: ModelContext, cfg: KDSRConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.mods = modalities_to_use("kdsr", cfg.modalities, sorted(ctx.teachers))
+        self.teachers = {m: ctx.teachers[m] for m in self.mods}      # not modules: never trained
+        self.corr_kind = {m: str(getattr(ctx.teachers[m], "correlation", "cosine")) for m in self.mods}
+        D = cfg.hidden
+        self.item_emb = nn.Embedding(ctx.n_items + 1, D, padding_idx=0)
+        dims = {m: int(ctx.teachers[m].denoised.shape[1]) for m in self.mods}
+        self.mod_emb = nn.ModuleDict({m: nn.Embedding(ctx.n_items + 1, dims[m], padding_idx=0) for m in self.mods})
+        self.mod_proj = nn.ModuleDict({m: nn.Linear(dims[m], D) for m in self.mods})
+        self.heads = nn.ModuleDict({m: PairHeads(dims[m], int(ctx.teachers[m].n_codes)) for m in self.mods})
+        self.gate = nn.Sequential(nn.Linear(D, D), nn.ReLU(), nn.Linear(D, 1)) if cfg.fusion == "gate" else None
+        if cfg.backbone == "sasrec":
+            self.encoder: nn.Module = SeqTransformer(D, cfg.layers, cfg.heads, cfg.dropout, cfg.max_len)
+        else:
+            self.encoder = GRUEncoder(D, cfg.layers, cfg.dropout)
+        self.drop = nn.Dropout(cfg.dropout)
+        init_weights(self)
+        with torch.no_grad():
+            for m in self.mods:
+                table = ctx.teachers[m].denoised.float().to(self.mod_emb[m].weight.device)
+                if table.shape[0] != ctx.n_items + 1:
+                    raise ValueError(f"kdsr: the {m} teacher covers {table.shape[0] - 1} items, "
+                                     f"items.parquet has {ctx.n_items}; re-run the teacher stage")
+                self.mod_emb[m].weight.copy_(table)
+                self.mod_emb[m].weight[0].zero_()
+        self.weights = kd_weights(cfg.lambda_skd, cfg.lambda_ckd, cfg.reference_weight_bug)
+        self.init_log_pop(ctx)
+
+    # item vectors -----------------------------------------------------------------------------
+    def fused(self, ids: torch.Tensor) -> torch.Tensor:
+        """ID embedding fused with the projected modality tables: ids [...] -> [..., D]."""
+        parts = [self.item_emb(ids)] + [self.mod_proj[m](self.mod_emb[m](ids)) for m in self.mods]
+        stack = torch.stack(parts, dim=-2)                             # [..., S, D]
+        if self.gate is None:
+            out = stack.mean(-2)
+        else:
+            w = torch.softmax(self.gate(stack), dim=-2)                # [..., S, 1]
+            out = (w * stack).sum(-2)
+        return out * (ids > 0)[..., None]
+
+    def item_repr(self) -> torch.Tensor:
+        if self.cfg.candidates == "id":
+            return self.item_emb.weight
+        return self.fused(torch.arange(self.item_emb.num_embeddings, device=self.item_emb.weight.device))
+
+    def encode(self, seq: torch.Tensor) -> torch.Tensor:
+        return self.encoder(self.drop(self.fused(seq)), seq > 0)       # [B, L, D]
+
+    def user_repr(self, history: torch.Tensor) -> torch.Tensor:
+        return self.encode(fit_window(history, self.cfg.max_len))[:, -1]
+
+    # losses -----------------------------------------------------------------------------------
+    def kd_losses(self, seq: torch.Tensor) -> dict[str, dict[str, torch.Tensor]]:
+        """{"skd"|"ckd": {modality: loss}} over the unique item pairs of each row of seq [B, L]."""
+        b, i, j = sequence_pairs(seq, self.cfg.include_diagonal)       # [P] each
+        out: dict[str, dict[str, torch.Tensor]] = {"skd": {}, "ckd": {}}
+        for m in self.mods:
+            r, c = self.teachers[m].pair_targets(i, j)
+            r, c = r.to(seq.device), c.to(seq.device)
+            ok = c != IGNORE_CODE                                      # both items have modality m
+            ei, ej = self.mod_emb[m](i), self.mod_emb[m](j)           # [P, dim]
+            if self.cfg.skd:
+                r_hat = pair_correlation(self.heads[m].project(ei[ok]), self.heads[m].project(ej[ok]),
+                                         self.corr_kind[m])
+                out["skd"][m] = skd_loss(r_hat.float(), r[ok].float(), self.cfg.tau, self.cfg.skd_form,
+                                         rows=b[ok], n_rows=seq.shape[0])
+            if self.cfg.ckd:
+                out["ckd"][m] = ckd_loss(self.heads[m].code_logits(ei, ej), c)
+        return out
+
+    def loss(self, batch: SeqBatch, epoch: int) -> tuple[torch.Tensor, dict[str, float]]:
+        rows = batch.target_mask.nonzero(as_tuple=True)
+        user = self.encode(batch.inputs)[rows]                         # [M, D]
+        loss = self.rec_loss(user, self.item_repr(), batch, rows)
+        comps = {"loss_rec": float(loss.detach())}
+        if self.cfg.skd or self.cfg.ckd:
+            for kind, per_mod in self.kd_losses(batch.inputs).items():
+                for m, value in per_mod.items():
+                    loss = loss + self.weights[(kind, m)] * value
+                    comps[f"loss_{kind}_{m}"] = float(value.detach())
+        return loss, comps
+
+    # optimisation -----------------------------------------------------------------------------
+    def param_groups(self, lr: float, weight_decay: float) -> list[dict[str, Any]]:
+        """Base groups plus the modality tables in their own (no-decay) group, whose lr the loop
+        scales per epoch via `group_lr_scale`."""
+        table_ids = {id(p) for p in self.mod_emb.parameters()}
+        groups = super().param_groups(lr, weight_decay)
+        for g in groups:
+            g["params"] = [p for p in g["params"] if id(p) not in table_ids]
+        groups.append({"params": list(self.mod_emb.parameters()), "lr": lr, "weight_decay": 0.0,
+                       "name": MODALITY_GROUP})
+        return groups
+
+    def group_lr_scale(self, group: str, epoch: int) -> float:
+        return async_lr_scale(self.cfg.async_lr, epoch) if group == MODALITY_GROUP else 1.0
+
+    def retention_tables(self) -> dict[str, torch.Tensor]:
+        return {"item": self.item_repr(), "id": self.item_emb.weight,
+                **{f"{m}_table": self.mod_emb[m].weight for m in self.mods}}

@@ -1,0 +1,35 @@
+"""Shared helper of the model tests: overfit a model on a tiny deterministic dataset."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "train"))
+
+import train_synth as ts  # noqa: E402
+from mmrec.evaluate.ranking import evaluate_model  # noqa: E402
+from mmrec.models.registry import build_model  # noqa: E402
+from mmrec.train.loop import train_model  # noqa: E402
+from mmrec.train.params import TrainCommon  # noqa: E402
+
+N_ITEMS, N_USERS, LENGTH = 40, 48, 9
+
+
+def overfit(arch: str, tmp_path: Path, modalities=("text", "image"), epochs: int = 40, **cfg):
+    """(model, train log rows, train-set metrics) after training `arch` on the walk dataset."""
+    torch.manual_seed(0)
+    seqs = ts.sequences(N_USERS, N_ITEMS, LENGTH)
+    ctx = ts.context(N_ITEMS, max_len=LENGTH - 1, modalities=modalities,
+                     teachers=arch.startswith("kdsr"), seqs=seqs)
+    base = {"hidden": 32, "layers": 1, "heads": 2, "dropout": 0.0, "max_len": LENGTH - 1}
+    model = build_model(arch, ctx, {**base, **cfg})
+    seq = torch.from_numpy(seqs)
+    common = TrainCommon(epochs=epochs, batch_size=16, lr=1e-2, weight_decay=0.0, patience=epochs,
+                         retention_pairs=200, max_len=LENGTH - 1)
+    result = train_model(model, ctx, seq, None, common, tmp_path, seed=1, arch=arch, name=arch,
+                         config=model.cfg.model_dump(mode="json"), progress=False)
+    metrics = evaluate_model(model, seq[:, :-1], seq[:, -1], ks=(10,), mask_history=False)
+    return model, result.log, metrics
