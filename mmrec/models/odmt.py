@@ -1,0 +1,432 @@
+"""ODMT (Ji et al., ACM MM 2023): ID-aware multimodal transformer + online distillation.
+
+Item side, per item j (the "IMT"):
+    tokens  Z = [P_t·text_tokens ; P_v·image_tokens ; e_id(j)]          # [T_t + T_v + 1, d]
+    Z' = IMT(Z, mask)   mask: padded text keys hidden; with `id_mask` the text and image tokens
+                        cannot attend to the ID token, while the ID token attends to everything
+    h_text = Z'[0] (text summary/CLS), h_image = Z'[T_t] (image summary), h_id = Z'[-1]
+    q^m = W2·LeakyReLU(W1·h_m + b1) + b2        (a separate 2-layer MLP per branch)
+User side: one SASRec encoder per branch over q^m of the history. Branch m scores item i by
+<u^m, q^m_i>; the model's score is the average of the branch scores (concatenated vectors, user
+side scaled by 1/branches, see mmrec.models.base).
+
+Training: every branch has its own recommendation loss (default the debiased in-batch softmax,
+`loss: inbatch`; `full_ce` runs the IMT over every item each step, so it is for small catalogues
+only), plus w(epoch) · online distillation (mmrec.train.distill: ID -> text, ID -> image,
+ensemble -> ID). The IMT runs once per unique item of a batch and is scattered back to slots.
+
+Differences from the reference code (reference-methods.md B.3-B.8), all deliberate:
+- The IMT and user-encoder blocks are mmrec.models.layers' pre-LN blocks (GELU MLP), not
+  post-LN/ReLU; heads and layers of the IMT are separate settings (the reference ties them).
+- The ID token is the ID embedding itself (d-dimensional); the reference adds a Linear on top.
+- `id_init` projects the summary token (token 0) of each modality with that modality's own
+  token projection P_m at construction time (pooled vector with `imt: false`), so the ID token
+  starts in the same space as the modality tokens it attends with; `mean` averages the available
+  modalities per item; items with no feature keep the random init.
+- The teacher side of the KD terms is detached by default (see mmrec.train.distill).
+- Token features stay on the CPU in float16 (pinned when CUDA is present) and are gathered per
+  batch; image grid tokens can be average-pooled (`image_grid`) and text tokens truncated
+  (`text_tokens`) to save compute.
+
+Ablations of the paper's Table 3 are switches: `id_init` (mean/text/image/none), `id_mask`,
+`imt` (off: modality branches use projected pooled vectors, no transformer), `distill`,
+`use_id` (off: no ID token and no ID branch; KD then flows ensemble -> each modality).
+
+`odmt_kdsr` adds KDSR's correlation supervision (SKD + CKD against the teacher of that
+modality, over the unique item pairs of each training input sequence) on the text and image
+branch item vectors q^m.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Literal, Optional
+
+import torch
+import torch.nn.functional as F
+from pydantic import Field, model_validator
+from torch import nn
+
+from mmrec.models.base import ModelContext, SeqBatch, SeqRecModel
+from mmrec.models.layers import (Block, RecLossMixin, SeqModelConfig, SeqTransformer, fit_window,
+                                 init_weights, modalities_to_use)
+from mmrec.models.registry import MODELS
+from mmrec.train.distill import kd_schedule, online_distillation
+from mmrec.train.losses import (candidate_logits, full_candidates, gather_candidates,
+                                inbatch_candidates, softmax_ce, training_rows)
+
+Modality = Literal["text", "image"]
+
+
+class OdmtConfig(SeqModelConfig):
+    """`train.odmt`. hidden/layers/heads/dropout/max_len/loss/temperature come from train.common
+    unless set here; `layers`/`heads` are the per-branch SASRec encoders'."""
+
+    loss: Literal["full_ce", "inbatch"] = "inbatch"
+    modalities: Optional[list[Modality]] = None   # None = every modality with features
+    # IMT
+    imt: bool = True
+    imt_layers: int = Field(2, ge=1)
+    imt_heads: int = Field(2, ge=1)
+    imt_dropout: float = Field(0.1, ge=0, lt=1)
+    id_mask: bool = True                          # modality tokens cannot attend to the ID token
+    text_tokens: int = Field(32, ge=1)            # keep the first k text tokens (CLS included)
+    image_grid: int = Field(0, ge=0)              # average-pool the image grid to k x k; 0 = keep all
+    # ID
+    use_id: bool = True
+    id_init: Literal["mean", "text", "image", "none"] = "mean"
+    # online distillation
+    distill: bool = True
+    kd_temperature: float = Field(0.5, gt=0)
+    kd_weight: float = Field(1.0, ge=0)
+    rampup_epochs: float = Field(20.0, ge=0)
+    kd_loss: Literal["ce", "kl"] = "kl"
+    detach_teacher: bool = True
+    item_chunk: int = Field(2048, ge=1)           # items per IMT call when encoding the catalogue
+
+    @model_validator(mode="after")
+    def _check(self) -> "OdmtConfig":
+        if self.modalities is not None and len(set(self.modalities)) != len(self.modalities):
+            raise ValueError("modalities lists a modality twice")
+        if self.imt and self.hidden % self.imt_heads:
+            raise ValueError(f"hidden ({self.hidden}) must be divisible by imt_heads ({self.imt_heads})")
+        return self
+
+
+class OdmtKdsrConfig(OdmtConfig):
+    """`train.odmt_kdsr`: ODMT plus KDSR's correlation distillation on the modality branches."""
+
+    lambda_skd: float = Field(4.0, ge=0)
+    lambda_ckd: float = Field(0.5, ge=0)
+    skd_tau: float = Field(1.5, gt=0)
+    skd_form: Literal["paper", "reference"] = "paper"
+    include_diagonal: bool = False
+    reference_weight_bug: bool = False
+
+
+def imt_attention_mask(text_mask: torch.Tensor, image_mask: torch.Tensor, has_id: bool,
+                       id_mask: bool) -> torch.Tensor:
+    """[U, 1, L, L] bool (True = may attend) over tokens [text ; image ; (ID)].
+
+    text_mask [U, T_t], image_mask [U, T_v]: True where a token is real (either may have T = 0).
+    Padded keys are hidden; with `id_mask` (and an ID token) no text/image query sees the ID key.
+    Every token may attend to itself, so an item without features never gives an all-masked row.
+    """
+    U = text_mask.shape[0]
+    parts = [text_mask.bool(), image_mask.bool()]
+    if has_id:
+        parts.append(torch.ones(U, 1, dtype=torch.bool, device=text_mask.device))
+    keys = torch.cat(parts, dim=1)                                     # [U, L]
+    L = keys.shape[1]
+    allowed = keys[:, None, :].expand(U, L, L).clone()                 # [U, Lq, Lk]
+    if has_id and id_mask:
+        allowed[:, :-1, -1] = False
+    allowed |= torch.eye(L, dtype=torch.bool, device=keys.device)
+    return allowed[:, None]
+
+
+def _pool_grid(tokens: torch.Tensor, mask: torch.Tensor, grid: int, chunk: int = 4096
+               ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Average-pool the square patch grid after the summary token to grid x grid tokens.
+
+    tokens [N+1, 1 + g*g, d] -> [N+1, 1 + grid*grid, d] (same dtype); a pooled token is real if
+    any of its patches was. Token counts that are not 1 + a square are pooled in 1-D.
+    """
+    n_patch = tokens.shape[1] - 1
+    if grid <= 0 or n_patch <= grid * grid:
+        return tokens, mask
+    g = math.isqrt(n_patch)
+    out_t, out_m = [], []
+    for s in range(0, tokens.shape[0], chunk):
+        t = tokens[s:s + chunk, 1:].float()                            # [c, P, d]
+        m = mask[s:s + chunk, 1:].float()                              # [c, P]
+        if g * g == n_patch:
+            img = t.transpose(1, 2).reshape(t.shape[0], -1, g, g)      # [c, d, g, g]
+            pooled = F.adaptive_avg_pool2d(img, grid).flatten(2).transpose(1, 2)
+            pm = F.adaptive_max_pool2d(m.reshape(-1, 1, g, g), grid).flatten(1)
+        else:
+            pooled = F.adaptive_avg_pool1d(t.transpose(1, 2), grid * grid).transpose(1, 2)
+            pm = F.adaptive_max_pool1d(m[:, None], grid * grid)[:, 0]
+        out_t.append(torch.cat([tokens[s:s + chunk, :1], pooled.to(tokens.dtype)], 1))
+        out_m.append(torch.cat([mask[s:s + chunk, :1], pm > 0], 1))
+    return torch.cat(out_t), torch.cat(out_m)
+
+
+def _branch_mlp(d: int) -> nn.Sequential:
+    return nn.Sequential(nn.Linear(d, d), nn.LeakyReLU(), nn.Linear(d, d))
+
+
+class _TokenStore:
+    """Frozen token features of one modality on the CPU (fp16, pinned with CUDA), gathered per
+    batch. Deliberately not a buffer: never copied to the GPU whole, never saved in model.pt."""
+
+    def __init__(self, tokens: torch.Tensor, mask: torch.Tensor) -> None:
+        tokens = tokens.detach().to("cpu", torch.float16).contiguous()
+        mask = mask.detach().to("cpu", torch.bool).contiguous()
+        if torch.cuda.is_available():
+            tokens, mask = tokens.pin_memory(), mask.pin_memory()
+        self.tokens, self.mask = tokens, mask                          # [N+1, T, d_tok], [N+1, T]
+
+    def gather(self, ids: torch.Tensor, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        """(tokens [U, T, d_tok] float32, mask [U, T] bool) on `device` for item ids [U]."""
+        idx = ids.to("cpu")
+        tok, msk = self.tokens.index_select(0, idx), self.mask.index_select(0, idx)
+        if device.type == "cuda":
+            tok, msk = tok.pin_memory(), msk.pin_memory()
+        return (tok.to(device, non_blocking=True).float(), msk.to(device, non_blocking=True))
+
+
+@MODELS.register("odmt")
+class ODMT(RecLossMixin, SeqRecModel):
+    """ODMT; see the module docstring. Branches: "id" (if use_id), then "text", "image"."""
+
+    config_cls = OdmtConfig
+    uses_tokens = True
+
+    def __init__(self, ctx: ModelContext, cfg: OdmtConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.n_items = ctx.n_items
+        name = type(self).__name__.lower()
+        self.modalities = modalities_to_use(name, cfg.modalities, list(ctx.features),
+                                            needed=0 if cfg.use_id else 1)
+        self.branches = (["id"] if cfg.use_id else []) + self.modalities
+        if not self.branches:
+            raise ValueError(f"model {name!r} has no branch: use_id is false and no modality is present")
+        if cfg.use_id and cfg.id_init in ("text", "image") and cfg.id_init not in self.modalities:
+            raise ValueError(f"model {name!r}: id_init={cfg.id_init!r} but that modality is not used "
+                             f"(modalities: {', '.join(self.modalities) or 'none'})")
+        d = cfg.hidden
+        self._stores: dict[str, _TokenStore] = {}
+        self._pooled: dict[str, torch.Tensor] = {}
+        proj = {}
+        for m in self.modalities:
+            feats = ctx.features[m]
+            has = feats.has_feature.detach().to("cpu", torch.bool)
+            if cfg.imt:
+                if feats.tokens is None or feats.token_mask is None:
+                    raise ValueError(f"model {name!r} needs the token states of modality {m!r} "
+                                     f"(set extract.{m}.tokens) or set imt: false")
+                tok, msk = feats.tokens.detach().cpu(), feats.token_mask.detach().cpu().bool()
+                if m == "text":
+                    tok, msk = tok[:, :cfg.text_tokens], msk[:, :cfg.text_tokens]
+                else:
+                    tok, msk = _pool_grid(tok.half(), msk, cfg.image_grid)
+                self._stores[m] = _TokenStore(tok, msk & has[:, None])
+                proj[m] = nn.Linear(tok.shape[-1], d)
+            else:
+                self._pooled[m] = feats.vector.detach().to("cpu", torch.float32)
+                proj[m] = nn.Linear(feats.vector.shape[-1], d)
+        self.proj = nn.ModuleDict(proj)
+        self.id_emb = nn.Embedding(ctx.n_items + 1, d, padding_idx=0) if cfg.use_id else None
+        if cfg.imt:
+            self.imt_blocks = nn.ModuleList(Block(d, cfg.imt_heads, cfg.imt_dropout)
+                                            for _ in range(cfg.imt_layers))
+            self.imt_norm = nn.LayerNorm(d)
+            self.imt_drop = nn.Dropout(cfg.imt_dropout)
+        self.mlp = nn.ModuleDict({b: _branch_mlp(d) for b in self.branches})
+        self.encoders = nn.ModuleDict({b: SeqTransformer(d, cfg.layers, cfg.heads, cfg.dropout, cfg.max_len)
+                                       for b in self.branches})
+        init_weights(self)
+        if self.id_emb is not None and cfg.id_init != "none":
+            self._init_id_from_features(ctx, cfg.id_init)
+        self.init_log_pop(ctx)
+
+    # ----------------------------------------------------------------- construction helpers
+    @torch.no_grad()
+    def _init_id_from_features(self, ctx: ModelContext, how: str) -> None:
+        """ID row j = P_m(summary_m[j]) (mean over the used modalities with a feature for `mean`)."""
+        use = self.modalities if how == "mean" else [how]
+        if not use:
+            return
+        total = torch.zeros_like(self.id_emb.weight)                    # [N+1, d]
+        count = torch.zeros(total.shape[0], 1)
+        for m in use:
+            has = ctx.features[m].has_feature.detach().to("cpu", torch.bool)
+            src = self._stores[m].tokens[:, 0] if self.cfg.imt else self._pooled[m]
+            for s in range(0, src.shape[0], self.cfg.item_chunk):
+                rows = slice(s, s + self.cfg.item_chunk)
+                proj = self.proj[m](src[rows].float())
+                total[rows] += proj * has[rows, None]
+            count += has[:, None].float()
+        ok = count[:, 0] > 0
+        ok[0] = False
+        self.id_emb.weight[ok] = total[ok] / count[ok]
+
+    # ----------------------------------------------------------------- item side
+    def _device(self) -> torch.device:
+        return next(self.parameters()).device
+
+    def item_vectors(self, ids: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Branch item vectors q^m [U, d] for item ids [U] (each id encoded once per call)."""
+        dev = ids.device
+        h: dict[str, torch.Tensor] = {}
+        if self.cfg.imt and self.modalities:
+            parts, masks, starts = [], [], {}
+            pos = 0
+            for m in ("text", "image"):
+                if m in self.modalities:
+                    tok, msk = self._stores[m].gather(ids, dev)
+                    starts[m] = pos
+                    pos += tok.shape[1]
+                    parts.append(self.proj[m](tok))                    # [U, T_m, d]
+                    masks.append(msk)
+                else:
+                    masks.append(torch.zeros(ids.shape[0], 0, dtype=torch.bool, device=dev))
+            if self.id_emb is not None:
+                parts.append(self.id_emb(ids)[:, None])                # [U, 1, d]
+            z = self.imt_drop(torch.cat(parts, dim=1))                 # [U, L, d]
+            mask = imt_attention_mask(masks[0], masks[1], self.id_emb is not None, self.cfg.id_mask)
+            for block in self.imt_blocks:
+                z = block(z, mask)
+            z = self.imt_norm(z)
+            for m in self.modalities:
+                h[m] = z[:, starts[m]]
+            if self.id_emb is not None:
+                h["id"] = z[:, -1]
+        else:
+            for m in self.modalities:
+                h[m] = self.proj[m](self._pooled[m].index_select(0, ids.cpu()).to(dev))
+            if self.id_emb is not None:
+                h["id"] = self.id_emb(ids)
+        return {b: self.mlp[b](h[b]) for b in self.branches}
+
+    def slot_vectors(self, seq: torch.Tensor) -> tuple[dict[str, torch.Tensor], torch.Tensor, dict[str, torch.Tensor]]:
+        """Branch vectors of every slot of `seq` [B, L] -> ({m: [B, L, d]}, unique ids [U],
+        {m: [U, d]}): the IMT runs once per unique item, then results are scattered back."""
+        uniq, inv = torch.unique(seq, return_inverse=True)             # [U], [B, L]
+        per_item = self.item_vectors(uniq)
+        return {b: v[inv] for b, v in per_item.items()}, uniq, per_item
+
+    def branch_tables(self) -> dict[str, torch.Tensor]:
+        """{branch: [N+1, d]} item vectors of the whole catalogue (row 0 is the padding item)."""
+        ids = torch.arange(self.n_items + 1, device=self._device())
+        chunks = [self.item_vectors(ids[s:s + self.cfg.item_chunk])
+                  for s in range(0, ids.shape[0], self.cfg.item_chunk)]
+        return {b: torch.cat([c[b] for c in chunks]) for b in self.branches}
+
+    def item_repr(self) -> torch.Tensor:
+        tables = self.branch_tables()
+        return torch.cat([tables[b] for b in self.branches], dim=1)   # [N+1, d * branches]
+
+    def retention_tables(self) -> dict[str, torch.Tensor]:
+        tables = self.branch_tables()
+        return {"item": torch.cat([tables[b] for b in self.branches], 1), **tables}
+
+    # ----------------------------------------------------------------- user side
+    def user_repr(self, history: torch.Tensor) -> torch.Tensor:
+        hist = fit_window(history, self.cfg.max_len)                   # [B, L]
+        slots, _, _ = self.slot_vectors(hist)
+        valid = hist > 0
+        n = len(self.branches)
+        return torch.cat([self.encoders[b](slots[b], valid)[:, -1] / n for b in self.branches], 1)
+
+    def branch_scores(self, history: torch.Tensor) -> dict[str, torch.Tensor]:
+        """{branch: [B, N+1]} scores of each branch alone (for per-branch metrics)."""
+        hist = fit_window(history, self.cfg.max_len)
+        slots, _, _ = self.slot_vectors(hist)
+        tables = self.branch_tables()
+        return {b: self.encoders[b](slots[b], hist > 0)[:, -1] @ tables[b].T for b in self.branches}
+
+    # ----------------------------------------------------------------- training
+    def branch_logits(self, batch: SeqBatch
+                      ) -> tuple[dict[str, torch.Tensor], object, tuple, torch.Tensor, dict[str, torch.Tensor]]:
+        """Per-branch candidate logits of a batch: ({m: [M, C]}, Candidates, rows, unique ids,
+        {m: [U, d]} unique-item vectors)."""
+        seq = batch.seq
+        slots, uniq, per_item = self.slot_vectors(seq)                # {m: [B, S+1, d]}
+        rows = training_rows(batch)
+        valid = batch.inputs > 0
+        if self.cfg.loss == "inbatch":
+            cands = inbatch_candidates(seq, rows, self.log_pop)
+            cand_vecs = {b: gather_candidates(seq.reshape(-1), slots[b].reshape(-1, slots[b].shape[-1]))[1]
+                         for b in self.branches}
+        else:
+            cands = full_candidates(batch.targets[rows], self.n_items)
+            tables = self.branch_tables()
+            cand_vecs = {b: tables[b][1:] for b in self.branches}
+        logits = {}
+        for b in self.branches:
+            user = self.encoders[b](slots[b][:, :-1], valid)[rows]     # [M, d]
+            logits[b] = candidate_logits(user, cand_vecs[b], cands, self.cfg.temperature)
+        return logits, cands, rows, uniq, per_item
+
+    def loss(self, batch: SeqBatch, epoch: int) -> tuple[torch.Tensor, dict[str, float]]:
+        logits, cands, rows, uniq, per_item = self.branch_logits(batch)
+        parts: dict[str, torch.Tensor] = {f"loss_rec_{b}": softmax_ce(lg, cands) for b, lg in logits.items()}
+        total = sum(parts.values())
+        w = kd_schedule(epoch, self.cfg.kd_weight, self.cfg.rampup_epochs) if self.cfg.distill else 0.0
+        if w > 0:
+            kd = online_distillation(logits, self.cfg.kd_temperature, self.cfg.kd_loss,
+                                     self.cfg.detach_teacher)
+            if kd:
+                total = total + w * sum(kd.values())
+                parts.update(kd)
+        total, extra = self.extra_loss(batch, total, uniq, per_item)
+        parts.update(extra)
+        logs = {k: float(v.detach()) for k, v in parts.items()}
+        logs["kd_w"] = w
+        logs["loss"] = float(total.detach())
+        return total, logs
+
+    def extra_loss(self, batch: SeqBatch, total: torch.Tensor, uniq: torch.Tensor,
+                   per_item: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Hook for subclasses: add terms to `total`; return (total, named components)."""
+        return total, {}
+
+
+class _CorrelationHeads(nn.Module):
+    """KDSR's student heads for one modality: SKD projection (two Linear layers, no activation,
+    as the reference) and the CKD code classifier over |e_i - e_j|."""
+
+    def __init__(self, d: int, n_codes: int) -> None:
+        super().__init__()
+        self.skd = nn.Sequential(nn.Linear(d, d), nn.Linear(d, d))
+        self.ckd = nn.Sequential(nn.Linear(d, d), nn.ReLU(), nn.Linear(d, n_codes))
+
+
+@MODELS.register("odmt_kdsr")
+class ODMTKDSR(ODMT):
+    """ODMT whose text/image branch item vectors also learn KDSR's teacher correlations."""
+
+    config_cls = OdmtKdsrConfig
+    needs_teacher = True
+
+    def __init__(self, ctx: ModelContext, cfg: OdmtKdsrConfig) -> None:
+        super().__init__(ctx, cfg)
+        missing = [m for m in self.modalities if m not in ctx.teachers]
+        if not self.modalities or missing:
+            raise ValueError(f"model 'odmt_kdsr' needs a KDSR teacher for each used modality; missing: "
+                             f"{', '.join(missing) or 'no modality used'} (run the teacher stage)")
+        self.teachers = {m: ctx.teachers[m] for m in self.modalities}
+        heads = nn.ModuleDict({m: _CorrelationHeads(cfg.hidden, self.teachers[m].n_codes)
+                               for m in self.modalities})
+        init_weights(heads)
+        self.corr_heads = heads
+
+    def extra_loss(self, batch: SeqBatch, total: torch.Tensor, uniq: torch.Tensor,
+                   per_item: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        from mmrec.train.correlation_kd import (ckd_loss, kd_weights, pair_correlation, sequence_pairs,
+                                                skd_loss)
+
+        cfg: OdmtKdsrConfig = self.cfg  # type: ignore[assignment]
+        weights = kd_weights(cfg.lambda_skd, cfg.lambda_ckd, cfg.reference_weight_bug)
+        rows, i, j = sequence_pairs(batch.inputs, cfg.include_diagonal)   # [P] each
+        # uniq is sorted (torch.unique), so searchsorted maps item ids to their unique row.
+        pi, pj = torch.searchsorted(uniq, i), torch.searchsorted(uniq, j)
+        parts: dict[str, torch.Tensor] = {}
+        for m in self.modalities:
+            teacher = self.teachers[m]
+            keep = teacher.pair_mask(i, j).to(i.device)
+            r, c = teacher.pair_targets(i[keep], j[keep])
+            e = per_item[m]                                            # [U, d]
+            ei, ej = e[pi[keep]], e[pj[keep]]
+            heads = self.corr_heads[m]
+            kind = getattr(teacher, "correlation", "cosine")
+            r_hat = pair_correlation(heads.skd(ei), heads.skd(ej), kind)
+            skd = skd_loss(r_hat, r.to(r_hat.device), cfg.skd_tau, cfg.skd_form,
+                           rows=rows[keep], n_rows=batch.seq.shape[0])
+            ckd = ckd_loss(heads.ckd((ei - ej).abs()), c.to(ei.device))
+            parts[f"skd_{m}"], parts[f"ckd_{m}"] = skd, ckd
+            total = total + weights[("skd", m)] * skd + weights[("ckd", m)] * ckd
+        return total, parts

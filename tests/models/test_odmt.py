@@ -1,0 +1,273 @@
+"""ODMT and ODMT+KDSR: mask, unique-item IMT, modality subsets, ablations, overfitting."""
+
+from __future__ import annotations
+
+import torch
+
+from mmrec.features.types import ModalityFeatures
+from mmrec.models.base import ModelContext, SeqBatch
+
+
+def features(n_items: int, n_tok: int, d_tok: int, seed: int, pad_tail: bool) -> ModalityFeatures:
+    g = torch.Generator().manual_seed(seed)
+    tokens = torch.randn(n_items + 1, n_tok, d_tok, generator=g)
+    mask = torch.ones(n_items + 1, n_tok, dtype=torch.bool)
+    if pad_tail:  # text: items have 2..n_tok real tokens
+        lens = torch.randint(2, n_tok + 1, (n_items + 1,), generator=g)
+        mask = torch.arange(n_tok)[None, :] < lens[:, None]
+        tokens = tokens * mask[..., None]
+    has = torch.ones(n_items + 1, dtype=torch.bool)
+    has[0] = False
+    tokens[0] = 0
+    mask[0] = False
+    vector = tokens[:, 0].clone()
+    return ModalityFeatures(vector=vector, has_feature=has, tokens=tokens.half(), token_mask=mask,
+                            encoder="fake")
+
+
+def context(n_items: int = 30, modalities=("text", "image"), teachers: bool = False,
+            max_len: int = 6) -> ModelContext:
+    feats = {}
+    if "text" in modalities:
+        feats["text"] = features(n_items, 6, 12, 1, pad_tail=True)
+    if "image" in modalities:
+        feats["image"] = features(n_items, 1 + 9, 10, 2, pad_tail=False)
+    pop = torch.arange(n_items + 1) % 5 + 1
+    pop[0] = 0
+    ctx = ModelContext(n_items=n_items, max_len=max_len, item_pop=pop, features=feats)
+    if teachers:
+        from mmrec.teacher import PairTeacher
+
+        g = torch.Generator().manual_seed(3)
+        for m in feats:
+            ctx.teachers[m] = PairTeacher(torch.randn(n_items + 1, 16, generator=g),
+                                          torch.randn(5, 4, generator=g), "cosine", 4)
+    return ctx
+
+
+def batch(n_items: int = 30, n_users: int = 8, max_len: int = 6, seed: int = 0) -> SeqBatch:
+    """Left-padded windows of S+1 = max_len+1 slots with repeats across users."""
+    g = torch.Generator().manual_seed(seed)
+    seq = torch.randint(1, n_items + 1, (n_users, max_len + 1), generator=g)
+    lens = torch.randint(3, max_len + 2, (n_users,), generator=g)
+    pad = torch.arange(max_len + 1)[None, :] < (max_len + 1 - lens)[:, None]
+    return SeqBatch(seq.masked_fill(pad, 0))
+
+
+# ---------------------------------------------------------------------------------------- tests
+import pytest  # noqa: E402
+
+from mmrec.models.odmt import ODMT, ODMTKDSR, imt_attention_mask  # noqa: E402
+from mmrec.models.registry import build_model  # noqa: E402
+
+SMALL = {"hidden": 16, "layers": 1, "heads": 2, "imt_layers": 1, "imt_heads": 2, "max_len": 6,
+         "dropout": 0.0, "imt_dropout": 0.0}
+
+
+def make(arch: str = "odmt", ctx: ModelContext | None = None, **over) -> ODMT:
+    torch.manual_seed(0)
+    cfg = {**SMALL, **over}
+    return build_model(arch, ctx or context(), cfg)
+
+
+def test_mask_who_sees_whom():
+    text = torch.tensor([[True, True, False]])     # third text token is padding
+    image = torch.tensor([[True, True]])
+    m = imt_attention_mask(text, image, has_id=True, id_mask=True)[0, 0]   # [6, 6]
+    ID = 5
+    # text and image queries never see the ID key
+    assert not m[:5, ID].any()
+    # the ID query sees every valid token (and itself), not the padded text key
+    assert m[ID].tolist() == [True, True, False, True, True, True]
+    # padded text key hidden from every other query
+    assert not m[[0, 1, 3, 4, 5], 2].any()
+    # text and image see each other
+    assert m[0, 3] and m[3, 0]
+    # without the ID mask, everyone sees the ID token
+    m2 = imt_attention_mask(text, image, has_id=True, id_mask=False)[0, 0]
+    assert m2[:, ID].all()
+    # without an ID token there is no ID column
+    assert imt_attention_mask(text, image, has_id=False, id_mask=True).shape[-1] == 5
+
+
+def test_mask_is_applied_in_the_imt():
+    """Changing the ID embedding must not change the text/image outputs under the ID mask."""
+    model = make().eval()
+    ids = torch.tensor([1, 2, 3])
+    with torch.no_grad():
+        a = model.item_vectors(ids)
+        model.id_emb.weight.normal_(0.0, 5.0)
+        b = model.item_vectors(ids)
+    assert _rel(a["text"], b["text"]) < 1e-5
+    assert _rel(a["image"], b["image"]) < 1e-5
+    assert _rel(a["id"], b["id"]) > 1e-2
+    off = make(id_mask=False).eval()
+    with torch.no_grad():
+        a = off.item_vectors(ids)
+        off.id_emb.weight.normal_(0.0, 5.0)
+        b = off.item_vectors(ids)
+    assert _rel(a["text"], b["text"]) > 1e-2
+
+
+def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float((a - b).abs().max() / a.abs().max())
+
+
+def test_padded_text_tokens_do_not_matter():
+    ctx = context()
+    model = make(ctx=ctx).eval()
+    store = model._stores["text"]
+    ids = torch.tensor([4, 5])
+    with torch.no_grad():
+        a = model.item_vectors(ids)
+        pad = ~store.mask
+        store.tokens[pad] = torch.randn(int(pad.sum()), store.tokens.shape[-1]).half()
+        b = model.item_vectors(ids)
+    for k in a:
+        assert _rel(a[k], b[k]) < 1e-4
+
+
+def test_unique_item_imt_equals_per_slot():
+    model = make().eval()
+    seq = batch().seq
+    with torch.no_grad():
+        slots, uniq, _ = model.slot_vectors(seq)
+        per_slot = model.item_vectors(seq.reshape(-1))
+    assert uniq.numel() < seq.numel()
+    for b in model.branches:
+        assert _rel(slots[b].reshape(-1, slots[b].shape[-1]), per_slot[b]) < 1e-5
+
+
+def test_scores_average_the_branches():
+    model = make().eval()
+    hist = batch().seq[:, :-1]
+    with torch.no_grad():
+        fused = model.score(hist)
+        per = model.branch_scores(hist)
+    assert fused.shape == (hist.shape[0], 31)
+    assert _rel(fused, sum(per.values()) / len(per)) < 1e-4
+
+
+def test_id_init_projects_features_with_the_modality_projection():
+    ctx = context()
+    text = make(ctx=ctx, id_init="text")
+    with torch.no_grad():
+        expect = text.proj["text"](text._stores["text"].tokens[:, 0].float())
+    assert torch.allclose(text.id_emb.weight[1:], expect[1:], atol=1e-5)
+    assert text.id_emb.weight[0].abs().sum() == 0
+    mean = make(ctx=ctx, id_init="mean")
+    with torch.no_grad():
+        e_t = mean.proj["text"](mean._stores["text"].tokens[:, 0].float())
+        e_v = mean.proj["image"](mean._stores["image"].tokens[:, 0].float())
+    assert torch.allclose(mean.id_emb.weight[1:], ((e_t + e_v) / 2)[1:], atol=1e-5)
+    with pytest.raises(ValueError, match="id_init"):
+        make(ctx=context(modalities=("text",)), id_init="image")
+
+
+def _one_step(model: ODMT, epoch: int = 30) -> dict[str, float]:
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    model.train()
+    loss, logs = model.loss(batch(), epoch)
+    assert torch.isfinite(loss)
+    opt.zero_grad()
+    loss.backward()
+    opt.step()
+    assert all(math.isfinite(v) for v in logs.values())
+    return logs
+
+
+import math  # noqa: E402
+
+
+@pytest.mark.parametrize("mods", [("text",), ("image",), ("text", "image")])
+def test_modality_subsets_train(mods):
+    model = make(ctx=context(modalities=mods))
+    assert model.branches == ["id", *mods]
+    logs = _one_step(model)
+    assert {f"loss_rec_{m}" for m in model.branches} <= set(logs)
+    assert "kd_id_ensemble" in logs
+    assert model.item_repr().shape == (31, 16 * len(model.branches))
+
+
+@pytest.mark.parametrize("over", [
+    {"id_init": "text"}, {"id_init": "image"}, {"id_init": "none"}, {"id_init": "mean"},
+    {"id_mask": False}, {"imt": False}, {"distill": False}, {"use_id": False},
+    {"loss": "full_ce"}, {"kd_loss": "ce", "detach_teacher": False}, {"image_grid": 2},
+    {"use_id": False, "imt": False},
+])
+def test_ablation_switches_build_and_train(over):
+    model = make(**over)
+    logs = _one_step(model)
+    if over.get("use_id") is False:
+        assert "id" not in model.branches and "loss_rec_id" not in logs
+        assert "kd_text_ensemble" in logs
+    if over.get("distill") is False:
+        assert not any(k.startswith("kd_") and k != "kd_w" for k in logs)
+        assert logs["kd_w"] == 0.0
+
+
+def test_image_grid_pooling_shrinks_tokens():
+    model = make(image_grid=2)
+    assert model._stores["image"].tokens.shape[1] == 1 + 4
+    assert make()._stores["image"].tokens.shape[1] == 1 + 9
+
+
+def test_kd_weight_follows_rampup():
+    model = make(rampup_epochs=20)
+    assert round(model.loss(batch(), 1)[1]["kd_w"], 3) == 0.011
+    assert round(model.loss(batch(), 10)[1]["kd_w"], 3) == 0.287
+
+
+def test_missing_tokens_or_modalities_fail_before_training():
+    ctx = context()
+    ctx.features["text"].tokens = None
+    with pytest.raises(ValueError, match="token"):
+        make(ctx=ctx)
+    assert make(ctx=ctx, imt=False).branches == ["id", "text", "image"]
+    with pytest.raises(ValueError, match="image"):
+        make(ctx=context(modalities=("text",)), modalities=["image"])
+    with pytest.raises(ValueError, match="unknown key"):
+        make(bogus=1)
+
+
+def test_odmt_kdsr_adds_correlation_terms():
+    model = make("odmt_kdsr", ctx=context(teachers=True))
+    assert isinstance(model, ODMTKDSR)
+    logs = _one_step(model)
+    for m in ("text", "image"):
+        assert f"skd_{m}" in logs and f"ckd_{m}" in logs
+    assert "kd_id_ensemble" in logs
+    with pytest.raises(ValueError, match="teacher"):
+        make("odmt_kdsr", ctx=context(teachers=False))
+
+
+def _train_recall(model: ODMT, seq: torch.Tensor) -> float:
+    model.eval()
+    with torch.no_grad():
+        scores = model.score(seq[:, :-1])
+    scores[:, 0] = -float("inf")
+    target = seq[:, -1]
+    rank = (scores > scores.gather(1, target[:, None])).sum(1)
+    return float((rank < 10).float().mean())
+
+
+@pytest.mark.slow
+def test_overfits_tiny_fixture():
+    """The default ODMT (debiased in-batch softmax + KD) memorises 8 users' next items."""
+    n_items = 60
+    ctx = context(n_items=n_items)
+    torch.manual_seed(0)
+    seq = torch.stack([torch.randperm(n_items)[:6] + 1 for _ in range(8)])   # [8, 6]
+    b = SeqBatch(seq)
+    model = make(ctx=ctx, max_len=5, rampup_epochs=3)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    losses = []
+    for step in range(60):
+        model.train()
+        loss, _ = model.loss(b, epoch=1 + step // 10)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(float(loss.detach()))
+    assert sum(losses[-5:]) / 5 < 0.7 * losses[0]
+    assert _train_recall(model, seq) >= 0.875
