@@ -1,0 +1,80 @@
+import pytest
+import torch
+
+import models_fit as mf
+from mmrec.models.base import SeqBatch
+from mmrec.models.registry import build_model
+from mmrec.train.correlation_kd import kd_weights
+from mmrec.train.loop import make_optimizer, set_lrs
+
+
+def _model(**cfg):
+    ctx = mf.ts.context(20, max_len=6, teachers=True)
+    base = {"hidden": 16, "layers": 1, "max_len": 6, "dropout": 0.0}
+    return ctx, build_model("kdsr", ctx, {**base, **cfg})
+
+
+def test_kdsr_overfits_and_logs_every_component(tmp_path):
+    model, log, metrics = mf.overfit("kdsr", tmp_path, epochs=20)
+    assert log[-1]["loss_rec"] < 0.5 * log[0]["loss_rec"]
+    assert metrics["recall@10"] >= 0.9
+    for key in ("loss_skd_text", "loss_skd_image", "loss_ckd_text", "loss_ckd_image",
+                "retention_text_table_text", "retention_image_table_image"):
+        assert key in log[-1]
+
+
+def test_kdsr_gru_backbone_trains(tmp_path):
+    model, log, _ = mf.overfit("kdsr", tmp_path, epochs=3, backbone="gru4rec")
+    assert type(model.encoder).__name__ == "GRUEncoder"
+    assert log[-1]["loss"] < log[0]["loss"]
+
+
+def test_modality_tables_start_from_teacher_features():
+    ctx, model = _model()
+    for m in ("text", "image"):
+        assert torch.equal(model.mod_emb[m].weight[1:], ctx.teachers[m].denoised[1:])
+        assert model.mod_emb[m].weight.requires_grad
+
+
+@pytest.mark.parametrize("bug", [False, True])
+def test_total_loss_uses_the_weight_mapping(bug):
+    _, model = _model(reference_weight_bug=bug, lambda_skd=3.0, lambda_ckd=0.25)
+    batch = SeqBatch(torch.tensor([[0, 1, 2, 3, 4, 5, 6], [2, 9, 4, 7, 1, 3, 8]]))
+    torch.manual_seed(0)
+    total, comps = model.loss(batch, 1)
+    w = kd_weights(3.0, 0.25, bug)
+    want = comps["loss_rec"] + sum(w[(k, m)] * comps[f"loss_{k}_{m}"]
+                                   for k in ("skd", "ckd") for m in ("text", "image"))
+    assert total.item() == pytest.approx(want, rel=1e-5)
+
+
+def test_switches_remove_components():
+    _, model = _model(skd=False, ckd=False)
+    _, comps = model.loss(SeqBatch(torch.tensor([[0, 1, 2, 3, 4, 5, 6]])), 1)
+    assert set(comps) == {"loss_rec"}
+    _, model = _model(ckd=False, modalities=["text"])
+    _, comps = model.loss(SeqBatch(torch.tensor([[0, 1, 2, 3, 4, 5, 6]])), 1)
+    assert set(comps) == {"loss_rec", "loss_skd_text"}
+
+
+@pytest.mark.parametrize("mode,want", [("off", [1.0, 1.0, 1.0]), ("constant", [0.25, 0.25, 0.25]),
+                                       ("milestone", [0.25, 0.5, 1.0])])
+def test_async_lr_groups(mode, want):
+    _, model = _model(async_lr=mode)
+    opt = make_optimizer(model, lr=0.01, weight_decay=0.1)
+    groups = {g["name"]: g for g in opt.param_groups}
+    tables = {id(p) for p in model.mod_emb.parameters()}
+    assert {id(p) for p in groups["modality_tables"]["params"]} == tables
+    assert groups["modality_tables"]["weight_decay"] == 0.0
+    got = []
+    for epoch in (1, 5, 10):
+        set_lrs(opt, model, epoch)
+        got.append(groups["modality_tables"]["lr"] / 0.01)
+        assert groups["decay"]["lr"] == 0.01
+    assert got == want
+
+
+def test_kdsr_without_teacher_fails_clearly():
+    ctx = mf.ts.context(10, teachers=False)
+    with pytest.raises(ValueError, match="kdsr.*at least 1 modality"):
+        build_model("kdsr", ctx, {})
