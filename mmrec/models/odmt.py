@@ -219,7 +219,7 @@ class ODMT(RecLossMixin, SeqRecModel):
                 proj[m] = nn.Linear(feats.vector.shape[-1], d)
         self.proj = nn.ModuleDict(proj)
         self.id_emb = nn.Embedding(ctx.n_items + 1, d, padding_idx=0) if cfg.use_id else None
-        if cfg.imt:
+        if cfg.imt and self.modalities:
             self.imt_blocks = nn.ModuleList(Block(d, cfg.imt_heads, cfg.imt_dropout)
                                             for _ in range(cfg.imt_layers))
             self.imt_norm = nn.LayerNorm(d)
@@ -366,23 +366,12 @@ class ODMT(RecLossMixin, SeqRecModel):
         parts.update(extra)
         logs = {k: float(v.detach()) for k, v in parts.items()}
         logs["kd_w"] = w
-        logs["loss"] = float(total.detach())
         return total, logs
 
     def extra_loss(self, batch: SeqBatch, total: torch.Tensor, uniq: torch.Tensor,
                    per_item: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Hook for subclasses: add terms to `total`; return (total, named components)."""
         return total, {}
-
-
-class _CorrelationHeads(nn.Module):
-    """KDSR's student heads for one modality: SKD projection (two Linear layers, no activation,
-    as the reference) and the CKD code classifier over |e_i - e_j|."""
-
-    def __init__(self, d: int, n_codes: int) -> None:
-        super().__init__()
-        self.skd = nn.Sequential(nn.Linear(d, d), nn.Linear(d, d))
-        self.ckd = nn.Sequential(nn.Linear(d, d), nn.ReLU(), nn.Linear(d, n_codes))
 
 
 @MODELS.register("odmt_kdsr")
@@ -399,7 +388,9 @@ class ODMTKDSR(ODMT):
             raise ValueError(f"model 'odmt_kdsr' needs a KDSR teacher for each used modality; missing: "
                              f"{', '.join(missing) or 'no modality used'} (run the teacher stage)")
         self.teachers = {m: ctx.teachers[m] for m in self.modalities}
-        heads = nn.ModuleDict({m: _CorrelationHeads(cfg.hidden, self.teachers[m].n_codes)
+        from mmrec.models.kdsr import PairHeads  # the KDSR student heads, shared
+
+        heads = nn.ModuleDict({m: PairHeads(cfg.hidden, int(self.teachers[m].n_codes))
                                for m in self.modalities})
         init_weights(heads)
         self.corr_heads = heads
@@ -422,11 +413,11 @@ class ODMTKDSR(ODMT):
             e = per_item[m]                                            # [U, d]
             ei, ej = e[pi[keep]], e[pj[keep]]
             heads = self.corr_heads[m]
-            kind = getattr(teacher, "correlation", "cosine")
-            r_hat = pair_correlation(heads.skd(ei), heads.skd(ej), kind)
-            skd = skd_loss(r_hat, r.to(r_hat.device), cfg.skd_tau, cfg.skd_form,
+            kind = str(getattr(teacher, "correlation", "cosine"))
+            r_hat = pair_correlation(heads.project(ei), heads.project(ej), kind)
+            skd = skd_loss(r_hat.float(), r.to(r_hat.device).float(), cfg.skd_tau, cfg.skd_form,
                            rows=rows[keep], n_rows=batch.seq.shape[0])
-            ckd = ckd_loss(heads.ckd((ei - ej).abs()), c.to(ei.device))
-            parts[f"skd_{m}"], parts[f"ckd_{m}"] = skd, ckd
+            ckd = ckd_loss(heads.code_logits(ei, ej), c.to(ei.device))
+            parts[f"loss_skd_{m}"], parts[f"loss_ckd_{m}"] = skd, ckd
             total = total + weights[("skd", m)] * skd + weights[("ckd", m)] * ckd
         return total, parts

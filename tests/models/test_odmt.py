@@ -235,7 +235,8 @@ def test_odmt_kdsr_adds_correlation_terms():
     assert isinstance(model, ODMTKDSR)
     logs = _one_step(model)
     for m in ("text", "image"):
-        assert f"skd_{m}" in logs and f"ckd_{m}" in logs
+        assert f"loss_skd_{m}" in logs and f"loss_ckd_{m}" in logs
+        assert logs[f"loss_skd_{m}"] > 0 and logs[f"loss_ckd_{m}"] > 0
     assert "kd_id_ensemble" in logs
     with pytest.raises(ValueError, match="teacher"):
         make("odmt_kdsr", ctx=context(teachers=False))
