@@ -29,9 +29,9 @@ def stream_select(chunks: Iterable[pl.DataFrame], known: pl.Series, eligible: pl
     n_in = n_known = 0
     for df in chunks:
         n_in += df.height
-        df = df.filter(pl.col("item_id").is_in(known))
+        df = df.filter(pl.col("item_id").is_in(known.implode()))
         n_known += df.height
-        kept.append(df.filter(pl.col("item_id").is_in(eligible)))
+        kept.append(df.filter(pl.col("item_id").is_in(eligible.implode())))
     out = pl.concat(kept, rechunk=True) if kept else pl.DataFrame(
         schema={"user_id": pl.String, "item_id": pl.String, "timestamp": pl.Int64,
                 "_tfine": pl.Int64, "_order": pl.Int64})
@@ -51,7 +51,7 @@ def dedupe(inter: pl.DataFrame, report: IngestReport) -> pl.DataFrame:
 def keep_items(inter: pl.DataFrame, items: pl.Series, step: str,
                report: IngestReport) -> pl.DataFrame:
     """Keep rows whose item_id is in `items`."""
-    out = inter.filter(pl.col("item_id").is_in(items))
+    out = inter.filter(pl.col("item_id").is_in(items.implode()))
     report.dropped(step, inter.height, out.height)
     return out
 
@@ -65,13 +65,13 @@ def core_filter(inter: pl.DataFrame, min_user: int, item_core: int,
         rounds += 1
         before = inter.height
         users = inter.group_by("user_id").len().filter(pl.col("len") >= min_user)["user_id"]
-        inter = inter.filter(pl.col("user_id").is_in(users))
+        inter = inter.filter(pl.col("user_id").is_in(users.implode()))
         user_drop += before - inter.height
         if item_core <= 0:
             break
         mid = inter.height
         items = inter.group_by("item_id").len().filter(pl.col("len") >= item_core)["item_id"]
-        inter = inter.filter(pl.col("item_id").is_in(items))
+        inter = inter.filter(pl.col("item_id").is_in(items.implode()))
         item_drop += mid - inter.height
         if inter.height == before or inter.height == 0:
             break

@@ -8,6 +8,7 @@ and a dataset can ship its images (the embedded sample does) with no URLs at all
 from __future__ import annotations
 
 import hashlib
+import http.client
 import io
 import re
 import threading
@@ -141,7 +142,7 @@ def download_images(jobs: Iterable[tuple[str, str]], out_dir: str | Path, *, wor
             except ValueError as err:  # malformed URL: retrying cannot help
                 rep._fail(item_id, url, "bad_url", str(err))
                 return False
-            except (urllib.error.URLError, TimeoutError, OSError) as err:
+            except (urllib.error.URLError, http.client.HTTPException, TimeoutError, OSError) as err:
                 last = f"{type(err).__name__}: {err}"
                 if attempt < retries:
                     time.sleep(backoff_s * (2 ** attempt))

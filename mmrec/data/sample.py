@@ -204,7 +204,7 @@ def generate(out: str | Path, seed: int = SEED) -> list[Path]:
         fav_col = rng.choice(n_col, 2, replace=False)
         fav_mat = int(rng.integers(n_mat))
         fav_tier = int(rng.integers(n_tier))
-        n = int(min(40, 4 + rng.geometric(0.17))) if rng.random() > 0.05 else int(rng.integers(2, 5))
+        n = int(min(40, 4 + rng.geometric(0.15))) if rng.random() > 0.05 else int(rng.integers(2, 5))
         c = int(rng.integers(n_cat))
         t = t_lo + int(rng.integers(0, 1300)) * day
         seen: set[int] = set()
@@ -212,7 +212,7 @@ def generate(out: str | Path, seed: int = SEED) -> list[Path]:
             r = rng.random()
             c = int(trans[c]) if r < 0.65 else (c if r < 0.8 else int(rng.integers(n_cat)))
             cand = by_cat[c]
-            score = (0.6 * np.log(pop[cand]) + 3.0 * np.isin(col[cand], fav_col)
+            score = (0.8 * np.log(pop[cand]) + 3.0 * np.isin(col[cand], fav_col)
                      + 2.5 * (mat[cand] == fav_mat) + 1.5 * (tier[cand] == fav_tier))
             late = k >= n - 2
             score = np.where(new[cand], 1.0 if late else -np.inf, 0.0) + score

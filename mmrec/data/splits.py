@@ -34,7 +34,7 @@ def _sequences(inter: pl.DataFrame) -> pl.DataFrame:
 
 def _finish(rows: pl.DataFrame, train_items: pl.Series) -> pl.DataFrame:
     rows = rows.with_columns(
-        cold_target=~pl.col("target").is_in(train_items),
+        cold_target=~pl.col("target").is_in(train_items.implode()),
         _s=pl.col("split").replace_strict(SPLIT_ORDER, return_dtype=pl.Int8))
     return (rows.sort(["user_idx", "_s"], maintain_order=True)
             .select([pl.col(k).cast(t) for k, t in SPLIT_SCHEMA.items()]))
@@ -105,6 +105,6 @@ def global_time(inter: pl.DataFrame, valid_start: int,
              .join(seqs.select("user_idx", "seq"), on="user_idx", how="left")
              .select("user_idx", "split", history=pl.col("seq").list.head(pl.col("_pos")),
                      target=pl.col("item_idx"),
-                     cold_user=~pl.col("user_idx").is_in(train["user_idx"].unique())))
+                     cold_user=~pl.col("user_idx").is_in(train["user_idx"].unique().implode())))
     rows = pl.concat([train_rows, evals])
     return _finish(rows, train["item_idx"].unique()), train.drop("_pos", "split")

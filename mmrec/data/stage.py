@@ -56,7 +56,7 @@ def _download(items: pl.DataFrame, candidates: pl.Series, raw_dir: Path, prefix:
               params: Params) -> tuple[pl.DataFrame, dict[str, Any]]:
     """Fetch missing images of `candidates`; returns items with image_path updated."""
     cfg = params.data.images
-    todo = items.filter(pl.col("item_id").is_in(candidates) & pl.col("image_path").is_null()
+    todo = items.filter(pl.col("item_id").is_in(candidates.implode()) & pl.col("image_path").is_null()
                         & pl.col("image_url").is_not_null())
     if todo.height == 0:
         return items, {"requested": 0}

@@ -1,0 +1,62 @@
+import gzip
+import json
+
+import polars as pl
+
+from mmrec.data.jsonl import scan_json_columns
+from mmrec.data.lines import iter_line_chunks
+from mmrec.data.report import FileReport
+
+SCHEMA = {"u": pl.String, "i": pl.String, "t": pl.Int64}
+
+
+def _lines(n):
+    return [json.dumps({"u": f"u{k % 7}", "i": f"i{k}", "t": k, "x": "y" * (k % 13)}) for k in range(n)]
+
+
+def test_chunks_keep_whole_lines_and_numbering(tmp_path):
+    p = tmp_path / "a.json.gz"
+    p.write_bytes(gzip.compress(("\n".join(_lines(500)) + "\n").encode()))
+    rep = FileReport(str(p))
+    chunks = list(iter_line_chunks(p, rep, chunk_bytes=1000))
+    assert len(chunks) > 5
+    expected = 1
+    for first, blob in chunks:
+        assert first == expected and blob.endswith(b"\n")
+        expected += blob.count(b"\n")
+    assert expected == 501 and rep.rows_failed == 0
+
+
+def test_fast_and_slow_paths_agree(tmp_path):
+    lines = _lines(300)
+    lines[150] = '{"u": "bad", '  # forces the line-by-line path for that chunk only
+    p = tmp_path / "b.jsonl"
+    p.write_text("\n".join(lines) + "\n")
+    rep = FileReport(str(p))
+    df = pl.concat(scan_json_columns(p, rep, SCHEMA, ["u", "i", "t"], chunk_bytes=2000))
+    assert df.height == 299 and rep.rows_read == 300 and rep.failed == {"malformed": 1}
+    assert rep.examples[0]["line"] == 151
+    # _line is the 1-based line number in both paths
+    assert df.filter(pl.col("t") == 200)["_line"].item() == 201
+    assert df.filter(pl.col("t") == 151)["_line"].item() == 152
+
+
+def test_truncated_gzip_keeps_complete_lines(tmp_path):
+    data = gzip.compress(("\n".join(_lines(2000)) + "\n").encode())
+    p = tmp_path / "c.json.gz"
+    p.write_bytes(data[: len(data) // 2])
+    rep = FileReport(str(p))
+    df = pl.concat(scan_json_columns(p, rep, SCHEMA, ["u", "i", "t"]))
+    assert 0 < df.height < 2000
+    assert rep.failed == {"truncated_gzip": 1}
+    assert df["t"].to_list() == list(range(df.height))  # nothing half-parsed, no gap
+
+
+def test_wrong_types_and_missing_fields_are_counted(tmp_path):
+    p = tmp_path / "d.json"
+    p.write_text('{"u": "a", "i": "x", "t": 1}\n{"u": "a", "i": "y", "t": "soon"}\n'
+                 '{"u": "", "i": "z", "t": 3}\n[1, 2]\n{"u": "b", "i": 7, "t": 4.0}\n')
+    rep = FileReport(str(p))
+    df = pl.concat(scan_json_columns(p, rep, SCHEMA, ["u", "i", "t"]))
+    assert df.select("u", "i", "t").rows() == [("a", "x", 1), ("b", "7", 4)]
+    assert rep.failed == {"bad_value:t": 1, "missing_field:u": 1, "not_an_object": 1}
