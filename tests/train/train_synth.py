@@ -104,3 +104,17 @@ def params(name: str = "tiny", models=("sasrec",), **common):
     base.update(common)
     return parse_params({"seed": 7, "device": "cpu", "data": {"name": name},
                          "train": {"models": list(models), "common": base}})
+
+
+def write_features(root: Path, p, modalities=("text", "image"), n_items: int = 24,
+                   missing: tuple[int, ...] = ()) -> None:
+    """Feature files at the configured encoders' paths (format of mmrec.features.store)."""
+    from mmrec import paths
+    from mmrec.features.store import features_table
+    from mmrec.io import write_parquet
+
+    dims = {"text": 12, "image": 20}
+    for m in modalities:
+        f = features(n_items, dims[m], seed=len(m), missing=missing)
+        table = features_table(np.arange(1, n_items + 1), f.vector[1:].numpy(), f.has_feature[1:].numpy())
+        write_parquet(table, paths.feature_path(p, m, root), metadata={"encoder": f.encoder})

@@ -1,0 +1,47 @@
+import polars as pl
+import pytest
+import torch
+
+import train_synth as ts
+from mmrec.train.data import load_eval_split, load_train_sequences, pad_left
+
+
+def test_pad_left_keeps_the_most_recent_items():
+    s = pl.Series([[1, 2, 3, 4], [7], [], None], dtype=pl.List(pl.Int32))
+    assert pad_left(s, 3).tolist() == [[2, 3, 4], [0, 0, 7], [0, 0, 0], [0, 0, 0]]
+
+
+def test_train_sequences_are_history_plus_target(tmp_path):
+    ingest = ts.write_dataset(tmp_path, n_users=3, n_items=10, length=6)
+    seq, users = load_train_sequences(ingest, max_len=3)
+    walks = ts.sequences(3, 10, 6)
+    assert users.tolist() == [1, 2, 3]
+    # the train row holds items 0..3 of each walk (history 0..2 + target 3): the last 4 kept
+    assert seq.tolist() == walks[:, :4].tolist()
+    seq, _ = load_train_sequences(ingest, max_len=6)
+    assert seq[0].tolist() == [0, 0, 0] + walks[0, :4].tolist()
+
+
+def test_eval_split_windows_and_full_history(tmp_path):
+    ingest = ts.write_dataset(tmp_path, n_users=2, n_items=10, length=7)
+    walks = ts.sequences(2, 10, 7)
+    ev = load_eval_split(ingest, "test", max_len=4)
+    assert len(ev) == 2
+    assert ev.targets.tolist() == walks[:, -1].tolist()
+    assert ev.histories.tolist() == walks[:, 2:6].tolist()
+    assert ev.full_history.tolist() == walks[:, :6].tolist()
+    assert ev.histories.dtype == torch.long
+
+
+def test_bad_splits_are_named(tmp_path):
+    with pytest.raises(FileNotFoundError, match="splits.parquet"):
+        load_eval_split(tmp_path, "valid", 4)
+    pl.DataFrame({"user_idx": [1], "split": ["valid"], "target": [3]}).write_parquet(tmp_path / "splits.parquet")
+    with pytest.raises(ValueError, match="splits.parquet: missing column.*history"):
+        load_eval_split(tmp_path, "valid", 4)
+    pl.DataFrame({"user_idx": [1], "split": ["valid"], "history": [[1]], "target": [0]}).write_parquet(
+        tmp_path / "splits.parquet")
+    with pytest.raises(ValueError, match="non-positive targets"):
+        load_eval_split(tmp_path, "valid", 4)
+    with pytest.raises(ValueError, match="no rows with split == 'test'"):
+        load_eval_split(tmp_path, "test", 4)

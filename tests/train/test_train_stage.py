@@ -1,0 +1,103 @@
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+import train_synth as ts
+from mmrec.config import parse_params
+from mmrec.train.checkpoint import load_model, read_checkpoint
+from mmrec.train.data import load_eval_split
+from mmrec.train.stage import resolve_entry, run
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _params(models, sections=None, **common):
+    p = ts.params(models=models, **common).model_dump(mode="json")
+    p["train"].update(sections or {})
+    return parse_params(p)
+
+
+def test_stage_writes_checkpoint_and_log_and_round_trips(tmp_path):
+    ts.write_dataset(tmp_path)
+    ts.write_features(tmp_path, ts.params())
+    p = _params(["sasrec_lf"], epochs=2)
+    out = run(p, tmp_path, "sasrec_lf", progress=False)
+    mdir = tmp_path / "data/tiny/models/sasrec_lf"
+    assert out["epochs"] == 2 and out["modalities"] == ["image", "text"]
+    header, *rows = (mdir / "train_log.tsv").read_text().splitlines()
+    cols = header.split("\t")
+    assert len(rows) == 2
+    for c in ("epoch", "loss", "loss_rec", "valid_recall@10", "valid_ndcg@10", "retention_item_text",
+              "retention_image_image", "epoch_seconds"):
+        assert c in cols
+    ckpt = torch.load(mdir / "model.pt", weights_only=True)
+    assert ckpt["arch"] == "sasrec_lf" and ckpt["context"]["modalities"] == ["image", "text"]
+    assert not any(k.startswith("tables.vec_") for k in ckpt["state_dict"])  # frozen features stay out
+
+    model = load_model(mdir, p, "cpu")
+    assert not model.training
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, ckpt["state_dict"][k])
+    ev = load_eval_split(tmp_path / "data/tiny/ingest", "valid", 8)
+    with torch.no_grad():
+        s = model.score(ev.histories[:3])
+    assert s.shape == (3, 25) and torch.isfinite(s).all()
+
+
+def test_same_params_same_weights(tmp_path):
+    ts.write_dataset(tmp_path)
+    p = _params(["gru4rec"], epochs=2)
+    run(p, tmp_path, "gru4rec", progress=False)
+    first = read_checkpoint(tmp_path / "data/tiny/models/gru4rec")["state_dict"]
+    run(p, tmp_path, "gru4rec", progress=False)
+    second = read_checkpoint(tmp_path / "data/tiny/models/gru4rec")["state_dict"]
+    assert all(torch.equal(first[k], second[k]) for k in first)
+
+
+def test_entry_variant_overrides_common_and_model_keys():
+    p = _params(["sasrec", "sasrec_big"], {"sasrec_big": {"arch": "sasrec", "hidden": 32, "lr": 0.01,
+                                                            "temperature": 0.5}}, epochs=2)
+    arch, common, cfg = resolve_entry(p, "sasrec_big")
+    assert arch == "sasrec"
+    assert common.lr == 0.01 and common.hidden == 32 and common.epochs == 2
+    assert cfg["hidden"] == 32 and cfg["temperature"] == 0.5 and cfg["max_len"] == 8
+    assert "lr" not in cfg and "epochs" not in cfg
+
+
+def test_unknown_entry_arch_and_key_fail_clearly(tmp_path):
+    ts.write_dataset(tmp_path)
+    with pytest.raises(KeyError, match="not in train.models"):
+        resolve_entry(_params(["sasrec"]), "gru4rec")
+    with pytest.raises(KeyError, match="known: .*sasrec"):
+        resolve_entry(_params(["mine"], {"mine": {"arch": "sasreq"}}), "mine")
+    with pytest.raises(ValueError, match=r"train\.sasrec\.hiden: unknown key"):
+        run(_params(["sasrec"], {"sasrec": {"hiden": 3}}), tmp_path, "sasrec", progress=False)
+
+
+def test_missing_modality_and_teacher_fail_before_training(tmp_path):
+    ts.write_dataset(tmp_path)
+    ts.write_features(tmp_path, ts.params(), modalities=("text",))
+    p = _params(["sasrec_ef"], {"sasrec_ef": {"modalities": ["image"]}})
+    with pytest.raises(ValueError, match="'sasrec_ef' needs modality image"):
+        run(p, tmp_path, "sasrec_ef", progress=False)
+    with pytest.raises(ValueError, match="'kdsr' needs a KDSR teacher"):
+        run(_params(["kdsr"]), tmp_path, "kdsr", progress=False)
+    assert not (tmp_path / "data/tiny/models").exists()
+
+
+def test_stage_script_runs_in_a_project_dir(tmp_path):
+    ts.write_dataset(tmp_path)
+    p = _params(["sasrec"], epochs=1)
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(p.model_dump(mode="json")))
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    res = subprocess.run([sys.executable, str(REPO / "stages/train.py"), "sasrec"], cwd=tmp_path,
+                         capture_output=True, text=True, env=env, timeout=300)
+    assert res.returncode == 0, res.stderr
+    assert "train sasrec (sasrec)" in res.stdout
+    assert (tmp_path / "data/tiny/models/sasrec/model.pt").exists()
+    assert (tmp_path / "data/tiny/models/sasrec/train_log.tsv").exists()
