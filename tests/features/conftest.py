@@ -70,3 +70,17 @@ def tiny_clip(monkeypatch):
     open_clip.add_model_config(FIXTURES / "open_clip" / "mmrec-tiny-vit.json")
     monkeypatch.setenv("MMREC_ALLOW_RANDOM_WEIGHTS", "1")
     return "open_clip:mmrec-tiny-vit:none"
+
+
+@pytest.fixture()
+def reuse_encoders(monkeypatch, minilm, effnet):
+    """Let stage.run reuse the session's loaded encoders (same names and token settings)."""
+    import mmrec.features.stage as stage
+
+    real = stage.build_encoder
+    loaded = {("sentence-transformers:all-MiniLM-L6-v2", 8): minilm, ("efficientnet-lite0", True): effnet}
+
+    def build(name, modality, tokens=0, device="cpu"):
+        return loaded.get((name, tokens)) or real(name, modality, tokens, device)
+
+    monkeypatch.setattr(stage, "build_encoder", build)
