@@ -18,7 +18,7 @@ TIE_RTOL = 1e-6
 
 def rank_targets(user: torch.Tensor, items: torch.Tensor, targets: torch.Tensor,
                  history: torch.Tensor | None = None, *, mask_history: bool = True,
-                 item_chunk: int = 65536) -> torch.Tensor:
+                 item_chunk: int = 65536, workspace: torch.Tensor | None = None) -> torch.Tensor:
     """1-based rank of each target among all real items (ids 1..N).
 
     user:    [U, D] user vectors.
@@ -27,10 +27,19 @@ def rank_targets(user: torch.Tensor, items: torch.Tensor, targets: torch.Tensor,
     history: [U, H] item ids the user interacted with (0 = padding); with `mask_history` these
              items are removed from the ranking, except the target itself (a repeat stays
              rankable and is counted by `count_repeats`).
+    workspace: optional float32 buffer of at least U x min(item_chunk, N+1) elements on the
+             same device, reused for the score blocks (saves re-faulting a fresh block per call).
     """
     if not (bool(torch.isfinite(user).all()) and bool(torch.isfinite(items).all())):
         raise ValueError("rank_targets: the model produced non-finite (NaN/inf) user or item "
                          "vectors; ranks would be meaningless")
+    # Half-precision scores would tie far too often and could not hold exact counts.
+    if user.dtype not in (torch.float32, torch.float64):
+        user = user.float()
+    if items.dtype != user.dtype:
+        items = items.to(user.dtype)
+    # Float row sums of 0/1 values are exact only below 2**24 per chunk.
+    item_chunk = min(item_chunk, 1 << 24)
     n_rows = items.shape[0]
     targets = targets.long()
     if targets.numel() and (int(targets.min()) < 1 or int(targets.max()) >= n_rows):
@@ -47,9 +56,15 @@ def rank_targets(user: torch.Tensor, items: torch.Tensor, targets: torch.Tensor,
         h_rows, h_cols = keep.nonzero(as_tuple=True)
         h_items = hist[h_rows, h_cols]                                  # [M]
     all_rows = torch.arange(user.shape[0], device=user.device)
+    n_users = user.shape[0]
+    width = min(item_chunk, n_rows)
+    if workspace is None or workspace.numel() < n_users * width or workspace.dtype != user.dtype \
+            or workspace.device != user.device:
+        workspace = torch.empty(n_users * width, dtype=user.dtype, device=user.device)
     for start in range(0, n_rows, item_chunk):
         stop = min(start + item_chunk, n_rows)
-        s = user @ items[start:stop].T                                  # [U, C]
+        s = workspace[: n_users * (stop - start)].view(n_users, stop - start)   # [U, C]
+        torch.mm(user, items[start:stop].T, out=s)
         # Excluded cells are set to -inf in place: cheaper than a [U, C] boolean mask.
         if start == 0:
             s[:, 0] = -math.inf                                         # padding column
@@ -58,7 +73,10 @@ def rank_targets(user: torch.Tensor, items: torch.Tensor, targets: torch.Tensor,
         if hist is not None:
             sel = (h_items >= start) & (h_items < stop)
             s[h_rows[sel], h_items[sel] - start] = -math.inf
-        ahead += (s >= thr).sum(-1)
+        # In place 0/1 then a float row sum: much faster than summing a fresh bool tensor, and
+        # exact (counts stay far below 2**24).
+        s.ge_(thr)
+        ahead += s.sum(-1).long()
     return ahead + 1
 
 
@@ -97,13 +115,16 @@ def rank_model(model: torch.nn.Module, histories: torch.Tensor, targets: torch.T
     device = torch.device(device) if device is not None else next(model.parameters()).device
     items = model.item_repr().float()
     mask_items = histories if mask_items is None else mask_items
+    workspace = torch.empty(min(batch_users, max(histories.shape[0], 1)) * min(item_chunk, items.shape[0]),
+                            dtype=items.dtype, device=items.device)
     ranks = []
     for start in range(0, histories.shape[0], batch_users):
         sl = slice(start, start + batch_users)
         h = histories[sl].to(device)
         u = model.user_repr(h).float()
         ranks.append(rank_targets(u, items, targets[sl].to(device), mask_items[sl].to(device),
-                                  mask_history=mask_history, item_chunk=item_chunk).cpu())
+                                  mask_history=mask_history, item_chunk=item_chunk,
+                                  workspace=workspace).cpu())
         if progress is not None:
             progress(h.shape[0])
     model.train(was_training)

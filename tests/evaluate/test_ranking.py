@@ -121,3 +121,17 @@ def test_rank_model_restores_training_mode():
     split = random_split(5, 10, max_len=3)
     rank_model(model, split.histories, split.targets)
     assert model.training
+
+
+def test_workspace_reuse_and_half_inputs_give_the_same_ranks():
+    model = FakeModel(n_items=90, dim=4, seed=9, levels=2)
+    split = random_split(30, 90, max_len=4, seed=10)
+    u, it = model.user_repr(split.histories).detach(), model.item_repr().detach()
+    ref = rank_targets(u, it, split.targets, split.full_history, item_chunk=17)
+    ws = torch.full((30 * 17,), 123.0)             # dirty buffer: every cell must be overwritten
+    assert torch.equal(rank_targets(u, it, split.targets, split.full_history, item_chunk=17, workspace=ws), ref)
+    assert torch.equal(rank_targets(u, it, split.targets, split.full_history, item_chunk=17, workspace=ws), ref)
+    small = torch.empty(5)                         # too small: replaced, not overrun
+    assert torch.equal(rank_targets(u, it, split.targets, split.full_history, item_chunk=17, workspace=small), ref)
+    # integer-valued vectors are exact in half precision too
+    assert torch.equal(rank_targets(u.half(), it.half(), split.targets, split.full_history), ref)
