@@ -40,9 +40,13 @@ def child(n: int, d_in: int, epochs: int, seq_len: int, seed: int) -> dict:
 
     base = _rss_mb()
     g = torch.Generator().manual_seed(seed)
-    # low-rank structure plus noise, like real pooled encoder outputs; built in place, float32
-    x = torch.randn(n + 1, 32, generator=g) @ torch.randn(32, d_in, generator=g)
-    x.add_(torch.randn(x.shape, generator=g), alpha=0.3)
+    # low-rank structure plus noise, like real pooled encoder outputs; float32, filled in chunks
+    # so that no temporary of the matrix's size inflates the measured peak
+    w = torch.randn(32, d_in, generator=g)
+    x = torch.empty(n + 1, d_in)
+    for s in range(0, n + 1, 16384):
+        rows = min(16384, n + 1 - s)
+        x[s:s + rows] = torch.randn(rows, 32, generator=g) @ w + 0.3 * torch.randn(rows, d_in, generator=g)
     has = torch.ones(n + 1, dtype=torch.bool)
     has[0] = False
     x[0] = 0

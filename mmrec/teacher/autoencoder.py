@@ -144,9 +144,9 @@ def fit_autoencoder(x: torch.Tensor, train_items: np.ndarray, *, dim: int, noise
 
     res = AEResult(model=model, standardizer=std, n_fit=len(fit_rows), n_holdout=len(hold_rows))
     res.untrained_valid_loss = reconstruction_loss(model, x, hold_rows_t, std, device)
-    hold_x = std(x[hold_rows_t])
-    res.mean_valid_loss = float(hold_x.pow(2).mean())  # the fit-mean is 0 after standardising
-    del hold_x
+    # predicting the fit-items' mean: 0 after standardising, so the loss is the mean square
+    res.mean_valid_loss = sum(float(std(x[hold_rows_t[k:k + 4096]]).pow(2).sum())
+                              for k in range(0, len(hold_rows_t), 4096)) / (len(hold_rows_t) * x.shape[1])
 
     best_state = copy.deepcopy(model.state_dict())
     since_best = 0

@@ -6,17 +6,19 @@ import math
 
 import numpy as np
 import torch
+from tqdm.auto import tqdm
 
 from mmrec.teacher.correlation import dissected, nearest_code
 
 
 @torch.no_grad()
 def pair_dissected(table: torch.Tensor, i: np.ndarray, j: np.ndarray, subspaces: int, kind: str,
-                   batch: int = 1 << 14) -> np.ndarray:
+                   batch: int = 1 << 14, progress: bool = False) -> np.ndarray:
     """[P, D] float32 dissected correlations of pairs (i, j) of rows of `table` [N+1, dim]."""
     out = np.empty((len(i), subspaces), dtype=np.float32)
     dev = table.device
-    for s in range(0, len(i), batch):
+    steps = range(0, len(i), batch)
+    for s in tqdm(steps, desc="pair correlations", disable=not progress or len(steps) < 20, leave=False):
         a = table[torch.from_numpy(i[s:s + batch]).to(dev)]
         b = table[torch.from_numpy(j[s:s + batch]).to(dev)]
         out[s:s + batch] = dissected(a, b, subspaces, kind).float().cpu().numpy()
@@ -51,12 +53,14 @@ def fit_codebook(x: np.ndarray, k: int, iters: int, seed: int, use_gpu: bool = F
     return np.ascontiguousarray(cent[order])
 
 
-def assign_codes(x: np.ndarray, codebook: np.ndarray, device: torch.device | str = "cpu") -> np.ndarray:
+def assign_codes(x: np.ndarray, codebook: np.ndarray, device: torch.device | str = "cpu",
+                 progress: bool = False) -> np.ndarray:
     """Nearest code of each row of x [P, D] with the SAME routine PairTeacher uses."""
     book = torch.from_numpy(codebook).to(device)
     out = np.empty(len(x), dtype=np.int64)
-    step = 1 << 20
-    for s in range(0, len(x), step):
+    step = 1 << 18
+    steps = range(0, len(x), step)
+    for s in tqdm(steps, desc="pair codes", disable=not progress or len(steps) < 2, leave=False):
         out[s:s + step] = nearest_code(torch.from_numpy(x[s:s + step]).to(device), book).cpu().numpy()
     return out
 

@@ -99,11 +99,11 @@ def build_modality(x: torch.Tensor, has: torch.Tensor, seqs: pl.DataFrame, tp: T
     ri, rj = random_pairs(train_items, tp.random_pairs, seed + 12)
     table = torch.from_numpy(denoised).to(device)
     sample = pair_dissected(table, np.concatenate([ci, ri]), np.concatenate([cj, rj]),
-                            tp.subspaces, tp.correlation)                # [P, D]
+                            tp.subspaces, tp.correlation, progress=progress)  # [P, D]
     timings["pairs"], t = time.perf_counter() - t, time.perf_counter()
     use_gpu = device.type == "cuda" and faiss_gpu_available()
     codebook = fit_codebook(sample, tp.codes, tp.kmeans_iters, seed + 13, use_gpu=use_gpu)
-    codes = assign_codes(sample, codebook, device)
+    codes = assign_codes(sample, codebook, device, progress=progress)
     del sample, table
     timings["codebook"] = time.perf_counter() - t
 

@@ -12,7 +12,7 @@ import torch
 from mmrec.paths import feature_path, teacher_modality_dir
 from mmrec.teacher import IGNORE_CODE, load_teacher
 from mmrec.teacher.codebook import code_histogram, fit_codebook
-from mmrec.teacher.stage import run
+from mmrec.teacher.stage import load_feature_matrix, run
 from teacher_synth import COLD, MISSING_TEXT, N_ITEMS, build_dataset, synth_params
 
 
@@ -103,3 +103,26 @@ def test_different_seed_changes_codebook_and_bad_counts_fail() -> None:
         fit_codebook(x[:5], 8, 10, seed=1)
     h = code_histogram(np.array([0, 0, 0, 0, 1, 2]), 4, dominant_factor=2.0)
     assert h["counts"] == [4, 1, 1, 0] and h["dead_codes"] == [3] and h["dominant_codes"] == [0]
+
+
+def test_bad_inputs_name_the_file(tmp_path) -> None:
+    p = synth_params(epochs=2)
+    with pytest.raises(FileNotFoundError, match="splits.parquet"):
+        run(p, tmp_path)
+    build_dataset(tmp_path, p, image=False)
+    fpath = feature_path(p, "text", tmp_path)
+    pl.read_parquet(fpath).drop("has_feature").write_parquet(fpath)
+    with pytest.raises(ValueError, match=r"text-.*\.parquet: missing column\(s\) \['has_feature'\]"):
+        load_feature_matrix(fpath)
+
+
+def test_load_feature_matrix_places_rows_by_item_idx(tmp_path) -> None:
+    p = synth_params()
+    build_dataset(tmp_path, p, image=False)
+    fpath = feature_path(p, "text", tmp_path)
+    df = pl.read_parquet(fpath)
+    df.reverse().write_parquet(fpath)  # row order must not matter
+    x, has, enc = load_feature_matrix(fpath)
+    assert x.shape == (N_ITEMS + 1, df.schema["vector"].size) and not has[0] and torch.all(x[0] == 0)
+    assert torch.equal(x[5], torch.tensor(df.filter(pl.col("item_idx") == 5)["vector"][0].to_numpy()))
+    assert sorted(torch.nonzero(~has[1:]).squeeze(1).add(1).tolist()) == sorted(MISSING_TEXT)
