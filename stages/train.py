@@ -12,11 +12,15 @@ from mmrec.train.stage import run  # noqa: E402
 def main() -> None:
     if len(sys.argv) != 2:
         sys.exit("usage: python stages/train.py <model>   (a name listed in train.models)")
-    params = load_params()
-    summary = run(params, Path("."), sys.argv[1])
     from mmrec.train import ddp
 
-    if ddp.rank() == 0:
+    params = load_params()
+    try:
+        summary = run(params, Path("."), sys.argv[1])
+        is_main = ddp.rank() == 0
+    finally:
+        ddp.shutdown()
+    if is_main:
         print(f"train {summary['model']} ({summary['arch']}): {summary['users']} users, "
               f"{summary['items']} items, modalities {summary['modalities'] or 'none'}, "
               f"{summary['epochs']} epochs (best {summary['best_epoch']}), "

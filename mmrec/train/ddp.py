@@ -44,6 +44,12 @@ def init_distributed(device: torch.device) -> torch.device:
     return device
 
 
+def shutdown() -> None:
+    """Leave the process group (end of a torchrun stage), so every rank exits cleanly."""
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
 def barrier() -> None:
     if is_distributed():
         dist.barrier()
@@ -76,6 +82,10 @@ def wrap_for_training(model: SeqRecModel, device: torch.device) -> nn.Module:
         from torch.nn.parallel import DistributedDataParallel
 
         ids = [device.index] if device.type == "cuda" else None
-        # Some branches (e.g. a modality head without pairs in a batch) may go unused in a step.
-        module = DistributedDataParallel(module, device_ids=ids, find_unused_parameters=True)
+        # A model whose step may leave parameters unused sets `ddp_find_unused_parameters = True`
+        # (the extra graph traversal costs every step otherwise). Model buffers are constants
+        # (frozen features, log-popularity): never re-broadcast them.
+        find_unused = bool(getattr(model, "ddp_find_unused_parameters", False))
+        module = DistributedDataParallel(module, device_ids=ids, find_unused_parameters=find_unused,
+                                         broadcast_buffers=False)
     return module
