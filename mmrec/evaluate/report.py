@@ -58,6 +58,14 @@ def _dataset_stats(report: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in report.items() if isinstance(v, (int, float, str, bool))}
 
 
+def read_train_log(path: Path) -> pl.DataFrame:
+    """train_log.tsv with every column but `epoch` as Float64 (the train loop writes NaN as `nan`)."""
+    df = pl.read_csv(path, separator="\t", infer_schema=False)
+    if "epoch" not in df.columns:
+        raise ValueError(f"{path}: no `epoch` column")
+    return df.with_columns(pl.col("epoch").cast(pl.Int64), pl.exclude("epoch").cast(pl.Float64, strict=False))
+
+
 def collect(params: Params, root: Path = Path(".")) -> RunData:
     """Read every model's metrics.json and train_log.tsv and the ingest statistics."""
     data = RunData(models=list(params.train.models))
@@ -71,8 +79,8 @@ def collect(params: Params, root: Path = Path(".")) -> RunData:
         lpath = paths.model_dir(params, model, root) / "train_log.tsv"
         if lpath.exists():
             try:
-                data.logs[model] = pl.read_csv(lpath, separator="\t", infer_schema_length=None)
-            except (pl.exceptions.PolarsError, OSError) as err:
+                data.logs[model] = read_train_log(lpath)
+            except (pl.exceptions.PolarsError, OSError, ValueError) as err:
                 data.problems.append(f"{lpath}: unreadable ({err}); curves left out")
     rpath = paths.ingest_dir(params, root) / "report.json"
     if rpath.exists():
@@ -253,8 +261,10 @@ def plot_curves(data: RunData, out: Path) -> Path | None:
     if not logs:
         return None
     colors = _model_colors(data)
+    # The candidate table ("item") is comparable across models; the other tables (ID,
+    # branches) are in the retention table of the report and in train_log.tsv.
     kinds = sorted({c[len("retention_"):] for log in logs.values() for c in log.columns
-                    if c.startswith("retention_")})
+                    if c.startswith("retention_item_")})
     styles = {kind: ["-", "--", ":", "-."][i % 4] for i, kind in enumerate(kinds)}
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(13, 3.4))
     for m, log in logs.items():
@@ -265,7 +275,7 @@ def plot_curves(data: RunData, out: Path) -> Path | None:
             if f"retention_{kind}" in log.columns:
                 ax2.plot(log["epoch"], log[f"retention_{kind}"], linestyle=styles[kind], color=colors[m])
     ax1.set(title=f"Validation Recall@{k} per epoch", xlabel="epoch", ylabel=f"valid Recall@{k}")
-    ax2.set(title="Modality retention per epoch (colour = model)", xlabel="epoch",
+    ax2.set(title="Modality retention of the item table per epoch (colour = model)", xlabel="epoch",
             ylabel="corr(learned, frozen) sim.")
     if ax1.get_legend_handles_labels()[0]:
         ax1.legend(fontsize=7)
@@ -393,6 +403,31 @@ _CSS = ("body{font-family:-apple-system,'Segoe UI',Helvetica,Arial,sans-serif;ma
         "img{width:100%;height:auto}figcaption{color:#555;font-size:12px}")
 
 
+def retention_at_best(data: RunData, select: str) -> tuple[list[str], list[list[tuple[str, bool]]]] | None:
+    """Retention of every (table, modality) at each model's best validation epoch (`select`,
+    e.g. `valid_recall@10`; the last epoch when the log lacks it)."""
+    cols: list[str] = []
+    for log in data.logs.values():
+        cols += [c for c in log.columns if c.startswith("retention_") and c not in cols]
+    if not cols:
+        return None
+    body = []
+    for m in data.models:
+        log = data.logs.get(m)
+        if log is None or log.height == 0:
+            continue
+        row = log.row(log.height - 1, named=True)
+        if select in log.columns and log[select].drop_nans().drop_nulls().len():
+            row = log.filter(pl.col(select) == log[select].drop_nans().max()).row(0, named=True)
+        cells = [(m, False), (str(row["epoch"]), False)]
+        for c in cols:
+            v = row.get(c)
+            cells.append(("–" if v is None or math.isnan(v) else f"{v:.3f}", False))
+        body.append(cells)
+    header = ["model", "epoch"] + [c[len("retention_"):].replace("_", "/", 1) for c in cols]
+    return header, body
+
+
 def render(params: Params, data: RunData, plots: dict[str, Path | None]) -> tuple[str, str]:
     """The Markdown and the self-contained HTML documents."""
     table = comparison_table(data)
@@ -443,6 +478,12 @@ def render(params: Params, data: RunData, plots: dict[str, Path | None]) -> tupl
 
     if plots.get("curves") or plots.get("losses"):
         d.heading("Training")
+        ret = retention_at_best(data, f"valid_{params.train.common.select_metric}")
+        if ret:
+            d.para("Modality retention = Pearson correlation between item-item cosine similarities of a "
+                   "learned table and of the frozen modality features, on a fixed sample of pairs; "
+                   "at the best validation epoch (table/modality):")
+            d.table(*ret)
         d.image("curves", f"Validation Recall@{k} and modality retention per epoch", wide=True)
         d.image("losses", "Loss components per epoch", wide=True)
 

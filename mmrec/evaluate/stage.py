@@ -114,10 +114,10 @@ def build_metrics(model_name: str, per_split: dict[str, dict[str, Any]], cfg: Ev
         doc[f"{split}_repeat_targets"] = res["repeat_targets"]
     # A list, not a mapping, so `dvc metrics show` keeps its table to the flat keys above.
     doc["details"] = [{"split": split, **res} for split, res in per_split.items()]
-    doc["settings"] = {"ks": list(cfg.ks), "mask_history": cfg.mask_history, "n_items": n_items,
-                       "ties": f"pessimistic (relative tolerance {TIE_RTOL:g})",
-                       "popularity_groups": cfg.popularity_groups,
-                       "history_buckets": list(cfg.history_buckets)}
+    # Only scalars that help reading `dvc metrics show` stay mappings; lists are not shown there.
+    doc["settings"] = {"mask_history": cfg.mask_history, "n_items": n_items, "ks": list(cfg.ks),
+                       "history_buckets": list(cfg.history_buckets),
+                       "ties": [f"pessimistic, relative tolerance {TIE_RTOL:g}"]}
     return doc
 
 
