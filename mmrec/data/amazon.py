@@ -209,13 +209,17 @@ def read_amazon_meta(fmt: AmazonFormat, path: Path, raw_dir: Path, image_prefix:
 
 # ----------------------------------------------------------------------------- interactions
 
-INTERACTION_SCHEMA = {"user_id": pl.String, "item_id": pl.String, "timestamp": pl.Int64,
-                      "_tfine": pl.Int64, "_order": pl.Int64}
+INTERACTION_SCHEMA = {"user_id": pl.String, "item_id": pl.String, "_tfine": pl.Int64,
+                      "_order": pl.Int64}
 
 
 def iter_amazon_interactions(fmt: AmazonFormat, files: AmazonFiles,
                              report: IngestReport) -> Iterator[pl.DataFrame]:
-    """Chunks of (user_id, item_id, timestamp [s], _tfine [source unit], _order [file order])."""
+    """Chunks of (user_id, item_id, _tfine [time in the source's unit], _order [file line]).
+
+    Seconds are `_tfine // fmt.time_per_second`, taken after sorting so that millisecond
+    order survives.
+    """
     rep = report.file(str(files.reviews))
     if files.is_csv:
         yield from _iter_ratings_csv(fmt, files.reviews, rep)
@@ -224,7 +228,6 @@ def iter_amazon_interactions(fmt: AmazonFormat, files: AmazonFiles,
     for df in scan_json_columns(files.reviews, rep, schema, list(schema)):
         yield df.select(
             pl.col(fmt.user_key).alias("user_id"), pl.col(fmt.item_key).alias("item_id"),
-            (pl.col(fmt.time_key) // fmt.time_per_second).alias("timestamp"),
             pl.col(fmt.time_key).alias("_tfine"), pl.col("_line").alias("_order"))
 
 
@@ -234,8 +237,8 @@ def _iter_ratings_csv(fmt: AmazonFormat, path: Path, rep) -> Iterator[pl.DataFra
         pl.col("user").str.strip_chars().alias("user_id"),
         pl.col("item").str.strip_chars().alias("item_id"),
         pl.col("timestamp").str.strip_chars().cast(pl.Float64, strict=False)
-        .cast(pl.Int64, strict=False).alias("timestamp"),
+        .cast(pl.Int64, strict=False).alias("_tfine"),
         pl.col("_row").cast(pl.Int64).alias("_order"))
     for df in iter_batches(lf, rep, {"user_id": "missing_field:user", "item_id": "missing_field:item",
-                                     "timestamp": "bad_value:timestamp"}):
-        yield df.with_columns(pl.col("timestamp").alias("_tfine")).select(list(INTERACTION_SCHEMA))
+                                     "_tfine": "bad_value:timestamp"}):
+        yield df.select(list(INTERACTION_SCHEMA))

@@ -1,10 +1,15 @@
 """Interaction filters and re-indexing, as polars expressions over the whole (already narrowed)
 interaction table. Each step records rows in/out in the IngestReport.
 
-Order (see `apply_filters`): dedupe -> modality -> {user min count, item k-core} until stable
--> keep each user's most recent `max_history`. Dropping items without the required modalities
-first (it is an item property, known before any counting) is equivalent to the papers' "user
-filter, drop items, re-apply user filter", and lets the readers drop those rows while streaming.
+Order (see `mmrec.data.stage.run`): dedupe -> modality -> {user min count, item k-core} until
+stable -> keep each user's most recent `max_history`. Dropping items without the required
+modalities first (an item property, known before any counting) is equivalent to the papers'
+"user filter, drop items, re-apply user filter", and lets the readers drop those rows while
+streaming.
+
+After reading, raw string ids are replaced by integer codes (`u`, `it`) assigned in sorted raw-id
+order: sorts, joins and group-bys then run on integers, and the final dense indices keep the
+sorted-raw-id order the contract asks for.
 """
 
 from __future__ import annotations
@@ -15,43 +20,72 @@ import polars as pl
 
 from mmrec.data.report import IngestReport
 
-SORT_KEYS = ["user_id", "_tfine", "_order"]
+RAW_SCHEMA = {"user_id": pl.String, "item_id": pl.String, "_tfine": pl.Int64, "_order": pl.Int64}
+SORT_KEYS = ["u", "_tfine", "_order"]
 
 
-def stream_select(chunks: Iterable[pl.DataFrame], known: pl.Series, eligible: pl.Series,
+def item_codes(items: pl.DataFrame, eligible: pl.Expr) -> pl.DataFrame:
+    """[item_id, it, eligible] for every metadata item; `it` numbers items in sorted-id order."""
+    return (items.select("item_id", eligible=eligible).sort("item_id")
+            .with_columns(it=pl.int_range(pl.len(), dtype=pl.Int32)))
+
+
+def stream_select(chunks: Iterable[pl.DataFrame], codes: pl.DataFrame,
                   report: IngestReport) -> pl.DataFrame:
-    """Concatenate interaction chunks, keeping only rows whose item is `eligible`.
+    """Concatenate interaction chunks as [user_id, it, _tfine, _order], eligible items only.
 
-    Filtering per chunk keeps memory proportional to the rows kept. Rows whose item has no
-    metadata row and rows whose item lacks a required modality are counted separately.
+    Each chunk is joined to the item codes and filtered before the next is read, so memory
+    grows only with the rows kept, and item ids are held as int32 codes instead of strings.
+    Rows whose item has no metadata row and rows whose item lacks a required modality are
+    counted separately.
     """
+    from tqdm import tqdm
+
     kept: list[pl.DataFrame] = []
     n_in = n_known = 0
+    codes = codes.select("item_id", "it", "eligible")
+    # delay: the bar appears only when reading takes a while (not for the small sample)
+    bar = tqdm(desc="reading interactions", unit=" rows", unit_scale=True, delay=2.0)
     for df in chunks:
+        bar.update(df.height)
         n_in += df.height
-        df = df.filter(pl.col("item_id").is_in(known.implode()))
+        df = df.join(codes, on="item_id", how="inner", maintain_order="left")
         n_known += df.height
-        kept.append(df.filter(pl.col("item_id").is_in(eligible.implode())))
-    out = pl.concat(kept, rechunk=True) if kept else pl.DataFrame(
-        schema={"user_id": pl.String, "item_id": pl.String, "timestamp": pl.Int64,
-                "_tfine": pl.Int64, "_order": pl.Int64})
+        kept.append(df.filter(pl.col("eligible")).select("user_id", "it", "_tfine", "_order"))
+    bar.close()
+    out = (pl.concat(kept) if kept else
+           pl.DataFrame(schema={"user_id": pl.String, "it": pl.Int32, "_tfine": pl.Int64,
+                                "_order": pl.Int64}))
     report.dropped("item_not_in_meta", n_in, n_known)
     report.dropped("item_lacks_required_modality", n_known, out.height)
     return out
 
 
+def encode_users(inter: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Replace user_id by an int32 code `u` numbered in sorted user-id order.
+
+    Returns (interactions [u, it, _tfine, _order], users [u, user_id]).
+    """
+    users = (inter.select(pl.col("user_id").unique().sort())
+             .with_columns(u=pl.int_range(pl.len(), dtype=pl.Int32)))
+    out = (inter.join(users, on="user_id", maintain_order="left")
+           .select("u", "it", "_tfine", "_order"))
+    return out, users
+
+
 def dedupe(inter: pl.DataFrame, report: IngestReport) -> pl.DataFrame:
     """Drop repeated identical (user, item, timestamp) rows, keeping the first in file order."""
-    out = inter.sort("_order").unique(["user_id", "item_id", "_tfine"], keep="first",
-                                      maintain_order=True)
+    if not inter["_order"].is_sorted():
+        inter = inter.sort("_order")
+    out = inter.unique(["u", "it", "_tfine"], keep="first", maintain_order=True)
     report.dropped("duplicate_user_item_timestamp", inter.height, out.height)
     return out
 
 
-def keep_items(inter: pl.DataFrame, items: pl.Series, step: str,
+def keep_items(inter: pl.DataFrame, codes: pl.Series, step: str,
                report: IngestReport) -> pl.DataFrame:
-    """Keep rows whose item_id is in `items`."""
-    out = inter.filter(pl.col("item_id").is_in(items.implode()))
+    """Keep rows whose item code `it` is in `codes`."""
+    out = inter.filter(pl.col("it").is_in(codes.implode()))
     report.dropped(step, inter.height, out.height)
     return out
 
@@ -64,14 +98,12 @@ def core_filter(inter: pl.DataFrame, min_user: int, item_core: int,
     while True:
         rounds += 1
         before = inter.height
-        users = inter.group_by("user_id").len().filter(pl.col("len") >= min_user)["user_id"]
-        inter = inter.filter(pl.col("user_id").is_in(users.implode()))
+        inter = inter.filter(pl.len().over("u") >= min_user)
         user_drop += before - inter.height
         if item_core <= 0:
             break
         mid = inter.height
-        items = inter.group_by("item_id").len().filter(pl.col("len") >= item_core)["item_id"]
-        inter = inter.filter(pl.col("item_id").is_in(items.implode()))
+        inter = inter.filter(pl.len().over("it") >= item_core)
         item_drop += mid - inter.height
         if inter.height == before or inter.height == 0:
             break
@@ -84,26 +116,29 @@ def core_filter(inter: pl.DataFrame, min_user: int, item_core: int,
 
 
 def keep_recent(inter: pl.DataFrame, max_history: int, report: IngestReport) -> pl.DataFrame:
-    """Keep each user's `max_history` most recent rows; ties keep file order."""
+    """Sort by user, time, file order; keep each user's `max_history` most recent rows."""
     out = (inter.sort(SORT_KEYS)
-           .filter(pl.int_range(pl.len(), dtype=pl.Int64).over("user_id")
-                   >= pl.len().over("user_id").cast(pl.Int64) - max_history))
+           .filter(pl.int_range(pl.len(), dtype=pl.Int64).over("u")
+                   >= pl.len().over("u").cast(pl.Int64) - max_history))
     report.dropped("max_history", inter.height, out.height, max_history=max_history)
     return out
 
 
-def reindex(inter: pl.DataFrame, items: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
-    """Dense ids from sorted raw ids: users 0..U-1, items 1..N (0 is padding).
+def reindex(inter: pl.DataFrame, users: pl.DataFrame, items: pl.DataFrame,
+            time_per_second: int = 1) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Dense ids that keep the sorted-raw-id order: users 0..U-1, items 1..N (0 is padding).
 
-    Returns interactions (user_idx, user_id, item_idx, timestamp, _tfine, _order) sorted by
-    user then time then file order, and the items that occur, with item_idx, sorted.
+    `items` is the metadata with its `it` code. Returns interactions (user_idx, user_id,
+    item_idx, timestamp [s]) sorted by user, time, file order; and the metadata rows of the
+    items that occur, item_idx first, sorted.
     """
-    user_map = (inter.select(pl.col("user_id").unique().sort())
-                .with_columns(user_idx=pl.int_range(pl.len(), dtype=pl.Int32)))
-    item_map = (inter.select(pl.col("item_id").unique().sort())
-                .with_columns(item_idx=pl.int_range(1, pl.len() + 1, dtype=pl.Int32)))
-    out = (inter.join(user_map, on="user_id").join(item_map, on="item_id")
-           .sort(["user_idx", "_tfine", "_order"])
-           .select("user_idx", "user_id", "item_idx", "timestamp", "_tfine", "_order"))
-    items = item_map.join(items, on="item_id", how="left").sort("item_idx")
-    return out, items
+    inter = (inter.sort(["u", "_tfine", "_order"])
+             .with_columns(user_idx=(pl.col("u").rank("dense") - 1).cast(pl.Int32),
+                           item_idx=pl.col("it").rank("dense").cast(pl.Int32)))
+    imap = inter.select("it", "item_idx").unique("it")
+    kept = (items.join(imap, on="it", how="inner").sort("item_idx").drop("it")
+            .select("item_idx", pl.exclude("item_idx")))
+    out = inter.join(users, on="u", maintain_order="left").select(
+        "user_idx", "user_id", "item_idx",
+        timestamp=(pl.col("_tfine") // time_per_second).cast(pl.Int64))
+    return out, kept

@@ -123,7 +123,7 @@ def read_hm_articles(path: Path, raw_dir: Path, image_prefix: str, fields: list[
 
 
 def iter_hm_transactions(path: Path, report: IngestReport) -> Iterator[pl.DataFrame]:
-    """Batches of (user_id, item_id, timestamp [s, midnight UTC], _tfine, _order [line])."""
+    """Batches of (user_id, item_id, _tfine [s, midnight UTC of t_dat], _order [line])."""
     rep = report.file(str(path))
     lf = scan_csv_strings(path, ["t_dat", "customer_id", "article_id"], has_header=True)
     aid = pl.col("article_id").str.strip_chars()
@@ -133,14 +133,13 @@ def iter_hm_transactions(path: Path, report: IngestReport) -> Iterator[pl.DataFr
         .then(aid.str.zfill(ID_LEN)).otherwise(aid).alias("item_id"),
         aid.alias("_raw_aid"),
         pl.col("t_dat").str.strip_chars().str.to_date("%Y-%m-%d", strict=False)
-        .cast(pl.Datetime("ms")).dt.epoch("s").alias("timestamp"),
+        .cast(pl.Datetime("ms")).dt.epoch("s").alias("_tfine"),
         pl.col("_row").cast(pl.Int64).alias("_order"))
     for df in iter_batches(lf, rep, {"user_id": "missing_field:customer_id",
                                      "item_id": "missing_field:article_id",
-                                     "timestamp": "bad_value:t_dat"}):
+                                     "_tfine": "bad_value:t_dat"}):
         padded = df.filter(pl.col("item_id") != pl.col("_raw_aid"))
         if padded.height:
             rep.repair(int(padded["_order"][0]), "article_id_zero_padded",
                        f"{padded.height} rows", n=padded.height)
-        yield df.select("user_id", "item_id", "timestamp", pl.col("timestamp").alias("_tfine"),
-                        "_order")
+        yield df.select("user_id", "item_id", "_tfine", "_order")

@@ -120,14 +120,11 @@ def _fast_chunk(blob: bytes, first: int, schema: dict[str, pl.DataType],
                 required: list[str]) -> pl.DataFrame | None:
     """Parse a whole chunk with polars; None when anything needs line-level attention."""
     n_lines = blob.count(b"\n")
-    # polars skips blank lines, which would shift line numbers: leave those chunks to the slow path.
-    if blob.startswith(b"\n") or b"\n\n" in blob or b"\n\r\n" in blob or b"\n \n" in blob:
-        return None
     try:
         df = pl.read_ndjson(io.BytesIO(blob), schema=schema)
     except Exception:  # noqa: BLE001 - any parse problem means: go line by line
         return None
-    if df.height != n_lines:
+    if df.height != n_lines:  # polars skips blank lines: line numbers would shift
         return None
     bad = pl.any_horizontal([pl.col(k).is_null() | (pl.col(k).cast(pl.String) == "")
                              for k in required])

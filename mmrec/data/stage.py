@@ -9,7 +9,8 @@ from typing import Any, Iterator
 import polars as pl
 
 from mmrec.config import Params
-from mmrec.data.filters import core_filter, dedupe, keep_items, keep_recent, reindex, stream_select
+from mmrec.data.filters import (core_filter, dedupe, encode_users, item_codes, keep_items,
+                                keep_recent, reindex, stream_select)
 from mmrec.data.images import download_images, list_images, safe_name
 from mmrec.data.report import IngestReport
 from mmrec.data.splits import global_time, leave_one_out, time_cuts
@@ -28,7 +29,7 @@ def _read(params: Params, raw_dir: Path, prefix: str,
         files = locate_hm(raw_dir)
         items = read_hm_articles(files.articles, raw_dir, prefix, d.text.hm_fields,
                                  d.text.max_chars, report)
-        return items, iter_hm_transactions(files.transactions, report), {}
+        return items, iter_hm_transactions(files.transactions, report), {"time_per_second": 1}
     from mmrec.data.amazon import (FORMATS, iter_amazon_interactions, locate_files,
                                    read_amazon_meta, resolve_category)
 
@@ -37,10 +38,12 @@ def _read(params: Params, raw_dir: Path, prefix: str,
     files = locate_files(fmt, raw_dir, cat)
     items = read_amazon_meta(fmt, files.meta, raw_dir, prefix, d.text.amazon_fields,
                              d.text.max_chars, report)
-    return items, iter_amazon_interactions(fmt, files, report), {"category": cat}
+    return (items, iter_amazon_interactions(fmt, files, report),
+            {"category": cat, "time_per_second": 1 if files.is_csv else fmt.time_per_second})
 
 
-def _eligible(items: pl.DataFrame, require: list[str], can_download: bool) -> pl.Series:
+def _eligible(require: list[str], can_download: bool) -> pl.Expr:
+    """True for items that have (or, by download, may get) every required modality."""
     cond = pl.lit(True)
     if "text" in require:
         cond = cond & pl.col("has_text")
@@ -49,7 +52,7 @@ def _eligible(items: pl.DataFrame, require: list[str], can_download: bool) -> pl
         if can_download:
             img = img | pl.col("image_url").is_not_null()
         cond = cond & img
-    return items.filter(cond)["item_id"]
+    return cond
 
 
 def _download(items: pl.DataFrame, candidates: pl.Series, raw_dir: Path, prefix: str,
@@ -97,11 +100,13 @@ def run(params: Params, root: Path = Path(".")) -> dict[str, Any]:
         raise ValueError(f"{raw_dir}: no usable item metadata rows (see the failures: "
                          f"{[f.to_dict()['failed'] for f in report.files.values()]})")
     can_download = d.source != "hm" and d.images.enabled
-    inter = stream_select(chunks, items["item_id"], _eligible(items, d.require, can_download),
-                          report)
+    time_per_second = extra.pop("time_per_second")
+    items = items.sort("item_id").with_columns(it=pl.int_range(pl.len(), dtype=pl.Int32))
+    inter = stream_select(chunks, item_codes(items, _eligible(d.require, can_download)), report)
     if inter.height == 0:
         raise ValueError(f"{raw_dir}: no usable interactions left after reading "
                          f"({report.to_dict()['files']})")
+    inter, users = encode_users(inter)
     inter = dedupe(inter, report)
     loo = d.split == "leave_one_out"
     min_user = max(d.min_user_interactions, 3) if loo else d.min_user_interactions
@@ -111,12 +116,12 @@ def run(params: Params, root: Path = Path(".")) -> dict[str, Any]:
     downloads: dict[str, Any] = {"requested": 0}
     if can_download and items["image_url"].is_not_null().any():
         # Only items that can still survive the user filter are worth fetching.
-        scratch = IngestReport()
-        pre = core_filter(inter, min_user, 0, scratch)
-        items, downloads = _download(items, pre["item_id"].unique(), raw_dir, prefix, params)
+        pre = core_filter(inter, min_user, 0, IngestReport())
+        candidates = items.filter(pl.col("it").is_in(pre["it"].unique().implode()))["item_id"]
+        items, downloads = _download(items, candidates, raw_dir, prefix, params)
         if "image" in d.require:
-            inter = keep_items(inter, _eligible(items, d.require, False),
-                               "image_download_failed", report)
+            ok = items.filter(_eligible(d.require, False))["it"]
+            inter = keep_items(inter, ok, "image_download_failed", report)
     items = items.with_columns(has_image=pl.col("image_path").is_not_null())
 
     inter = core_filter(inter, min_user, d.item_core, report)
@@ -124,7 +129,7 @@ def run(params: Params, root: Path = Path(".")) -> dict[str, Any]:
     if inter.height == 0:
         raise ValueError("no interactions left after filtering; see the filter counts: "
                          f"{report.filters}")
-    inter, items = reindex(inter, items)
+    inter, items = reindex(inter, users, items, time_per_second)
 
     split_info: dict[str, Any] = {"protocol": d.split}
     if loo:
@@ -142,7 +147,7 @@ def run(params: Params, root: Path = Path(".")) -> dict[str, Any]:
     items = (items.join(n_train, on="item_idx", how="left")
              .with_columns(pl.col("n_train").fill_null(0)).sort("item_idx"))
     items = items.select(ITEM_FIRST_COLS + [c for c in items.columns if c not in ITEM_FIRST_COLS])
-    inter_out = inter.select("user_idx", "user_id", "item_idx", "timestamp")
+    inter_out = inter
 
     out = ingest_dir(params, root)
     meta = {"source": d.source, "data_params": d.model_dump(mode="json"), "user_idx_base": 0,

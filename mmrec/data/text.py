@@ -7,7 +7,6 @@ import re
 from typing import Any, Iterable
 
 _TAG = re.compile(r"<[^>]{0,500}>")
-_WS = re.compile(r"\s+")
 FIELD_SEP = " | "
 
 
@@ -27,14 +26,18 @@ def clean_text(value: Any, sep: str = ", ") -> str:
                 parts.append(c)
         return sep.join(parts)
     text = str(value)
-    for _ in range(2):
-        unescaped = html.unescape(text)
-        if unescaped == text:
-            break
-        text = unescaped
-    text = _TAG.sub(" ", text)
-    text = text.replace("\u00a0", " ").replace("\ufffd", " ")
-    return _WS.sub(" ", text).strip()
+    if "&" in text:  # most strings have no entity: skip the unescape work
+        for _ in range(2):
+            unescaped = html.unescape(text)
+            if unescaped == text:
+                break
+            text = unescaped
+    if "<" in text:
+        text = _TAG.sub(" ", text)
+    if "\ufffd" in text:
+        text = text.replace("\ufffd", " ")
+    # str.split() also splits on NBSP and other Unicode whitespace
+    return " ".join(text.split())
 
 
 def _flatten(values: Iterable[Any]) -> Iterable[Any]:

@@ -55,7 +55,7 @@ def test_amazon2014_literal_meta_and_truncated_reviews():
 def test_amazon2023_parent_asin_and_milliseconds():
     items, inter, rep = _read("amazon2023", FIX / "amazon2023")
     assert set(inter["item_id"]) == {"P1", "P2", "P3"}
-    assert inter["timestamp"].to_list()[0] == inter["_tfine"].to_list()[0] // 1000
+    assert inter["_tfine"][0] % 1000 == 123  # milliseconds kept for ordering; seconds in the output
     assert items.filter(pl.col("item_id") == "P1")["text"].item().startswith("Cream 1 – 50ml | Glow")
     # MAIN image is preferred (the local copy wins here, so the URL stays for reference only)
     assert items.filter(pl.col("item_id") == "P1")["image_url"].item().endswith("/P1.jpg")
@@ -72,7 +72,7 @@ def test_ratings_csv_column_orders(tmp_path, source, name, row):
     lines = [row.format(u="U1", i="X1", t=100), row.format(u="U2", i="X1", t="oops"), "U3"]
     (tmp_path / name).write_text("\n".join(lines) + "\n")
     _, inter, rep = _read(source, tmp_path)
-    assert inter.select("user_id", "item_id", "timestamp").rows() == [("U1", "X1", 100)]
+    assert inter.select("user_id", "item_id", "_tfine").rows() == [("U1", "X1", 100)]
     assert rep.files[str(tmp_path / name)].rows_failed == 2
 
 

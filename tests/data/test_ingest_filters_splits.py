@@ -1,19 +1,38 @@
 import polars as pl
 import pytest
 
-from mmrec.data.filters import core_filter, dedupe, keep_recent, reindex
+from mmrec.data.filters import (core_filter, dedupe, encode_users, item_codes, keep_recent,
+                                reindex, stream_select)
 from mmrec.data.report import IngestReport
 from mmrec.data.splits import global_time, leave_one_out, parse_cut, time_cuts
 
 
-def _inter(rows):
+def _raw(rows):
     """rows: (user, item, t); file order = list order."""
     return pl.DataFrame(
         {"user_id": [r[0] for r in rows], "item_id": [r[1] for r in rows],
-         "timestamp": [r[2] for r in rows], "_tfine": [r[2] for r in rows],
-         "_order": list(range(len(rows)))},
-        schema={"user_id": pl.String, "item_id": pl.String, "timestamp": pl.Int64,
-                "_tfine": pl.Int64, "_order": pl.Int64})
+         "_tfine": [r[2] for r in rows], "_order": list(range(len(rows)))},
+        schema={"user_id": pl.String, "item_id": pl.String, "_tfine": pl.Int64, "_order": pl.Int64})
+
+
+def _encode(rows, meta=None):
+    """What the stage does before filtering: item codes from metadata, then user codes."""
+    raw = _raw(rows)
+    if meta is None:
+        meta = pl.DataFrame({"item_id": sorted(set(raw["item_id"]))})
+    items = meta.sort("item_id").with_columns(it=pl.int_range(pl.len(), dtype=pl.Int32))
+    inter = stream_select([raw], item_codes(items, pl.lit(True)), IngestReport())
+    inter, users = encode_users(inter)
+    return inter, users, items
+
+
+def _inter(rows):
+    return _encode(rows)[0]
+
+
+def _indexed_rows(rows):
+    inter, users, items = _encode(rows)
+    return reindex(keep_recent(inter, 100, IngestReport()), users, items)[0]
 
 
 def _random_inter(n_users=40, n_items=30, seed=0):
@@ -25,7 +44,7 @@ def _random_inter(n_users=40, n_items=30, seed=0):
         for k in range(rnd.randint(1, 25)):
             rows.append((f"u{u:02d}", f"i{rnd.randint(0, n_items):02d}", rnd.randint(0, 50)))
     rnd.shuffle(rows)
-    return _inter(rows)
+    return rows
 
 
 def test_dedupe_keeps_first_and_counts():
@@ -36,33 +55,38 @@ def test_dedupe_keeps_first_and_counts():
 
 def test_core_filter_reaches_a_fixed_point():
     rep = IngestReport()
-    out = core_filter(_random_inter(), 5, 3, rep)
-    assert out.group_by("user_id").len()["len"].min() >= 5
-    assert out.group_by("item_id").len()["len"].min() >= 3
+    out = core_filter(_inter(_random_inter()), 5, 3, rep)
+    assert out.group_by("u").len()["len"].min() >= 5
+    assert out.group_by("it").len()["len"].min() >= 3
     steps = {f["step"]: f for f in rep.filters}
     assert steps["min_user_interactions"]["rows_dropped"] + steps["item_core"]["rows_dropped"] \
-        == _random_inter().height - out.height
+        == len(_random_inter()) - out.height
 
 
 def test_keep_recent_and_stable_tie_break():
     rows = [("a", f"i{k}", 10) for k in range(6)] + [("a", "late", 11), ("b", "x", 1)]
-    out = keep_recent(_inter(rows), 3, IngestReport())
+    inter, users, items = _encode(rows)
+    out, kept = reindex(keep_recent(inter, 3, IngestReport()), users, items)
+    name = dict(zip(kept["item_idx"], kept["item_id"]))
     # equal timestamps: the later file rows are the more recent ones
-    assert out.filter(pl.col("user_id") == "a")["item_id"].to_list() == ["i4", "i5", "late"]
+    assert [name[i] for i in out.filter(pl.col("user_id") == "a")["item_idx"]] == ["i4", "i5", "late"]
     assert out.filter(pl.col("user_id") == "b").height == 1
 
 
 def test_reindex_is_sorted_and_padding_free():
-    inter, items = reindex(_inter([("b", "z", 1), ("a", "y", 2), ("a", "x", 3)]),
-                           pl.DataFrame({"item_id": ["x", "y", "z", "unused"]}))
-    assert items.select("item_idx", "item_id").rows() == [(1, "x"), (2, "y"), (3, "z")]
-    assert inter.select("user_idx", "item_idx").rows() == [(0, 2), (0, 1), (1, 3)]
+    meta = pl.DataFrame({"item_id": ["z", "unused", "x", "y"], "title": list("ZUXY")})
+    inter, users, items = _encode([("b", "z", 1), ("a", "y", 2), ("a", "x", 3)], meta)
+    inter, kept = reindex(keep_recent(inter, 9, IngestReport()), users, items)
+    assert kept.select("item_idx", "item_id", "title").rows() == [(1, "x", "X"), (2, "y", "Y"),
+                                                                  (3, "z", "Z")]
+    assert inter.select("user_idx", "user_id", "item_idx").rows() == [(0, "a", 2), (0, "a", 1),
+                                                                      (1, "b", 3)]
 
 
 def _indexed(seed=1):
-    inter = core_filter(_random_inter(seed=seed), 3, 0, IngestReport())
-    inter, _ = reindex(keep_recent(inter, 15, IngestReport()), pl.DataFrame({"item_id": ["-"]}))
-    return inter
+    inter, users, items = _encode(_random_inter(seed=seed))
+    inter = keep_recent(core_filter(inter, 3, 0, IngestReport()), 15, IngestReport())
+    return reindex(inter, users, items)[0]
 
 
 def test_leave_one_out_layout_and_no_overlap():
@@ -83,8 +107,7 @@ def test_leave_one_out_layout_and_no_overlap():
 
 
 def test_leave_one_out_train_row_for_one_item_training_sequence():
-    inter, _ = reindex(_inter([("a", "x", 1), ("a", "y", 2), ("a", "z", 3)]),
-                       pl.DataFrame({"item_id": ["x"]}))
+    inter = _indexed_rows([("a", "x", 1), ("a", "y", 2), ("a", "z", 3)])
     splits, _ = leave_one_out(inter)
     assert splits.select("split", "history", "target").rows() == [
         ("train", [], 1), ("valid", [1], 2), ("test", [1, 2], 3)]
@@ -93,7 +116,7 @@ def test_leave_one_out_train_row_for_one_item_training_sequence():
 def test_global_time_split_flags_cold_and_keeps_everything():
     rows = [("a", "x", 1), ("a", "y", 2), ("a", "z", 5), ("a", "w", 9),
             ("b", "x", 6), ("b", "q", 8)]  # b is only seen after the cut
-    inter, _ = reindex(_inter(rows), pl.DataFrame({"item_id": ["x"]}))
+    inter = _indexed_rows(rows)
     splits, train = global_time(inter, 5, 8)
     got = splits.select("user_idx", "split", "history", "target", "cold_user", "cold_target").rows()
     # items: q=1, w=2, x=3, y=4, z=5; users a=0, b=1
@@ -110,7 +133,7 @@ def test_time_cuts_parse_and_default():
     assert parse_cut("2020-01-01") == 1577836800 and parse_cut("12") == 12
     with pytest.raises(ValueError, match="YYYY-MM-DD"):
         parse_cut("01/01/2020")
-    inter = _inter([("a", "x", t) for t in range(100)])
+    inter = _raw([("a", "x", t) for t in range(100)]).rename({"_tfine": "timestamp"})
     assert time_cuts(inter, None, None) == (79, 89)
     with pytest.raises(ValueError, match="before valid_start"):
         time_cuts(inter, "50", "10")

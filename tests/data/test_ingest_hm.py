@@ -38,7 +38,7 @@ def test_transactions_stream_with_counted_failures():
     assert df.height == 13 and df["item_id"].str.len_chars().unique().to_list() == [10]
     c1 = df.filter(pl.col("user_id") == "c1")
     # same-day purchases share the midnight timestamp; file order is the tie-break
-    assert c1["timestamp"].to_list()[:3] == [1577836800] * 3
+    assert c1["_tfine"].to_list()[:3] == [1577836800] * 3
     assert c1["_order"].is_sorted()
 
 

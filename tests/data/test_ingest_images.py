@@ -93,3 +93,38 @@ def test_safe_name_is_safe_and_injective():
     odd = [safe_name(x) for x in ("../etc/passwd", "a/b", "a_b", "a:b", "")]
     assert all("/" not in n and not n.startswith(".") for n in odd)
     assert len(set(odd)) == len(odd)
+
+
+def test_stage_downloads_missing_images_once(tmp_path, server):
+    import json
+    import shutil
+    from pathlib import Path
+
+    import polars as pl
+
+    from mmrec.config import parse_params
+    from mmrec.data.stage import run
+    from mmrec.paths import ingest_dir
+
+    fix = Path(__file__).resolve().parents[1] / "fixtures" / "data" / "amazon2018"
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    shutil.copy(fix / "Toys.json", raw / "Toys.json")
+    urls = {"I1": "/ok.jpg", "I2": "/missing.jpg", "I3": "/text.jpg"}
+    meta = [json.dumps({"asin": f"I{i}", "title": f"t{i}",
+                        "imageURLHighRes": [server + urls.get(f"I{i}", "/ok.jpg")]})
+            for i in range(1, 7)]
+    (raw / "meta_Toys.json").write_text("\n".join(meta) + "\n")
+    p = parse_params({"data": {"name": "dl", "raw_dir": str(raw), "min_user_interactions": 3,
+                               "images": {"workers": 2, "timeout_s": 2, "retries": 0}}})
+    res = run(p, root=tmp_path)
+    assert res["images"]["downloaded"] == 4 and res["images"]["failed"] == {
+        "http_404": 1, "not_an_image": 1}
+    steps = {f["step"]: f["rows_dropped"] for f in res["filters"]}
+    assert steps["image_download_failed"] > 0  # I2, I3 lost their image: rows dropped, counted
+    items = pl.read_parquet(ingest_dir(p, tmp_path) / "items.parquet")
+    assert not {"I2", "I3"} & set(items["item_id"]) and items["has_image"].all()
+    hits = dict(_Handler.hits)
+    res2 = run(p, root=tmp_path)  # resume: downloaded files are local now; only failures retried
+    assert res2["images"]["requested"] == 2 and res2["images"]["failed_total"] == 2
+    assert _Handler.hits["/ok.jpg"] == hits["/ok.jpg"]

@@ -82,6 +82,13 @@ def test_hm_global_time_split_through_the_stage(tmp_path):
     assert splits.filter(pl.col("split") == "valid")["cold_user"].sum() >= 1
 
 
+def test_amazon2023_timestamps_are_seconds(tmp_path):
+    p = _params(FIX / "amazon2023", source="amazon2023", require=[])
+    run(p, root=tmp_path)
+    inter = pl.read_parquet(ingest_dir(p, tmp_path) / "interactions.parquet")
+    assert inter["timestamp"].min() == 1_500_000_000
+
+
 def test_nothing_usable_is_a_clear_error(tmp_path):
     (tmp_path / "meta_X.json").write_text('{"title": "no asin"}\n{broken\n')
     (tmp_path / "X.json").write_text('{"reviewerID": "u", "asin": "a", "unixReviewTime": 1}\n')
