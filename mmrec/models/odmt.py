@@ -52,8 +52,9 @@ from mmrec.models.layers import (Block, RecLossMixin, SeqModelConfig, SeqTransfo
                                  init_weights, modalities_to_use)
 from mmrec.models.registry import MODELS
 from mmrec.train.distill import kd_schedule, online_distillation
-from mmrec.train.losses import (candidate_logits, full_candidates, gather_candidates,
-                                inbatch_candidates, softmax_ce, training_rows)
+from mmrec.train.losses import (Candidates, add_log_mult, candidate_logits, full_candidates,
+                                gather_candidates, inbatch_unique_candidates, row_log_mult,
+                                softmax_ce, training_rows)
 
 Modality = Literal["text", "image"]
 
@@ -329,18 +330,24 @@ class ODMT(RecLossMixin, SeqRecModel):
         return {b: self.encoders[b](slots[b], hist > 0)[:, -1] @ tables[b].T for b in self.branches}
 
     # ----------------------------------------------------------------- training
-    def branch_logits(self, batch: SeqBatch
-                      ) -> tuple[dict[str, torch.Tensor], object, tuple, torch.Tensor, dict[str, torch.Tensor]]:
-        """Per-branch candidate logits of a batch: ({m: [M, C]}, Candidates, rows, unique ids,
-        {m: [U, d]} unique-item vectors)."""
+    def branch_logits(self, batch: SeqBatch) -> tuple[dict[str, torch.Tensor], Candidates,
+                                                       Optional[torch.Tensor], torch.Tensor,
+                                                       dict[str, torch.Tensor]]:
+        """Per-branch candidate logits of a batch, without the column multiplicities:
+        ({m: [M, C]}, Candidates, multiplicity offsets [M, C] or None, unique ids [U],
+        {m: [U, d]} unique-item vectors). With `loss: inbatch` the columns are the batch's unique
+        items (mmrec.train.losses.inbatch_unique_candidates)."""
         seq = batch.seq
         slots, uniq, per_item = self.slot_vectors(seq)                # {m: [B, S+1, d]}
         rows = training_rows(batch)
         valid = batch.inputs > 0
+        offsets = None
         if self.cfg.loss == "inbatch":
-            cands = inbatch_candidates(seq, rows, self.log_pop)
-            cand_vecs = {b: gather_candidates(seq.reshape(-1), slots[b].reshape(-1, slots[b].shape[-1]))[1]
-                         for b in self.branches}
+            cands = inbatch_unique_candidates(seq, rows, self.log_pop)
+            local = uniq[uniq > 0]                                      # sorted real items
+            pos = torch.searchsorted(uniq, local)
+            cand_vecs = {b: gather_candidates(local, per_item[b][pos])[1] for b in self.branches}
+            offsets = row_log_mult(cands)
         else:
             cands = full_candidates(batch.targets[rows], self.n_items)
             tables = self.branch_tables()
@@ -348,17 +355,19 @@ class ODMT(RecLossMixin, SeqRecModel):
         logits = {}
         for b in self.branches:
             user = self.encoders[b](slots[b][:, :-1], valid)[rows]     # [M, d]
-            logits[b] = candidate_logits(user, cand_vecs[b], cands, self.cfg.temperature)
-        return logits, cands, rows, uniq, per_item
+            logits[b] = candidate_logits(user, cand_vecs[b], cands, self.cfg.temperature,
+                                         multiplicity=False)
+        return logits, cands, offsets, uniq, per_item
 
     def loss(self, batch: SeqBatch, epoch: int) -> tuple[torch.Tensor, dict[str, float]]:
-        logits, cands, rows, uniq, per_item = self.branch_logits(batch)
-        parts: dict[str, torch.Tensor] = {f"loss_rec_{b}": softmax_ce(lg, cands) for b, lg in logits.items()}
+        logits, cands, offsets, uniq, per_item = self.branch_logits(batch)
+        parts: dict[str, torch.Tensor] = {f"loss_rec_{b}": softmax_ce(add_log_mult(lg, cands, offsets), cands)
+                                          for b, lg in logits.items()}
         total = sum(parts.values())
         w = kd_schedule(epoch, self.cfg.kd_weight, self.cfg.rampup_epochs) if self.cfg.distill else 0.0
         if w > 0:
             kd = online_distillation(logits, self.cfg.kd_temperature, self.cfg.kd_loss,
-                                     self.cfg.detach_teacher)
+                                     self.cfg.detach_teacher, offsets)
             if kd:
                 total = total + w * sum(kd.values())
                 parts.update(kd)

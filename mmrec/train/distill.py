@@ -24,7 +24,7 @@ The weight of the summed KD terms is `kd_weight · ramp(epoch)`:
 from __future__ import annotations
 
 import math
-from typing import Literal, Sequence
+from typing import Literal, Optional, Sequence
 
 import torch
 
@@ -67,9 +67,15 @@ def _scaled(logits: torch.Tensor, temperature: float) -> torch.Tensor:
 
 
 def kd_loss(student: torch.Tensor, teacher: torch.Tensor, temperature: float = 1.0,
-            kind: KdKind = "kl", detach_teacher: bool = True) -> torch.Tensor:
+            kind: KdKind = "kl", detach_teacher: bool = True,
+            offset: Optional[torch.Tensor] = None) -> torch.Tensor:
     """T²-scaled distillation loss of `student` [M, C] toward `teacher` [M, C] logits, averaged
-    over rows. Masked columns (fp32 minimum in both) contribute nothing."""
+    over rows. Masked columns (fp32 minimum in both) contribute nothing.
+
+    `offset` [M, C] is added to both sides after the division by T: the column multiplicities
+    of a unique-item candidate set (mmrec.train.losses.row_log_mult), which makes the loss equal
+    to the one over the per-slot columns they stand for.
+    """
     if temperature <= 0:
         raise ValueError(f"temperature must be > 0, got {temperature}")
     if student.shape != teacher.shape:
@@ -78,8 +84,11 @@ def kd_loss(student: torch.Tensor, teacher: torch.Tensor, temperature: float = 1
         return student.sum() * 0.0
     if detach_teacher:
         teacher = teacher.detach()
-    log_q = torch.log_softmax(_scaled(student, temperature), dim=-1)     # [M, C]
-    log_p = torch.log_softmax(_scaled(teacher, temperature), dim=-1)     # [M, C]
+    s, t = _scaled(student, temperature), _scaled(teacher, temperature)
+    if offset is not None:
+        s, t = s + offset, t + offset
+    log_q = torch.log_softmax(s, dim=-1)                                 # [M, C]
+    log_p = torch.log_softmax(t, dim=-1)                                 # [M, C]
     p = log_p.exp()
     if kind == "ce":
         per_row = -(p * log_q).sum(-1)
@@ -108,14 +117,15 @@ def kd_graph(branches: Sequence[str]) -> list[tuple[str, str]]:
 
 
 def online_distillation(logits: dict[str, torch.Tensor], temperature: float = 1.0,
-                        kind: KdKind = "kl", detach_teacher: bool = True
-                        ) -> dict[str, torch.Tensor]:
+                        kind: KdKind = "kl", detach_teacher: bool = True,
+                        offset: Optional[torch.Tensor] = None) -> dict[str, torch.Tensor]:
     """The KD terms of the branch logits `logits` {branch: [M, C]}, keyed "kd_<student>_<teacher>"
-    (unweighted; the caller multiplies their sum by `kd_schedule`)."""
+    (unweighted; the caller multiplies their sum by `kd_schedule`). `offset`: see `kd_loss`;
+    the ensemble is the mean of the logits without it."""
     edges = kd_graph(list(logits))
     if not edges:
         return {}
     pool = dict(logits)
     pool["ensemble"] = ensemble_logits(list(logits.values()))
-    return {f"kd_{s}_{t}": kd_loss(pool[s], pool[t], temperature, kind, detach_teacher)
+    return {f"kd_{s}_{t}": kd_loss(pool[s], pool[t], temperature, kind, detach_teacher, offset)
             for s, t in edges}

@@ -13,11 +13,22 @@ Public API (other models and the training loop use these; keep this list current
         under DDP); label of row (b, t) = slot (b, t+1). Excluded: padding columns and every
         column whose item occurs anywhere in user b's slots, except the label column itself.
         Candidate vectors: `gather_candidates(seq.reshape(-1), item_vecs_of_slots)[1]`.
+    inbatch_unique_candidates(seq, rows, log_pop) -> Candidates      (what rec_loss uses)
+        the same softmax with one column per unique real item of the batch (per rank under DDP;
+        ids sorted) and `log_mult` = log(copies in the batch): a column stands for its k slot
+        copies, except on a row's label column, which stands for the label slot only. The CE is
+        identical to the slot form and the [M, C] work shrinks by the duplicate + padding share.
+        Candidate vectors: `gather_candidates(local_ids, item_vecs_of(local_ids))[1]` with
+        `local_ids = torch.unique(seq[seq > 0])` (= cands.ids without DDP).
+    row_log_mult(cands) -> [M, C] | None                # the per-row multiplicity offsets
     gather_candidates(ids [C_local], vecs [C_local, D]) -> (ids [C], vecs [C, D])
         all-gather across ranks (gradient flows back to each rank's own rows); identity when
         not distributed. Ranks may hold different C_local (padded with id 0, which is excluded).
-    candidate_logits(user [M, D], cand_vecs [C, D], cands, temperature=1.0) -> [M, C] float32
-        (user @ cand.T - log_q) / temperature, excluded -> float32 min (after the fp32 cast).
+    candidate_logits(user [M, D], cand_vecs [C, D], cands, temperature=1.0, multiplicity=True) -> [M, C] float32
+        (user @ cand.T - log_q) / temperature (+ row_log_mult), excluded -> float32 min (after
+        the fp32 cast). multiplicity=False leaves the offsets out (add them later with
+        `add_log_mult`, e.g. after a KD temperature).
+    add_log_mult(logits, cands) -> logits               # logits + row_log_mult, masks kept
     mask_excluded(logits [M, C], cands) -> [M, C]          # the masking step alone
     softmax_ce(logits [M, C], cands) -> scalar             # mean over rows
     rec_loss(kind, user, item_table, batch, rows, log_pop, temperature=1.0) -> scalar
@@ -50,12 +61,15 @@ class Candidates:
     labels:  [M] column index of each row's positive.
     exclude: [M, C] bool, True where a column must not compete in that row (or None).
     log_q:   [C] log sampling probability subtracted from the logits (or None).
+    log_mult: [C] log of how many batch slots a column stands for (or None); not applied on a
+             row's label column, which stands for the label slot alone.
     """
 
     ids: torch.Tensor
     labels: torch.Tensor
     exclude: Optional[torch.Tensor] = None
     log_q: Optional[torch.Tensor] = None
+    log_mult: Optional[torch.Tensor] = None
 
 
 def training_rows(batch: SeqBatch) -> tuple[torch.Tensor, torch.Tensor]:
@@ -163,6 +177,57 @@ def inbatch_candidates(seq: torch.Tensor, rows: tuple[torch.Tensor, torch.Tensor
     return Candidates(ids=ids, labels=labels, exclude=exclude, log_q=log_q)
 
 
+def inbatch_unique_candidates(seq: torch.Tensor, rows: tuple[torch.Tensor, torch.Tensor],
+                              log_pop: torch.Tensor) -> Candidates:
+    """The in-batch softmax of `inbatch_candidates` with one column per unique real item.
+
+    Column c (item j, k_j slot copies on this rank) gets logit s + log k_j, which sums its k_j
+    identical slot columns; every copy of a row's label item except the label slot is a false
+    negative, so the label column keeps multiplicity 1. Same CE as the slot form, smaller [M, C].
+    """
+    b, t = rows
+    flat = seq.reshape(-1)
+    local_ids, counts = torch.unique(flat[flat > 0], return_counts=True)   # [U] sorted, [U]
+    targets = seq[b, t + 1]                                                # [M]
+    local_labels = torch.searchsorted(local_ids, targets)                  # [M]
+    local_mult = counts.float().log()
+    if _distributed():
+        offset = _rank_offset(local_ids.shape[0], seq.device)
+        ids = _gather_padded(local_ids, with_grad=False)
+        log_mult = _gather_padded(local_mult, with_grad=False)
+    else:
+        offset, ids, log_mult = 0, local_ids, local_mult
+    labels = offset + local_labels
+    n_ids = int(log_pop.shape[0])
+    users = torch.arange(seq.shape[0], device=seq.device)
+    own_keys = (users[:, None] * n_ids + seq).reshape(-1)                  # [B*(S+1)]
+    seen = torch.isin(users[:, None] * n_ids + ids[None, :], own_keys)      # [B, C]
+    exclude = seen[b] | (ids == 0)[None, :]                                # [M, C] (0: DDP padding)
+    exclude[torch.arange(b.shape[0], device=seq.device), labels] = False
+    return Candidates(ids=ids, labels=labels, exclude=exclude,
+                      log_q=log_pop.to(seq.device)[ids], log_mult=log_mult)
+
+
+def row_log_mult(cands: Candidates) -> Optional[torch.Tensor]:
+    """[M, C] multiplicity offsets: log_mult on every column, 0 on each row's label column."""
+    if cands.log_mult is None:
+        return None
+    M = cands.labels.shape[0]
+    out = cands.log_mult.float()[None, :].expand(M, -1).clone()
+    out[torch.arange(M, device=out.device), cands.labels] = 0.0
+    return out
+
+
+def add_log_mult(logits: torch.Tensor, cands: Candidates,
+                 offsets: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """logits + the multiplicity offsets (`offsets` if precomputed), excluded entries kept at the
+    float32 minimum."""
+    offsets = row_log_mult(cands) if offsets is None else offsets
+    if offsets is None:
+        return logits
+    return mask_excluded(logits + offsets, cands)
+
+
 def mask_excluded(logits: torch.Tensor, cands: Candidates) -> torch.Tensor:
     """Cast to float32 and set excluded entries to the float32 minimum (finite, fp16-safe)."""
     logits = logits.float()
@@ -172,8 +237,9 @@ def mask_excluded(logits: torch.Tensor, cands: Candidates) -> torch.Tensor:
 
 
 def candidate_logits(user: torch.Tensor, cand_vecs: torch.Tensor, cands: Candidates,
-                     temperature: float = 1.0) -> torch.Tensor:
-    """[M, C] float32 logits (user·cand - log_q) / temperature with excluded entries masked.
+                     temperature: float = 1.0, multiplicity: bool = True) -> torch.Tensor:
+    """[M, C] float32 logits (user·cand - log_q) / temperature with excluded entries masked,
+    plus the columns' multiplicity offsets (`row_log_mult`) unless `multiplicity` is False.
 
     The matmul may run in half precision under autocast; the debiasing, the division by a
     small temperature and the masking happen in float32, so nothing overflows.
@@ -183,7 +249,10 @@ def candidate_logits(user: torch.Tensor, cand_vecs: torch.Tensor, cands: Candida
     logits = (user @ cand_vecs.T).float()                          # [M, C]
     if cands.log_q is not None:
         logits = logits - cands.log_q.float()[None, :]
-    return mask_excluded(logits / temperature, cands)
+    logits = logits / temperature
+    if multiplicity and cands.log_mult is not None:
+        logits = logits + row_log_mult(cands)
+    return mask_excluded(logits, cands)
 
 
 def softmax_ce(logits: torch.Tensor, cands: Candidates) -> torch.Tensor:
@@ -210,7 +279,9 @@ def make_candidates(kind: Literal["full_ce", "inbatch"], item_table: torch.Tenso
     if kind == "inbatch":
         if log_pop is None:
             raise ValueError("loss 'inbatch' needs log_pop (log_popularity(ctx.item_pop))")
-        cands = inbatch_candidates(batch.seq, rows, log_pop)
-        _, vecs = gather_candidates(batch.seq.reshape(-1), item_table[batch.seq.reshape(-1)])
+        cands = inbatch_unique_candidates(batch.seq, rows, log_pop)
+        flat = batch.seq.reshape(-1)
+        local_ids = torch.unique(flat[flat > 0])
+        _, vecs = gather_candidates(local_ids, item_table[local_ids])
         return cands, vecs
     raise ValueError(f"unknown loss {kind!r}; known: full_ce, inbatch")

@@ -136,3 +136,68 @@ def test_gather_candidates_identity_without_ddp():
     ids, vecs = torch.tensor([1, 2]), torch.randn(2, 3)
     gi, gv = gather_candidates(ids, vecs)
     assert gi is ids and gv is vecs
+
+
+def _dup_batch() -> SeqBatch:
+    # many duplicates across and within users, and padding
+    seq = torch.tensor([[0, 0, 1, 2, 3, 2],
+                        [0, 3, 1, 4, 1, 5],
+                        [2, 2, 6, 3, 1, 4],
+                        [0, 0, 0, 5, 6, 1]])
+    return SeqBatch(seq)
+
+
+def test_unique_candidates_give_the_slot_softmax():
+    from mmrec.train.losses import inbatch_unique_candidates
+
+    batch = _dup_batch()
+    rows = training_rows(batch)
+    lp = log_popularity(torch.tensor([0, 5, 3, 4, 2, 2, 1]))
+    torch.manual_seed(0)
+    table = torch.randn(7, 5, dtype=torch.float64).float()
+    user = torch.randn(len(rows[0]), 5)
+    slot = inbatch_candidates(batch.seq, rows, lp)
+    uniq = inbatch_unique_candidates(batch.seq, rows, lp)
+    assert torch.equal(uniq.ids, torch.arange(1, 7))
+    assert torch.equal(uniq.ids[uniq.labels], batch.targets[rows])
+    for temp in (1.0, 0.2):
+        l_slot = candidate_logits(user, table[slot.ids], slot, temp)
+        l_uniq = candidate_logits(user, table[uniq.ids], uniq, temp)
+        assert torch.allclose(softmax_ce(l_slot, slot), softmax_ce(l_uniq, uniq), atol=1e-5)
+        # the per-item probabilities agree too (slot probabilities summed per item)
+        p_slot = torch.softmax(l_slot, -1)
+        p_item = torch.zeros(l_slot.shape[0], 7).index_add(1, slot.ids, p_slot)[:, 1:]
+        assert torch.allclose(p_item, torch.softmax(l_uniq, -1), atol=1e-5)
+    # rec_loss uses the unique form: same value as the slot form
+    got = rec_loss("inbatch", user, table, batch, rows, lp)
+    assert torch.allclose(got, softmax_ce(candidate_logits(user, table[slot.ids], slot), slot), atol=1e-5)
+
+
+def test_unique_candidates_kd_matches_slot_kd():
+    from mmrec.train.distill import kd_loss
+    from mmrec.train.losses import add_log_mult, inbatch_unique_candidates, row_log_mult
+
+    batch = _dup_batch()
+    rows = training_rows(batch)
+    lp = log_popularity(torch.tensor([0, 5, 3, 4, 2, 2, 1]))
+    torch.manual_seed(1)
+    ts, tt = torch.randn(7, 5), torch.randn(7, 5)
+    us, ut = torch.randn(len(rows[0]), 5), torch.randn(len(rows[0]), 5)
+    slot = inbatch_candidates(batch.seq, rows, lp)
+    uniq = inbatch_unique_candidates(batch.seq, rows, lp)
+    off = row_log_mult(uniq)
+    for kind in ("kl", "ce"):
+        us_a = us.clone().requires_grad_(True)
+        us_b = us.clone().requires_grad_(True)
+        ref = kd_loss(candidate_logits(us_a, ts[slot.ids], slot), candidate_logits(ut, tt[slot.ids], slot),
+                      0.3, kind)
+        ls = candidate_logits(us_b, ts[uniq.ids], uniq, multiplicity=False)
+        lt = candidate_logits(ut, tt[uniq.ids], uniq, multiplicity=False)
+        got = kd_loss(ls, lt, 0.3, kind, offset=off)
+        if kind == "kl":
+            assert torch.allclose(got, ref, atol=1e-5)
+        # CE differs only by a teacher-side constant: the student gradients agree
+        ref.backward()
+        got.backward()
+        assert torch.allclose(us_a.grad, us_b.grad, atol=1e-5)
+    assert torch.allclose(add_log_mult(ls, uniq), candidate_logits(us, ts[uniq.ids], uniq))
