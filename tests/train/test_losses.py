@@ -1,5 +1,7 @@
 import math
 
+import pytest
+
 import torch
 import torch.nn.functional as F
 
@@ -201,3 +203,45 @@ def test_unique_candidates_kd_matches_slot_kd():
         got.backward()
         assert torch.allclose(us_a.grad, us_b.grad, atol=1e-5)
     assert torch.allclose(add_log_mult(ls, uniq), candidate_logits(us, ts[uniq.ids], uniq))
+
+
+def _ddp_worker(rank: int, world: int, init: str, out: str) -> None:
+    import torch.distributed as dist
+
+    dist.init_process_group("gloo", init_method=init, rank=rank, world_size=world)
+    try:
+        batch = _dup_batch()
+        lp = log_popularity(torch.tensor([0, 5, 3, 4, 2, 2, 1]))
+        torch.manual_seed(0)
+        table = torch.randn(7, 5).requires_grad_(True)
+        # rank 0 gets 3 users, rank 1 one user: unequal candidate counts exercise the padding
+        part = SeqBatch(batch.seq[:3] if rank == 0 else batch.seq[3:])
+        rows = training_rows(part)
+        user = table[part.inputs][rows] * 0.5 + 0.1                     # [M, D], depends on table
+        loss = rec_loss("inbatch", user, table, part, rows, lp)
+        (loss * rows[0].shape[0]).backward()                            # summed over rows
+        dist.all_reduce(table.grad)
+        torch.save({"sum": float(loss) * rows[0].shape[0], "grad": table.grad}, f"{out}.{rank}")
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.mark.slow
+def test_ddp_gathered_inbatch_equals_single_process(tmp_path):
+    """Two gloo ranks with gathered candidates give the single-process loss and gradient."""
+    import torch.multiprocessing as mp
+
+    out = str(tmp_path / "res")
+    init = f"file://{tmp_path / 'store'}"
+    mp.spawn(_ddp_worker, args=(2, init, out), nprocs=2, join=True)
+    res = [torch.load(f"{out}.{r}") for r in range(2)]
+    batch = _dup_batch()
+    lp = log_popularity(torch.tensor([0, 5, 3, 4, 2, 2, 1]))
+    torch.manual_seed(0)
+    table = torch.randn(7, 5).requires_grad_(True)
+    rows = training_rows(batch)
+    user = table[batch.inputs][rows] * 0.5 + 0.1
+    loss = rec_loss("inbatch", user, table, batch, rows, lp) * rows[0].shape[0]
+    loss.backward()
+    assert abs(sum(r["sum"] for r in res) - float(loss.detach())) < 1e-4
+    assert torch.allclose(res[0]["grad"], table.grad, atol=1e-5)
