@@ -379,7 +379,10 @@ class SentenceTransformersText(TextEncoder):
 
         path, self._weights_source = _sentence_transformers_path(name, args[0])
         self.name = name
-        self.model = SentenceTransformer(str(path), device="cpu", local_files_only=True)
+        try:
+            self.model = SentenceTransformer(str(path), device="cpu", local_files_only=True)
+        except (OSError, ValueError) as err:  # e.g. a cache holding only part of the repo
+            raise W.not_available(name, [f"{path} (incomplete: {err})"], W.hf_fix_hint(args[0])) from err
         self.model.eval()
         dim_fn = getattr(self.model, "get_embedding_dimension", None) or self.model.get_sentence_embedding_dimension
         self.dim = int(dim_fn())
@@ -443,8 +446,11 @@ class HFText(TextEncoder):
                                       W.hf_fix_hint(model))
             path, self._weights_source = snap, f"hf cache {model}@{snap.name}"
         self.name = name
-        self.tokenizer = AutoTokenizer.from_pretrained(str(path), local_files_only=True)
-        self.model = AutoModel.from_pretrained(str(path), local_files_only=True).eval()
+        try:
+            self.tokenizer = AutoTokenizer.from_pretrained(str(path), local_files_only=True)
+            self.model = AutoModel.from_pretrained(str(path), local_files_only=True).eval()
+        except (OSError, ValueError) as err:  # e.g. a cache holding only part of the repo
+            raise W.not_available(name, [f"{path} (incomplete: {err})"], W.hf_fix_hint(model)) from err
         self.dim = self.token_dim = int(self.model.config.hidden_size)
         self.n_tokens = int(tokens)
         self.max_length = min(self.max_length, int(getattr(self.tokenizer, "model_max_length", 512) or 512))

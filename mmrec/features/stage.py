@@ -53,7 +53,8 @@ def run(params: Params, root: Path = Path("."), *, progress: bool = True,
         items_path = ingest_dir(params, root) / "items.parquet"
         items = read_items(items_path)
         device = _device(params, d)
-        summary: dict[str, Any] = {"items": items.height, "source": str(items_path), "modalities": {}}
+        summary: dict[str, Any] = {"items": items.height, "modalities": {},
+                                   "source": str(ingest_dir(params, Path(".")) / "items.parquet")}
         timings: dict[str, float] = {}
         for modality in MODALITIES:
             sources = modality_sources(items, modality, root)

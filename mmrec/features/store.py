@@ -23,6 +23,7 @@ from mmrec.features.types import ModalityFeatures
 from mmrec.io import atomic_path, read_parquet_metadata
 
 TOKENS_DTYPE = np.float16  # halves the size of token states; pooled vectors stay float32
+LOAD_BATCH_ROWS = 4096  # rows decoded at a time by load_features
 
 
 def _fixed(values: np.ndarray, size: int) -> pa.FixedSizeListArray:
@@ -77,10 +78,6 @@ def merge_chunks(chunk_files: Iterable[Path], path: str | os.PathLike, metadata:
     return Path(path)
 
 
-def _flat(col: pa.ChunkedArray) -> pa.Array:
-    return col.combine_chunks() if col.num_chunks != 1 else col.chunk(0)
-
-
 def _fixed_to_numpy(arr: pa.Array, depth: int) -> np.ndarray:
     """A (nested) fixed-size list array -> a dense numpy array without per-row Python work."""
     shape = [len(arr)]
@@ -95,34 +92,47 @@ def load_features(path: str | os.PathLike, tokens: bool = True) -> ModalityFeatu
 
     vector [N+1, d] float32, has_feature [N+1] bool (False at 0), tokens [N+1, T, d_tok] float16
     and token_mask [N+1, T] bool when `tokens` is True and the file has them (else None).
-    Raises ValueError naming the file when item_idx is not exactly 1..N.
+    Read batch by batch into preallocated arrays, so peak memory is the result plus one batch.
+    Raises ValueError naming the file when item_idx is not exactly 1..N in order.
     """
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"{path}: feature file not found (run the extract stage: `dvc repro extract`)")
-    names = pq.read_schema(path).names
-    want = ["item_idx", "vector", "has_feature"]
-    with_tokens = tokens and "tokens" in names
+    pf = pq.ParquetFile(path)
+    schema = pf.schema_arrow
+    missing = {"item_idx", "vector", "has_feature"} - set(schema.names)
+    if missing:
+        raise ValueError(f"{path}: missing column(s) {sorted(missing)}")
+    with_tokens = tokens and "tokens" in schema.names
+    cols = ["item_idx", "vector", "has_feature"] + (["tokens", "token_mask"] if with_tokens else [])
+    n = pf.metadata.num_rows
+    d = schema.field("vector").type.list_size
+    vector = np.zeros((n + 1, d), dtype=np.float32)
+    has = np.zeros(n + 1, dtype=bool)
+    tok = mask = None
     if with_tokens:
-        want += ["tokens", "token_mask"]
-    table = pq.read_table(path, columns=want)
-    idx = _flat(table["item_idx"]).to_numpy()
-    n = len(idx)
-    if not np.array_equal(idx, np.arange(1, n + 1, dtype=idx.dtype)):
-        raise ValueError(f"{path}: item_idx must be exactly 1..{n} in order (one row per real item)")
-
-    def padded(a: np.ndarray) -> torch.Tensor:
-        out = np.zeros((n + 1,) + a.shape[1:], dtype=a.dtype)
-        out[1:] = a
-        return torch.from_numpy(out)
-
+        ttype = schema.field("tokens").type  # fixed_size_list<fixed_size_list<float16>[d_tok]>[T]
+        t, dt = ttype.list_size, ttype.value_type.list_size
+        tok = np.zeros((n + 1, t, dt), dtype=ttype.value_type.value_type.to_pandas_dtype())
+        mask = np.zeros((n + 1, t), dtype=bool)
+    row = 1
+    for rb in pf.iter_batches(batch_size=LOAD_BATCH_ROWS, columns=cols):
+        b = rb.num_rows
+        idx = rb.column(0).to_numpy()
+        if not np.array_equal(idx, np.arange(row, row + b, dtype=idx.dtype)):
+            raise ValueError(f"{path}: item_idx must be exactly 1..{n} in order (one row per real item); "
+                             f"rows {row}..{row + b - 1} hold {idx[:5].tolist()}...")
+        sl = slice(row, row + b)
+        vector[sl] = _fixed_to_numpy(rb.column(1), 1)
+        has[sl] = rb.column(2).to_numpy(zero_copy_only=False)
+        if with_tokens:
+            tok[sl] = _fixed_to_numpy(rb.column(3), 2)
+            mask[sl] = _fixed_to_numpy(rb.column(4), 1)
+        row += b
     meta = read_parquet_metadata(path)
-    feats = ModalityFeatures(
-        vector=padded(_fixed_to_numpy(_flat(table["vector"]), 1).astype(np.float32, copy=False)),
-        has_feature=padded(_flat(table["has_feature"]).to_numpy(zero_copy_only=False).astype(bool)),
-        encoder=str(meta.get("encoder", "")),
-    )
-    if with_tokens:
-        feats.tokens = padded(_fixed_to_numpy(_flat(table["tokens"]), 2))
-        feats.token_mask = padded(_fixed_to_numpy(_flat(table["token_mask"]), 1).astype(bool))
-    return feats
+    enc = meta.get("encoder", "")
+    return ModalityFeatures(
+        vector=torch.from_numpy(vector), has_feature=torch.from_numpy(has),
+        tokens=None if tok is None else torch.from_numpy(tok),
+        token_mask=None if mask is None else torch.from_numpy(mask),
+        encoder=enc if isinstance(enc, str) else str(enc))

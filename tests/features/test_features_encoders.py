@@ -165,3 +165,25 @@ def test_hf_plumbing_cls_and_mean_pooling(tiny_bert_dir):
     m = batch["attention_mask"][..., None].float()
     assert torch.allclose(om.vector, (states * m).sum(1) / m.sum(1), atol=1e-5)
     assert om.tokens is None
+
+
+def test_hf_resolves_through_the_hf_cache_without_network(tiny_bert_dir, empty_hf_cache):
+    import shutil
+
+    snap = empty_hf_cache / "models--mmrec-test--tiny-bert" / "snapshots" / ("0" * 40)
+    shutil.copytree(tiny_bert_dir, snap)
+    (snap.parents[1] / "refs").mkdir()
+    (snap.parents[1] / "refs" / "main").write_text("0" * 40)
+    enc = build_encoder("hf:mmrec-test/tiny-bert", "text", tokens=3)
+    assert enc.metadata()["weights_source"] == f"hf cache mmrec-test/tiny-bert@{'0' * 40}"
+
+
+def test_incomplete_local_model_fails_with_the_weights_error(tiny_bert_dir, tmp_path):
+    import shutil
+
+    partial = tmp_path / "partial-bert"
+    shutil.copytree(tiny_bert_dir, partial)
+    for f in partial.glob("model.safetensors"):
+        f.unlink()
+    with pytest.raises(WeightsNotAvailableError, match="partial-bert"):
+        build_encoder(f"hf:{partial}", "text")

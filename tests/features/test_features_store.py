@@ -25,7 +25,11 @@ def _arrays(lo: int, hi: int, d: int = 3, t: int = 2, seed: int = 0):
     return np.arange(lo + 1, hi + 1), vec, has, tok, mask
 
 
-def test_merge_and_load_round_trip(tmp_path):
+@pytest.mark.parametrize("load_batch", [3, 4096])
+def test_merge_and_load_round_trip(tmp_path, monkeypatch, load_batch):
+    import mmrec.features.store as store
+
+    monkeypatch.setattr(store, "LOAD_BATCH_ROWS", load_batch)
     parts = [_arrays(0, 4, seed=1), _arrays(4, 7, seed=2)]
     files = []
     for k, arrs in enumerate(parts):
