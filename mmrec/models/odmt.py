@@ -189,11 +189,9 @@ class ODMT(RecLossMixin, SeqRecModel):
         self.cfg = cfg
         self.n_items = ctx.n_items
         name = type(self).__name__.lower()
-        self.modalities = modalities_to_use(name, cfg.modalities, list(ctx.features),
-                                            needed=0 if cfg.use_id else 1)
+        # A multimodal model without any modality is a misconfigured dataset, not an ID model.
+        self.modalities = modalities_to_use(name, cfg.modalities, list(ctx.features), needed=1)
         self.branches = (["id"] if cfg.use_id else []) + self.modalities
-        if not self.branches:
-            raise ValueError(f"model {name!r} has no branch: use_id is false and no modality is present")
         if cfg.use_id and cfg.id_init in ("text", "image") and cfg.id_init not in self.modalities:
             raise ValueError(f"model {name!r}: id_init={cfg.id_init!r} but that modality is not used "
                              f"(modalities: {', '.join(self.modalities) or 'none'})")

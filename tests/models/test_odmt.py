@@ -228,6 +228,8 @@ def test_missing_tokens_or_modalities_fail_before_training():
         make(ctx=context(modalities=("text",)), modalities=["image"])
     with pytest.raises(ValueError, match="unknown key"):
         make(bogus=1)
+    with pytest.raises(ValueError, match="needs at least 1 modality"):
+        make(ctx=context(modalities=()))
 
 
 def test_odmt_kdsr_adds_correlation_terms():
@@ -272,3 +274,10 @@ def test_overfits_tiny_fixture():
         losses.append(float(loss.detach()))
     assert sum(losses[-5:]) / 5 < 0.7 * losses[0]
     assert _train_recall(model, seq) >= 0.875
+
+
+def test_single_branch_has_no_distillation():
+    model = make(ctx=context(modalities=("image",)), use_id=False)
+    assert model.branches == ["image"]
+    logs = _one_step(model)
+    assert set(logs) == {"loss_rec_image", "kd_w"}
