@@ -13,8 +13,8 @@ class EvaluateParams(BaseModel):
     batch_users: int = Field(1024, ge=1)
     item_chunk: int = Field(65536, ge=1)
     popularity_groups: int = Field(4, ge=1)  # quantile groups after group 0 (cold items)
-    # First history length of each new bucket: [5, 10, 15] -> 1-4, 5-9, 10-14, 15+.
-    history_buckets: list[int] = [5, 10, 15]
+    # First history length of each new bucket: [4, 8, 12] -> 1-3, 4-7, 8-11, 12+.
+    history_buckets: list[int] = [4, 8, 12]
 
     @field_validator("ks")
     @classmethod
