@@ -316,9 +316,13 @@ def plot_losses(data: RunData, out: Path) -> Path | None:
 
 def _save(fig, out: Path) -> Path:
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     from mmrec.io import atomic_path
 
+    for ax in fig.axes:
+        if ax.get_xlabel() == "epoch":
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     fig.tight_layout()
     with atomic_path(out) as tmp:
         # A fixed Software tag and no date keep the PNG bytes reproducible.
@@ -379,9 +383,13 @@ class _Doc:
         if p is None:
             return
         self.md.extend([f"![{caption}]({p.name})", ""])
-        b64 = base64.b64encode(p.read_bytes()).decode()
+        raw = p.read_bytes()
+        b64 = base64.b64encode(raw).decode()
+        # Never upscale a plot beyond its natural width (PNG IHDR: width at bytes 16..20).
+        natural = int.from_bytes(raw[16:20], "big")
         self._emit(f"<figure class='{'wide' if wide else 'half'}'><img alt='{html.escape(caption)}' "
-                   f"src=\"data:image/png;base64,{b64}\"><figcaption>{html.escape(caption)}</figcaption></figure>")
+                   f"style='max-width:{natural}px' src=\"data:image/png;base64,{b64}\">"
+                   f"<figcaption>{html.escape(caption)}</figcaption></figure>")
 
     def begin_row(self) -> None:
         self._row = []
