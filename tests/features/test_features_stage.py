@@ -81,7 +81,7 @@ def test_resume_after_a_crash_gives_the_same_file(minilm, tmp_path, monkeypatch)
     _extract(minilm, clean)
 
     resumed = tmp_path / "resumed" / "features" / "text.parquet"
-    real_write = ex.write_parquet
+    real_write = ex.write_chunk
     calls = {"n": 0}
 
     def crash_after_two_chunks(*args, **kwargs):
@@ -90,10 +90,10 @@ def test_resume_after_a_crash_gives_the_same_file(minilm, tmp_path, monkeypatch)
         calls["n"] += 1
         return real_write(*args, **kwargs)
 
-    monkeypatch.setattr(ex, "write_parquet", crash_after_two_chunks)
+    monkeypatch.setattr(ex, "write_chunk", crash_after_two_chunks)
     with pytest.raises(KeyboardInterrupt):
         _extract(minilm, resumed)
-    monkeypatch.setattr(ex, "write_parquet", real_write)
+    monkeypatch.setattr(ex, "write_chunk", real_write)
     cdir = ex.chunk_dir_for(resumed)
     assert sorted(p.name for p in cdir.glob("chunk-*.parquet")) == ["chunk-000000.parquet", "chunk-000001.parquet"]
     assert not resumed.exists()

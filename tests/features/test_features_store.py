@@ -9,7 +9,7 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
-from mmrec.features.store import features_table, load_features, merge_chunks
+from mmrec.features.store import features_table, load_features, merge_chunks, write_chunk
 from mmrec.io import read_parquet_metadata, write_parquet
 
 
@@ -33,7 +33,7 @@ def test_merge_and_load_round_trip(tmp_path, monkeypatch, load_batch):
     parts = [_arrays(0, 4, seed=1), _arrays(4, 7, seed=2)]
     files = []
     for k, arrs in enumerate(parts):
-        files.append(write_parquet(features_table(*arrs), tmp_path / f"c{k}.parquet", metadata={"chunk": k}))
+        files.append(write_chunk(features_table(*arrs), tmp_path / f"c{k}.parquet", metadata={"chunk": k}))
     out = merge_chunks(files, tmp_path / "f.parquet", {"encoder": "x:y", "dims": {"vector": 3}})
 
     meta = read_parquet_metadata(out)
