@@ -19,8 +19,8 @@ def pair_dissected(table: torch.Tensor, i: np.ndarray, j: np.ndarray, subspaces:
     dev = table.device
     steps = range(0, len(i), batch)
     for s in tqdm(steps, desc="pair correlations", disable=not progress or len(steps) < 20, leave=False):
-        a = table[torch.from_numpy(i[s:s + batch]).to(dev)]
-        b = table[torch.from_numpy(j[s:s + batch]).to(dev)]
+        a = table[torch.from_numpy(i[s:s + batch]).to(dev, torch.long)]  # [b, dim]
+        b = table[torch.from_numpy(j[s:s + batch]).to(dev, torch.long)]
         out[s:s + batch] = dissected(a, b, subspaces, kind).float().cpu().numpy()
     return out
 

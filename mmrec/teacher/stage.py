@@ -97,9 +97,14 @@ def build_modality(x: torch.Tensor, has: torch.Tensor, seqs: pl.DataFrame, tp: T
 
     ci, cj, co_total = cooccurring_pairs(sets, tp.max_cooccurring_pairs, seed + 11)
     ri, rj = random_pairs(train_items, tp.random_pairs, seed + 12)
+    n_co, n_rand, n_seq = len(ci), len(ri), len(sets.offsets) - 1
+    # int32 ids: the pair lists are the largest arrays of this phase
+    pi = np.concatenate([ci, ri]).astype(np.int32)                       # [P]
+    pj = np.concatenate([cj, rj]).astype(np.int32)
+    del ci, cj, ri, rj, sets
     table = torch.from_numpy(denoised).to(device)
-    sample = pair_dissected(table, np.concatenate([ci, ri]), np.concatenate([cj, rj]),
-                            tp.subspaces, tp.correlation, progress=progress)  # [P, D]
+    sample = pair_dissected(table, pi, pj, tp.subspaces, tp.correlation, progress=progress)  # [P, D]
+    del pi, pj
     timings["pairs"], t = time.perf_counter() - t, time.perf_counter()
     use_gpu = device.type == "cuda" and faiss_gpu_available()
     codebook = fit_codebook(sample, tp.codes, tp.kmeans_iters, seed + 13, use_gpu=use_gpu)
@@ -112,11 +117,11 @@ def build_modality(x: torch.Tensor, has: torch.Tensor, seqs: pl.DataFrame, tp: T
         "items": {"n_items": int(x.shape[0] - 1), "with_feature": int(has_np.sum()),
                   "without_feature": int((~has_np[1:]).sum()), "training_items": int(len(train_items)),
                   "cold_items_encoded": int(has_np.sum() - len(train_items))},
-        "pairs": {"cooccurring_available": co_total, "cooccurring_sampled": int(len(ci)),
-                  "random": int(len(ri)), "training_sequences": int(len(sets.offsets) - 1)},
+        "pairs": {"cooccurring_available": co_total, "cooccurring_sampled": int(n_co),
+                  "random": int(n_rand), "training_sequences": int(n_seq)},
         "codes": {"all": code_histogram(codes, tp.codes),
-                  "cooccurring": code_histogram(codes[:len(ci)], tp.codes),
-                  "random": code_histogram(codes[len(ci):], tp.codes)},
+                  "cooccurring": code_histogram(codes[:n_co], tp.codes),
+                  "random": code_histogram(codes[n_co:], tp.codes)},
         "centroids": codebook.tolist(),
         "kmeans_device": "gpu" if use_gpu else "cpu",
     }

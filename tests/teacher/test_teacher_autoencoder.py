@@ -39,7 +39,7 @@ def test_ae_beats_untrained_and_mean_baselines() -> None:
         pytest.approx(res.best_valid_loss, rel=1e-6)
 
 
-class _Diverging(torch.optim.Adam):
+class _Diverging(ae_mod.Adam):
     """Adam that wrecks the weights from the `after`-th step on (a diverging lr, simulated)."""
 
     after = 20
@@ -49,18 +49,16 @@ class _Diverging(torch.optim.Adam):
         self.n = 0
 
     @torch.no_grad()
-    def step(self, closure=None):  # type: ignore[override]
-        out = super().step(closure)
+    def step(self) -> None:
+        super().step()
         self.n += 1
         if self.n >= self.after:
-            for group in self.param_groups:
-                for p in group["params"]:
-                    p.add_(torch.randn_like(p) * 3.0)
-        return out
+            for p in self.params:
+                p.add_(torch.randn_like(p) * 3.0)
 
 
 def test_best_weights_are_restored_not_the_last(monkeypatch) -> None:
-    monkeypatch.setattr(ae_mod.torch.optim, "Adam", _Diverging)
+    monkeypatch.setattr(ae_mod, "Adam", _Diverging)
     x, train = _data()
     res = fit_autoencoder(x, train, epochs=12, patience=100, lr=0.01, **KW)
     assert len(res.valid_loss) == 12 and not res.stopped_early
@@ -72,7 +70,7 @@ def test_best_weights_are_restored_not_the_last(monkeypatch) -> None:
 
 
 def test_early_stopping_stops_on_patience(monkeypatch) -> None:
-    monkeypatch.setattr(ae_mod.torch.optim, "Adam", _Diverging)
+    monkeypatch.setattr(ae_mod, "Adam", _Diverging)
     x, train = _data()
     res = fit_autoencoder(x, train, epochs=50, patience=3, lr=0.01, **KW)
     assert res.stopped_early and len(res.valid_loss) == res.best_epoch + 3
@@ -106,3 +104,18 @@ def test_standardizer_and_holdout() -> None:
     assert np.array_equal(hold, split_holdout(np.arange(1, 101)[::-1], 0.1, seed=0)[1])
     with pytest.raises(ValueError, match="at least 2"):
         split_holdout(np.array([4]), 0.1, seed=0)
+
+
+def test_adam_matches_torch_optim() -> None:
+    torch.manual_seed(0)
+    a, b = torch.nn.Linear(6, 3), torch.nn.Linear(6, 3)
+    b.load_state_dict(a.state_dict())
+    mine, ref = ae_mod.Adam(a.parameters(), lr=0.05), torch.optim.Adam(b.parameters(), lr=0.05)
+    for _ in range(5):
+        xb = torch.randn(8, 6)
+        for model, opt in ((a, mine), (b, ref)):
+            opt.zero_grad()
+            model(xb).pow(2).mean().backward()
+            opt.step()
+    for p, q in zip(a.parameters(), b.parameters()):
+        torch.testing.assert_close(p, q, atol=1e-6, rtol=1e-5)
