@@ -64,9 +64,15 @@ def load_feature_matrix(path: Path) -> tuple[torch.Tensor, torch.Tensor, str]:
         idx = rb.column(0).to_numpy().astype(np.int64)
         vec = rb.column(1)
         if vec.null_count:
-            raise ValueError(f"{path}: null `vector` rows (item_idx {idx[vec.is_null().to_numpy(zero_copy_only=False)][:5].tolist()} ...)")
-        x[idx] = vec.flatten().to_numpy(zero_copy_only=False).reshape(-1, dim)
-        has[idx] = rb.column(2).fill_null(False).to_numpy(zero_copy_only=False)
+            bad = idx[vec.is_null().to_numpy(zero_copy_only=False)]
+            raise ValueError(f"{path}: {len(bad)} null `vector` rows (item_idx {bad[:5].tolist()} ...)")
+        block = vec.flatten().to_numpy(zero_copy_only=False).reshape(-1, dim)
+        flag = rb.column(2).fill_null(False).to_numpy(zero_copy_only=False)
+        finite = np.isfinite(block).all(1) | ~flag
+        if not finite.all():
+            raise ValueError(f"{path}: non-finite values in `vector` of item_idx {idx[~finite][:5].tolist()}")
+        x[idx] = block
+        has[idx] = flag
     has[0] = False
     x[~has] = 0.0  # a vector on a has_feature=False row is not trusted
     meta = read_parquet_metadata(path)

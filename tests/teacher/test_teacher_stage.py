@@ -126,3 +126,15 @@ def test_load_feature_matrix_places_rows_by_item_idx(tmp_path) -> None:
     assert x.shape == (N_ITEMS + 1, df.schema["vector"].size) and not has[0] and torch.all(x[0] == 0)
     assert torch.equal(x[5], torch.tensor(df.filter(pl.col("item_idx") == 5)["vector"][0].to_numpy()))
     assert sorted(torch.nonzero(~has[1:]).squeeze(1).add(1).tolist()) == sorted(MISSING_TEXT)
+
+
+def test_non_finite_feature_is_an_error(tmp_path) -> None:
+    p = synth_params()
+    build_dataset(tmp_path, p, image=False)
+    fpath = feature_path(p, "text", tmp_path)
+    df = pl.read_parquet(fpath)
+    vec = np.stack(df["vector"].to_numpy())
+    vec[6, 2] = np.nan  # item 7
+    df.with_columns(pl.Series("vector", vec, dtype=df.schema["vector"])).write_parquet(fpath)
+    with pytest.raises(ValueError, match=r"non-finite values .* item_idx \[7\]"):
+        load_feature_matrix(fpath)
