@@ -153,6 +153,31 @@ def _pool_grid(tokens: torch.Tensor, mask: torch.Tensor, grid: int, chunk: int =
     return torch.cat(out_t), torch.cat(out_m)
 
 
+def _block_rows(block: Block, x: torch.Tensor, mask: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+    """`block(x, mask)[:, rows]` computed for the query rows only: x [U, L, d] -> [U, R, d].
+
+    The IMT's last layer only feeds its summary/ID positions onward, so its other queries and
+    their MLP are wasted work (L / R times the needed compute). Uses the internals of
+    mmrec.models.layers.Block (pre-LN: x + attn(norm1 x); x + mlp(norm2 x)); the tests check it
+    against the full block.
+    """
+    attn = block.attn
+    U, L, D = x.shape
+    H = attn.heads
+    h = block.norm1(x)                                                 # [U, L, d]
+    w, b = attn.qkv.weight, attn.qkv.bias
+    q = F.linear(h[:, rows], w[:D], None if b is None else b[:D])      # [U, R, d]
+    kv = F.linear(h, w[D:], None if b is None else b[D:])              # [U, L, 2d]
+    k, v = kv.split(D, dim=-1)
+    q = q.view(U, -1, H, D // H).transpose(1, 2)                       # [U, H, R, dh]
+    k = k.view(U, L, H, D // H).transpose(1, 2)
+    v = v.view(U, L, H, D // H).transpose(1, 2)
+    y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask[:, :, rows],
+                                       dropout_p=attn.dropout if block.training else 0.0)
+    out = x[:, rows] + block.drop(attn.proj(y.transpose(1, 2).reshape(U, -1, D)))
+    return out + block.drop(block.mlp(block.norm2(out)))
+
+
 def _branch_mlp(d: int) -> nn.Sequential:
     return nn.Sequential(nn.Linear(d, d), nn.LeakyReLU(), nn.Linear(d, d))
 
@@ -276,13 +301,15 @@ class ODMT(RecLossMixin, SeqRecModel):
                 parts.append(self.id_emb(ids)[:, None])                # [U, 1, d]
             z = self.imt_drop(torch.cat(parts, dim=1))                 # [U, L, d]
             mask = imt_attention_mask(masks[0], masks[1], self.id_emb is not None, self.cfg.id_mask)
-            for block in self.imt_blocks:
+            for block in self.imt_blocks[:-1]:
                 z = block(z, mask)
-            z = self.imt_norm(z)
-            for m in self.modalities:
-                h[m] = z[:, starts[m]]
-            if self.id_emb is not None:
-                h["id"] = z[:, -1]
+            # only the summary tokens and the ID token leave the IMT: last layer on those rows
+            names = list(self.modalities) + (["id"] if self.id_emb is not None else [])
+            rows = torch.tensor([starts[m] for m in self.modalities]
+                                + ([z.shape[1] - 1] if self.id_emb is not None else []), device=dev)
+            out = self.imt_norm(_block_rows(self.imt_blocks[-1], z, mask, rows))   # [U, R, d]
+            for r, name in enumerate(names):
+                h[name] = out[:, r]
         else:
             for m in self.modalities:
                 h[m] = self.proj[m](self._pooled[m].index_select(0, ids.cpu()).to(dev))

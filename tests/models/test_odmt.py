@@ -281,3 +281,18 @@ def test_single_branch_has_no_distillation():
     assert model.branches == ["image"]
     logs = _one_step(model)
     assert set(logs) == {"loss_rec_image", "kd_w"}
+
+
+def test_last_layer_on_output_rows_equals_full_block():
+    from mmrec.models.layers import Block
+    from mmrec.models.odmt import _block_rows
+
+    torch.manual_seed(0)
+    block = Block(16, 2, 0.0).eval()
+    for p in block.parameters():
+        torch.nn.init.normal_(p, 0.0, 0.3)
+    x = torch.randn(5, 7, 16)
+    mask = imt_attention_mask(torch.rand(5, 4) > 0.3, torch.ones(5, 2, dtype=torch.bool), True, True)
+    rows = torch.tensor([0, 4, 6])
+    with torch.no_grad():
+        assert _rel(block(x, mask)[:, rows], _block_rows(block, x, mask, rows)) < 1e-5
