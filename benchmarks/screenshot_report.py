@@ -52,22 +52,22 @@ def main() -> None:
     ap.add_argument("--window-size", default="1400,2400")
     args = ap.parse_args()
     params = load_params(args.params)
-    html_path = args.html
-    if args.fake:
-        from mmrec.evaluate.fake_run import write_fake_run
-        from mmrec.evaluate.report import run
+    with tempfile.TemporaryDirectory(prefix="mmrec-fake-run-") as tmp:
+        html_path = args.html
+        if args.fake:
+            from mmrec.evaluate.fake_run import write_fake_run
+            from mmrec.evaluate.report import run
 
-        root = Path(tempfile.mkdtemp(prefix="mmrec-fake-run-"))
-        # One model left untrained, so the report's "missing" line shows too.
-        write_fake_run(params, root, params.train.models[:-1])
-        run(params, root)
-        html_path = paths.report_dir(params, root) / "report.html"
-    elif html_path is None:
-        html_path = paths.report_dir(params) / "report.html"
-    if not html_path.exists():
-        sys.exit(f"{html_path}: not found (run the report stage, or pass --fake)")
-    out = screenshot(html_path, args.out, args.window_size)
-    print(f"screenshot of {html_path} -> {out} ({out.stat().st_size:,} bytes)")
+            # One model left untrained, so the report's "missing" line shows too.
+            write_fake_run(params, Path(tmp), params.train.models[:-1])
+            run(params, Path(tmp))
+            html_path = paths.report_dir(params, Path(tmp)) / "report.html"
+        elif html_path is None:
+            html_path = paths.report_dir(params) / "report.html"
+        if not html_path.exists():
+            sys.exit(f"{html_path}: not found (run the report stage, or pass --fake)")
+        out = screenshot(html_path, args.out, args.window_size)
+    print(f"screenshot of {'a fake run' if args.fake else html_path} -> {out} ({out.stat().st_size:,} bytes)")
 
 
 if __name__ == "__main__":
