@@ -150,6 +150,24 @@ def gather_candidates(ids: torch.Tensor, vecs: torch.Tensor) -> tuple[torch.Tens
     return _gather_padded(ids, with_grad=False), _gather_padded(vecs, with_grad=True)
 
 
+_SEEN_TABLE_LIMIT = 64_000_000  # B x (N+1) booleans; above it use a sort-based isin
+
+
+def _seen(seq: torch.Tensor, ids: torch.Tensor, n_ids: int) -> torch.Tensor:
+    """[B, C] bool: column item ids[c] occurs in user b's slots seq[b] (vectorised, no loops).
+
+    A [B, N+1] scatter table when it is small enough, else one isin over (user, item) keys.
+    """
+    B = seq.shape[0]
+    if B * n_ids <= _SEEN_TABLE_LIMIT:
+        table = torch.zeros(B, n_ids, dtype=torch.bool, device=seq.device)
+        table.scatter_(1, seq, True)                                   # [B, N+1]
+        return table[:, ids]
+    users = torch.arange(B, device=seq.device)
+    own_keys = (users[:, None] * n_ids + seq).reshape(-1)          # [B*(S+1)]
+    return torch.isin(users[:, None] * n_ids + ids[None, :], own_keys)
+
+
 def inbatch_candidates(seq: torch.Tensor, rows: tuple[torch.Tensor, torch.Tensor],
                        log_pop: torch.Tensor) -> Candidates:
     """Debiased in-batch candidates: every slot of the (global) batch is a column.
@@ -164,13 +182,7 @@ def inbatch_candidates(seq: torch.Tensor, rows: tuple[torch.Tensor, torch.Tensor
     offset = _rank_offset(local_ids.shape[0], seq.device)
     labels = offset + b * n_slots_row + t + 1                      # [M]
 
-    # False negatives: (user, item) keys of each user's slots vs the keys of every column for
-    # that user; one isin over [B, C] instead of a Python loop over users.
-    n_ids = int(log_pop.shape[0])
-    users = torch.arange(seq.shape[0], device=seq.device)
-    own_keys = (users[:, None] * n_ids + seq).reshape(-1)          # [B*(S+1)]
-    grid_keys = users[:, None] * n_ids + ids[None, :]              # [B, C]
-    seen = torch.isin(grid_keys, own_keys)                         # [B, C]
+    seen = _seen(seq, ids, int(log_pop.shape[0]))                  # [B, C]
     exclude = seen[b] | (ids == 0)[None, :]                        # [M, C]
     exclude[torch.arange(b.shape[0], device=seq.device), labels] = False
     log_q = log_pop.to(seq.device)[ids]                            # [C]
@@ -198,10 +210,7 @@ def inbatch_unique_candidates(seq: torch.Tensor, rows: tuple[torch.Tensor, torch
     else:
         offset, ids, log_mult = 0, local_ids, local_mult
     labels = offset + local_labels
-    n_ids = int(log_pop.shape[0])
-    users = torch.arange(seq.shape[0], device=seq.device)
-    own_keys = (users[:, None] * n_ids + seq).reshape(-1)                  # [B*(S+1)]
-    seen = torch.isin(users[:, None] * n_ids + ids[None, :], own_keys)      # [B, C]
+    seen = _seen(seq, ids, int(log_pop.shape[0]))                          # [B, C]
     exclude = seen[b] | (ids == 0)[None, :]                                # [M, C] (0: DDP padding)
     exclude[torch.arange(b.shape[0], device=seq.device), labels] = False
     return Candidates(ids=ids, labels=labels, exclude=exclude,

@@ -245,3 +245,17 @@ def test_ddp_gathered_inbatch_equals_single_process(tmp_path):
     loss.backward()
     assert abs(sum(r["sum"] for r in res) - float(loss.detach())) < 1e-4
     assert torch.allclose(res[0]["grad"], table.grad, atol=1e-5)
+
+
+def test_seen_table_and_isin_paths_agree(monkeypatch):
+    import mmrec.train.losses as L
+
+    batch = _dup_batch()
+    rows = training_rows(batch)
+    lp = log_popularity(torch.tensor([0, 5, 3, 4, 2, 2, 1]))
+    a = L.inbatch_unique_candidates(batch.seq, rows, lp)
+    s1 = L.inbatch_candidates(batch.seq, rows, lp)
+    monkeypatch.setattr(L, "_SEEN_TABLE_LIMIT", 0)
+    b = L.inbatch_unique_candidates(batch.seq, rows, lp)
+    s2 = L.inbatch_candidates(batch.seq, rows, lp)
+    assert torch.equal(a.exclude, b.exclude) and torch.equal(s1.exclude, s2.exclude)
