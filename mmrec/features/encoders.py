@@ -82,6 +82,10 @@ class Encoder(abc.ABC):
         """A decoded input standing in for one that failed to decode (its output is zeroed)."""
         return self.load_item("")
 
+    def length(self, source: str) -> int:
+        """Cost proxy used to group similar inputs into one batch (0: all inputs cost the same)."""
+        return 0
+
     def to(self, device: torch.device) -> "Encoder":
         self.device = torch.device(device)
         for m in self._modules():
@@ -327,6 +331,10 @@ class TextEncoder(Encoder):
 
     def placeholder(self) -> str:
         return ""
+
+    def length(self, source: str) -> int:
+        # Batches of similar length waste little compute on padding.
+        return len(source)
 
 
 def _keep_tokens(states: torch.Tensor, mask: torch.Tensor, n: int) -> tuple[torch.Tensor, torch.Tensor]:

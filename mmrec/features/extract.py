@@ -197,10 +197,12 @@ def extract_modality(
     if max_chunks is not None:
         mine = mine[:max_chunks]
 
-    # Batches never cross a chunk boundary, so a chunk's contents do not depend on what ran before.
+    # Batches never cross a chunk boundary, so a chunk's contents do not depend on what ran before;
+    # inside a chunk, texts are batched longest first to cut padding.
     plan: list[tuple[int, list[list[int]]]] = []
     for k in mine:
         rows = [r for r in range(k * chunk_size, min(n, (k + 1) * chunk_size)) if sources[r] is not None]
+        rows.sort(key=lambda r: -encoder.length(sources[r]))  # stable: same order every run
         plan.append((k, [rows[i:i + batch_size] for i in range(0, len(rows), batch_size)]))
     batches = [b for _, bs in plan for b in bs]
 
@@ -210,9 +212,13 @@ def extract_modality(
                disable=not progress or not dist.is_main, dynamic_ncols=True, smoothing=0.1)
     it = iter(())
     if batches:
-        loader = DataLoader(_Items(sources, encoder), batch_sampler=batches, num_workers=num_workers,
+        # Text on a CPU is tokenised in this process: tokenising is cheap next to the model, and
+        # worker processes would only compete with it for the same cores. Images always decode
+        # in workers; so does text when the model runs on a GPU.
+        workers = num_workers if encoder.modality == "image" or encoder.device.type != "cpu" else 0
+        loader = DataLoader(_Items(sources, encoder), batch_sampler=batches, num_workers=workers,
                             collate_fn=_Collate(encoder), pin_memory=encoder.device.type == "cuda",
-                            prefetch_factor=4 if num_workers > 0 else None)
+                            prefetch_factor=4 if workers > 0 else None)
         it = iter(loader)
     encoded = 0
     with torch.inference_mode():
@@ -268,12 +274,13 @@ def _encode_chunk(k: int, batches: list[list[int]], it, encoder: Encoder, source
         inputs, errors = next(it)
         out = encoder.encode(inputs)
         ok = np.array([e is None for e in errors])
-        pos = np.asarray(rows)[ok] - lo
-        vector[pos] = out.vector.numpy()[ok]  # [b, d]; failed rows stay zero
+        sel = slice(None) if ok.all() else ok  # avoid a copy in the common case
+        pos = np.asarray(rows)[sel] - lo
+        vector[pos] = out.vector.numpy()[sel]  # [b, d]; failed rows stay zero
         has[pos] = True
         if tokens is not None:
-            tokens[pos] = out.tokens.numpy()[ok].astype(np.float16)  # [b, T, d_tok]
-            tmask[pos] = out.token_mask.numpy()[ok]
+            tokens[pos] = out.tokens.numpy()[sel]  # [b, T, d_tok], cast to float16 on assignment
+            tmask[pos] = out.token_mask.numpy()[sel]
         for r, e in zip(rows, errors):
             if e is not None:
                 n_failed += 1
