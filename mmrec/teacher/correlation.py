@@ -75,15 +75,19 @@ def dissected(a: torch.Tensor, b: torch.Tensor, subspaces: int, kind: str = "cos
     return correlation(a, b, kind)
 
 
-def nearest_code(x: torch.Tensor, codebook: torch.Tensor, chunk: int = 1 << 14) -> torch.Tensor:
+def nearest_code(x: torch.Tensor, codebook: torch.Tensor, chunk: int = 1 << 15) -> torch.Tensor:
     """Index of the nearest centroid (squared L2) for each row: [M, D] x [K, D] -> [M] long.
 
-    Exact differences rather than the |x|²-2x·c+|c|² expansion: D is tiny, and the exact form
-    agrees with any brute-force reference up to the last bit. Ties go to the lower code.
+    Exact differences rather than the |x|²-2x·c+|c|² expansion (which cancels catastrophically
+    near ties), accumulated one subspace at a time so temporaries stay [chunk, K], not
+    [chunk, K, D]. Ties go to the lower code.
     """
     out = torch.empty(x.shape[0], dtype=torch.long, device=x.device)
     for s in range(0, x.shape[0], chunk):
-        d2 = (x[s:s + chunk, None, :] - codebook[None, :, :]).pow(2).sum(-1)  # [m, K]
+        xs = x[s:s + chunk]                                       # [m, D]
+        d2 = torch.zeros(xs.shape[0], codebook.shape[0], dtype=x.dtype, device=x.device)  # [m, K]
+        for d in range(x.shape[1]):
+            d2.add_((xs[:, d, None] - codebook[None, :, d]).square_())
         out[s:s + chunk] = d2.argmin(dim=1)
     return out
 
