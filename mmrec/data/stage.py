@@ -1,4 +1,18 @@
-"""The ingest stage: raw files -> items, interactions, splits and a report under ingest_dir."""
+"""The ingest stage: raw files -> items, interactions, splits and a report under ingest_dir.
+
+Outputs (`data/<name>/ingest/`):
+- items.parquet: item_idx int32 (1..N; 0 is padding), item_id, text, image_path (relative to
+  the repo root, or absolute when data.raw_dir is), n_train int32 (training interactions),
+  has_text, has_image, then raw metadata columns (Amazon: image_url, title, brand, category,
+  description; H&M: the text fields, detail_desc, index_group_name, garment_group_name).
+- interactions.parquet: user_idx int32 (0..U-1), user_id, item_idx int32, timestamp int64
+  (seconds), sorted by user, time, then file order.
+- splits.parquet: user_idx, split, history list<int32>, target int32, cold_user, cold_target
+  (layouts in mmrec/data/splits.py).
+- report.json: per-file rows read/parsed/failed (reasons, first examples with line numbers),
+  rows dropped per filter in order, image downloads, split sizes, and the ODMT Table 1
+  statistics under "stats".
+"""
 
 from __future__ import annotations
 
@@ -22,6 +36,7 @@ ITEM_FIRST_COLS = ["item_idx", "item_id", "text", "image_path", "n_train", "has_
 
 def _read(params: Params, raw_dir: Path, prefix: str,
           report: IngestReport) -> tuple[pl.DataFrame, Iterator[pl.DataFrame], dict[str, Any]]:
+    """(item metadata, lazy interaction chunks, extra report fields incl. time_per_second)."""
     d = params.data
     if d.source == "hm":
         from mmrec.data.hm import iter_hm_transactions, locate_hm, read_hm_articles
