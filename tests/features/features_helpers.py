@@ -6,7 +6,6 @@ import math
 from pathlib import Path
 
 import numpy as np
-import polars as pl
 from PIL import Image, ImageDraw, ImageFilter
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "features"
