@@ -27,6 +27,7 @@ import math
 from typing import Literal, Optional, Sequence
 
 import torch
+import torch.nn.functional as F
 
 KdKind = Literal["ce", "kl"]
 
@@ -66,6 +67,26 @@ def _scaled(logits: torch.Tensor, temperature: float) -> torch.Tensor:
     return (logits.float() / temperature).clamp_min(torch.finfo(torch.float32).min)
 
 
+def _log_probs(logits: torch.Tensor, temperature: float, offset: Optional[torch.Tensor]) -> torch.Tensor:
+    x = _scaled(logits, temperature)
+    if offset is not None:
+        x = x + offset
+    return torch.log_softmax(x, dim=-1)                                 # [M, C]
+
+
+def _kd_from_log_probs(log_q: torch.Tensor, log_p: torch.Tensor, temperature: float,
+                       kind: KdKind) -> torch.Tensor:
+    """T² · mean_rows of CE(p, q) or KL(p || q) from student/teacher log-probabilities."""
+    if kind == "ce":
+        per_row = -(log_p.exp() * log_q).sum(-1).mean()
+    elif kind == "kl":
+        # exp(log_p) = 0 on masked columns and both sides are finite there, so they add 0.
+        per_row = F.kl_div(log_q, log_p, reduction="batchmean", log_target=True)
+    else:
+        raise ValueError(f"unknown kd_loss {kind!r}; known: ce, kl")
+    return temperature * temperature * per_row
+
+
 def kd_loss(student: torch.Tensor, teacher: torch.Tensor, temperature: float = 1.0,
             kind: KdKind = "kl", detach_teacher: bool = True,
             offset: Optional[torch.Tensor] = None) -> torch.Tensor:
@@ -78,25 +99,18 @@ def kd_loss(student: torch.Tensor, teacher: torch.Tensor, temperature: float = 1
     """
     if temperature <= 0:
         raise ValueError(f"temperature must be > 0, got {temperature}")
+    if kind not in ("ce", "kl"):
+        raise ValueError(f"unknown kd_loss {kind!r}; known: ce, kl")
     if student.shape != teacher.shape:
         raise ValueError(f"kd_loss: student {tuple(student.shape)} vs teacher {tuple(teacher.shape)}")
     if student.shape[0] == 0:
         return student.sum() * 0.0
     if detach_teacher:
-        teacher = teacher.detach()
-    s, t = _scaled(student, temperature), _scaled(teacher, temperature)
-    if offset is not None:
-        s, t = s + offset, t + offset
-    log_q = torch.log_softmax(s, dim=-1)                                 # [M, C]
-    log_p = torch.log_softmax(t, dim=-1)                                 # [M, C]
-    p = log_p.exp()
-    if kind == "ce":
-        per_row = -(p * log_q).sum(-1)
-    elif kind == "kl":
-        per_row = torch.where(p > 0, p * (log_p - log_q), torch.zeros_like(p)).sum(-1)
+        with torch.no_grad():
+            log_p = _log_probs(teacher, temperature, offset)
     else:
-        raise ValueError(f"unknown kd_loss {kind!r}; known: ce, kl")
-    return temperature * temperature * per_row.mean()
+        log_p = _log_probs(teacher, temperature, offset)
+    return _kd_from_log_probs(_log_probs(student, temperature, offset), log_p, temperature, kind)
 
 
 def ensemble_logits(logits: Sequence[torch.Tensor]) -> torch.Tensor:
@@ -121,11 +135,32 @@ def online_distillation(logits: dict[str, torch.Tensor], temperature: float = 1.
                         offset: Optional[torch.Tensor] = None) -> dict[str, torch.Tensor]:
     """The KD terms of the branch logits `logits` {branch: [M, C]}, keyed "kd_<student>_<teacher>"
     (unweighted; the caller multiplies their sum by `kd_schedule`). `offset`: see `kd_loss`;
-    the ensemble is the mean of the logits without it."""
+    the ensemble is the mean of the logits without it.
+
+    Each distribution is computed once however many edges use it (ID teaches two students);
+    detached teachers are computed without autograd.
+    """
+    if temperature <= 0:
+        raise ValueError(f"temperature must be > 0, got {temperature}")
     edges = kd_graph(list(logits))
     if not edges:
         return {}
-    pool = dict(logits)
-    pool["ensemble"] = ensemble_logits(list(logits.values()))
-    return {f"kd_{s}_{t}": kd_loss(pool[s], pool[t], temperature, kind, detach_teacher, offset)
+    if next(iter(logits.values())).shape[0] == 0:
+        return {f"kd_{s}_{t}": next(iter(logits.values())).sum() * 0.0 for s, t in edges}
+
+    def source(name: str) -> torch.Tensor:
+        return ensemble_logits(list(logits.values())) if name == "ensemble" else logits[name]
+
+    students: dict[str, torch.Tensor] = {}
+    teachers: dict[str, torch.Tensor] = {}
+    for s, t in edges:
+        if s not in students:
+            students[s] = _log_probs(source(s), temperature, offset)
+        if t not in teachers:
+            if detach_teacher:
+                with torch.no_grad():
+                    teachers[t] = _log_probs(source(t), temperature, offset)
+            else:
+                teachers[t] = _log_probs(source(t), temperature, offset)
+    return {f"kd_{s}_{t}": _kd_from_log_probs(students[s], teachers[t], temperature, kind)
             for s, t in edges}

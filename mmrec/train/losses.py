@@ -45,7 +45,7 @@ Typical use in a model's `loss`:
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal, Optional
+from typing import Any, Literal, Optional
 
 import torch
 import torch.nn.functional as F
@@ -108,6 +108,25 @@ def _distributed() -> bool:
             and torch.distributed.get_world_size() > 1)
 
 
+class _AllGatherGrad(torch.autograd.Function):
+    """all_gather whose backward sums every rank's gradient of this rank's slice (all_reduce),
+    so negatives drawn from other ranks still train. Equal shapes on all ranks (caller pads)."""
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        dist = torch.distributed
+        ctx.rank, ctx.world = dist.get_rank(), dist.get_world_size()
+        parts = [torch.empty_like(x) for _ in range(ctx.world)]
+        dist.all_gather(parts, x.contiguous())
+        return tuple(parts)
+
+    @staticmethod
+    def backward(ctx: Any, *grads: torch.Tensor) -> torch.Tensor:
+        full = torch.stack([g.contiguous() for g in grads])             # [W, N, ...]
+        torch.distributed.all_reduce(full)
+        return full[ctx.rank]
+
+
 def _gather_padded(x: torch.Tensor, with_grad: bool) -> torch.Tensor:
     """All-gather along dim 0 across ranks whose sizes may differ; rows padded with zeros."""
     dist = torch.distributed
@@ -120,9 +139,7 @@ def _gather_padded(x: torch.Tensor, with_grad: bool) -> torch.Tensor:
     if pad:
         x = torch.cat([x, x.new_zeros((pad, *x.shape[1:]))])
     if with_grad:
-        import torch.distributed.nn.functional as dnn  # gradient-carrying collective
-
-        parts = list(dnn.all_gather(x))
+        parts = list(_AllGatherGrad.apply(x))
     else:
         parts = [torch.empty_like(x) for _ in range(world)]
         dist.all_gather(parts, x)

@@ -98,3 +98,15 @@ def test_online_distillation_gradients_follow_the_graph():
     assert lg["id"].grad.abs().sum() > 0
     assert lg["text"].grad is None and lg["image"].grad is None
     assert online_distillation({"id": torch.randn(2, 3)}) == {}
+
+
+def test_online_distillation_values_equal_kd_loss_per_edge():
+    torch.manual_seed(0)
+    lg = {m: torch.randn(4, 6) for m in ("id", "text", "image")}
+    off = torch.rand(4, 6)
+    for kind in ("ce", "kl"):
+        for detach in (True, False):
+            terms = online_distillation(lg, 0.3, kind, detach, off)
+            ens = ensemble_logits(list(lg.values()))
+            assert torch.allclose(terms["kd_text_id"], kd_loss(lg["text"], lg["id"], 0.3, kind, detach, off))
+            assert torch.allclose(terms["kd_id_ensemble"], kd_loss(lg["id"], ens, 0.3, kind, detach, off))

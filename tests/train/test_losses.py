@@ -221,7 +221,8 @@ def _ddp_worker(rank: int, world: int, init: str, out: str) -> None:
         loss = rec_loss("inbatch", user, table, part, rows, lp)
         (loss * rows[0].shape[0]).backward()                            # summed over rows
         dist.all_reduce(table.grad)
-        torch.save({"sum": float(loss) * rows[0].shape[0], "grad": table.grad}, f"{out}.{rank}")
+        torch.save({"sum": float(loss.detach()) * rows[0].shape[0], "grad": table.grad}, f"{out}.{rank}")
+        dist.barrier()      # neither rank tears gloo down while the other still talks to it
     finally:
         dist.destroy_process_group()
 
