@@ -157,7 +157,8 @@ class EfficientNetLite0(ImageEncoder):
         if missing or unexpected:  # a half-loaded net would give plausible-looking garbage
             raise RuntimeError(f"{path}: weights do not match efficientnet-lite0 "
                                f"(missing {missing[:5]}, unexpected {unexpected[:5]})")
-        self.model.eval()
+        # Depthwise convolutions run ~1.6x faster in channels_last on CPU (and suit CUDA AMP).
+        self.model = self.model.eval().to(memory_format=torch.channels_last)
         size = 224
         self.input_size = (size, size)
         # TF eval preprocessing: resize so the centre crop keeps 224/256 of the short side.
@@ -175,7 +176,7 @@ class EfficientNetLite0(ImageEncoder):
         return [self.model]
 
     def encode(self, batch: torch.Tensor) -> EncodedBatch:
-        x = batch.to(self.device, non_blocking=True)
+        x = batch.to(self.device, non_blocking=True).contiguous(memory_format=torch.channels_last)
         with self._autocast():
             fmap = self.model.extract_features(x)  # [B, 1280, 7, 7]
         fmap = fmap.float()

@@ -21,7 +21,7 @@ class ImageEncoderParams(_Strict):
 
 
 class ExtractParams(_Strict):
-    batch_size: int = Field(64, ge=1)
+    batch_size: int = Field(16, ge=1)
     num_workers: int = Field(2, ge=0)
     chunk_size: int = Field(512, ge=1)  # items per resumable chunk
     text: TextEncoderParams = TextEncoderParams()

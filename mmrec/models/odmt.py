@@ -73,6 +73,7 @@ class OdmtConfig(SeqModelConfig):
     id_mask: bool = True                          # modality tokens cannot attend to the ID token
     text_tokens: int = Field(32, ge=1)            # keep the first k text tokens (CLS included)
     image_grid: int = Field(0, ge=0)              # average-pool the image grid to k x k; 0 = keep all
+    input_norm: bool = True                       # LayerNorm on frozen features before P_m
     # ID
     use_id: bool = True
     id_init: Literal["mean", "text", "image", "none"] = "mean"
@@ -178,6 +179,13 @@ def _block_rows(block: Block, x: torch.Tensor, mask: torch.Tensor, rows: torch.T
     return out + block.drop(block.mlp(block.norm2(out)))
 
 
+def _projection(d_in: int, d: int, norm: bool) -> nn.Module:
+    """P_m: frozen features -> hidden. Encoders differ wildly in scale (EfficientNet's final map is
+    an unnormalised activation, transformer token states are layer-normed), so by default the
+    features are layer-normalised first; without it the image branch barely trains."""
+    return nn.Sequential(nn.LayerNorm(d_in), nn.Linear(d_in, d)) if norm else nn.Linear(d_in, d)
+
+
 def _branch_mlp(d: int) -> nn.Sequential:
     return nn.Sequential(nn.Linear(d, d), nn.LeakyReLU(), nn.Linear(d, d))
 
@@ -237,10 +245,10 @@ class ODMT(RecLossMixin, SeqRecModel):
                 else:
                     tok, msk = _pool_grid(tok.half(), msk, cfg.image_grid)
                 self._stores[m] = _TokenStore(tok, msk & has[:, None])
-                proj[m] = nn.Linear(tok.shape[-1], d)
+                proj[m] = _projection(tok.shape[-1], d, cfg.input_norm)
             else:
                 self._pooled[m] = feats.vector.detach().to("cpu", torch.float32)
-                proj[m] = nn.Linear(feats.vector.shape[-1], d)
+                proj[m] = _projection(feats.vector.shape[-1], d, cfg.input_norm)
         self.proj = nn.ModuleDict(proj)
         self.id_emb = nn.Embedding(ctx.n_items + 1, d, padding_idx=0) if cfg.use_id else None
         if cfg.imt and self.modalities:

@@ -8,7 +8,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from mmrec.teacher.correlation import dissected, nearest_code
+from mmrec.teacher.targets import dissected, nearest_code
 
 
 @torch.no_grad()

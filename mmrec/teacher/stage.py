@@ -23,7 +23,7 @@ from mmrec.teacher.codebook import (
     fit_codebook,
     pair_dissected,
 )
-from mmrec.teacher.correlation import (
+from mmrec.teacher.targets import (
     CODEBOOK_FILE,
     DENOISED_FILE,
     TEACHER_JSON,

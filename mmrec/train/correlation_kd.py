@@ -116,7 +116,7 @@ def async_lr_scale(mode: Literal["off", "constant", "milestone"], epoch: int,
 
 def pair_correlation(a: torch.Tensor, b: torch.Tensor, kind: str = "cosine") -> torch.Tensor:
     """Correlation of row-paired vectors a, b [..., d] -> [...]: THE SAME function the teacher
-    uses (mmrec.teacher.correlation.correlation), so r_hat and r can never disagree in meaning."""
-    from mmrec.teacher.correlation import correlation
+    uses (mmrec.teacher.targets.correlation), so r_hat and r can never disagree in meaning."""
+    from mmrec.teacher.targets import correlation
 
     return correlation(a, b, kind)

@@ -8,7 +8,7 @@ import torch
 
 from mmrec.io import write_json, write_parquet
 from mmrec.teacher import IGNORE_CODE, PairTeacher, correlation, dissected, load_teacher
-from mmrec.teacher.correlation import codebook_table, denoised_table
+from mmrec.teacher.targets import codebook_table, denoised_table
 
 N, DIM, D, K = 300, 32, 4, 12
 

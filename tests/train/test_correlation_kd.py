@@ -84,7 +84,7 @@ def test_ckd_ignores_pairs_without_feature():
 
 
 def test_pair_correlation_is_the_teachers():
-    from mmrec.teacher.correlation import correlation
+    from mmrec.teacher.targets import correlation
     from mmrec.train.correlation_kd import IGNORE_CODE, pair_correlation
     from mmrec.teacher import IGNORE_CODE as TEACHER_IGNORE
 
