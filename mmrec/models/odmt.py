@@ -339,18 +339,44 @@ class ODMT(RecLossMixin, SeqRecModel):
                   for s in range(0, ids.shape[0], self.cfg.item_chunk)]
         return {b: torch.cat([c[b] for c in chunks]) for b in self.branches}
 
+    def _frozen_tables(self) -> Optional[dict[str, torch.Tensor]]:
+        """Branch tables computed once per evaluation: in eval mode without autograd the IMT
+        output of an item is fixed, so `user_repr` reads history vectors from the tables that
+        `item_repr` just built instead of re-running the IMT for every user batch."""
+        if self.training or torch.is_grad_enabled():
+            return None
+        cached = self.__dict__.get("_eval_tables")
+        if cached is None or cached[0] != self._weights_version():
+            return None                                                # weights changed since
+        return cached[1]
+
+    def _weights_version(self) -> tuple[int, ...]:
+        # every in-place update (optimizer step, load_state_dict) bumps a tensor's _version
+        return tuple(p._version for p in self.parameters())
+
+    def train(self, mode: bool = True) -> "ODMT":
+        if mode:
+            self.__dict__.pop("_eval_tables", None)
+        return super().train(mode)
+
     def item_repr(self) -> torch.Tensor:
-        tables = self.branch_tables()
+        tables = self._frozen_tables() or self.branch_tables()
+        if not self.training and not torch.is_grad_enabled():
+            self.__dict__["_eval_tables"] = (self._weights_version(), tables)
         return torch.cat([tables[b] for b in self.branches], dim=1)   # [N+1, d * branches]
 
     def retention_tables(self) -> dict[str, torch.Tensor]:
-        tables = self.branch_tables()
+        tables = self._frozen_tables() or self.branch_tables()
         return {"item": torch.cat([tables[b] for b in self.branches], 1), **tables}
 
     # ----------------------------------------------------------------- user side
     def user_repr(self, history: torch.Tensor) -> torch.Tensor:
         hist = fit_window(history, self.cfg.max_len)                   # [B, L]
-        slots, _, _ = self.slot_vectors(hist)
+        tables = self._frozen_tables()
+        if tables is not None:
+            slots = {b: t[hist] for b, t in tables.items()}            # {m: [B, L, d]}
+        else:
+            slots, _, _ = self.slot_vectors(hist)
         valid = hist > 0
         n = len(self.branches)
         return torch.cat([self.encoders[b](slots[b], valid)[:, -1] / n for b in self.branches], 1)

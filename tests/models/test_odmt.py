@@ -315,3 +315,24 @@ def test_input_norm_makes_branches_blind_to_feature_scale():
     for m in ("text", "image"):
         assert _rel(out[True, 1.0][m], out[True, 100.0][m]) < 1e-3
         assert _rel(out[False, 1.0][m], out[False, 100.0][m]) > 3e-2
+
+
+def test_evaluation_reuses_item_tables_exactly_and_notices_weight_changes():
+    model = make().eval()
+    hist = batch().seq[:, 1:]
+    with torch.no_grad():
+        fresh = model.user_repr(hist)                                  # no tables cached yet
+    with torch.inference_mode():
+        model.item_repr()
+        cached = model.user_repr(hist)
+    assert "_eval_tables" in model.__dict__
+    assert torch.allclose(fresh, cached, atol=1e-5)
+    with torch.no_grad():
+        model.id_emb.weight.mul_(3.0)                                  # in place: version bumps
+        changed = model.user_repr(hist)                                # must not use stale tables
+        model.__dict__.pop("_eval_tables")
+        recomputed = model.user_repr(hist)
+    assert torch.allclose(changed, recomputed, atol=1e-6)
+    assert not torch.allclose(changed, cached, atol=1e-3)
+    model.train()
+    assert "_eval_tables" not in model.__dict__
