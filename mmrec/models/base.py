@@ -82,6 +82,13 @@ class SeqRecModel(nn.Module, ABC):
     required_modalities: tuple[str, ...] = ()
     #: whether the model needs the KDSR teacher
     needs_teacher: bool = False
+    #: whether the model reads token/patch states (not only pooled vectors)
+    uses_tokens: bool = False
+
+    @classmethod
+    def wants_tokens(cls, cfg: dict) -> bool:
+        """Whether a model built from raw config `cfg` needs token states loaded."""
+        return bool(cls.uses_tokens)
 
     @abstractmethod
     def item_repr(self) -> torch.Tensor:

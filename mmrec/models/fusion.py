@@ -1,7 +1,8 @@
 """SASRec with early (EF) and late (LF) fusion of ID, text and image (ODMT paper's baselines).
 
-Frozen pooled modality vectors pass through a feature transformation (FST: linear or MLP) to
-the hidden size.
+Frozen modality features pass through a feature transformation (FST) to the hidden size: linear
+or MLP over the pooled vectors, or (`fst: transformer`, the ODMT paper's definition) a small
+transformer over the token/patch states per modality whose summary token is the item vector.
 - sasrec_ef: one item vector = mean of the ID embedding and the transformed modality vectors an
   item has; one SASRec over it; candidates are the same fused vectors.
 - sasrec_lf: one branch per source (ID, text, image), each with its own item table and SASRec;
@@ -15,33 +16,64 @@ from __future__ import annotations
 from typing import Literal, Optional
 
 import torch
+from pydantic import Field, model_validator
 from torch import nn
 
 from mmrec.models.base import ModelContext, SeqBatch, SeqRecModel
 from mmrec.models.layers import (FeatureTransform, RecLossMixin, SeqModelConfig, SeqTransformer,
                                  fit_window, init_weights, modalities_to_use)
 from mmrec.models.registry import MODELS
+from mmrec.models.tokens import TokenFST, TokenStore
 
 
 class FusionConfig(SeqModelConfig):
     """`train.sasrec_ef` / `train.sasrec_lf`."""
 
     modalities: Optional[list[Literal["text", "image"]]] = None  # None = every present modality
-    fst: Literal["linear", "mlp"] = "mlp"
+    # linear | mlp over the pooled vectors; transformer over the token states (the ODMT paper's
+    # SASRec+EF/LF: one transformer per modality, its summary token is the item vector)
+    fst: Literal["linear", "mlp", "transformer"] = "mlp"
     use_id: bool = True
+    fst_layers: int = Field(1, ge=1)               # fst: transformer only
+    fst_heads: int = Field(2, ge=1)
+    text_tokens: int = Field(16, ge=1)
+    image_grid: int = Field(2, ge=0)
+    input_norm: bool = True
+
+    @model_validator(mode="after")
+    def _check(self) -> "FusionConfig":
+        if self.fst == "transformer" and self.hidden % self.fst_heads:
+            raise ValueError(f"hidden ({self.hidden}) must be divisible by fst_heads ({self.fst_heads})")
+        return self
+
+
+class _TokensFirst:
+    """Fusion models need token states only with the transformer FST."""
+
+    @classmethod
+    def wants_tokens(cls, cfg: dict) -> bool:
+        return cfg.get("fst") == "transformer"
 
 
 class ModalityTables(nn.Module):
     """Per-modality FST over frozen vectors; rows of items lacking the modality are zero."""
 
-    def __init__(self, ctx: ModelContext, mods: list[str], cfg: FusionConfig) -> None:
+    def __init__(self, ctx: ModelContext, mods: list[str], cfg: FusionConfig, owner: str = "fusion") -> None:
         super().__init__()
         self.mods = mods
-        self.fst = nn.ModuleDict({m: FeatureTransform(ctx.features[m].dim, cfg.hidden, cfg.fst, cfg.dropout)
-                                  for m in mods})
+        self.tokens = cfg.fst == "transformer"
+        if self.tokens:
+            self.fst = nn.ModuleDict({m: TokenFST(TokenStore.from_features(ctx.features[m], m, cfg.text_tokens,
+                                                                           cfg.image_grid, owner),
+                                                  cfg.hidden, cfg.fst_layers, cfg.fst_heads, cfg.dropout,
+                                                  cfg.input_norm) for m in mods})
+        else:
+            self.fst = nn.ModuleDict({m: FeatureTransform(ctx.features[m].dim, cfg.hidden, cfg.fst, cfg.dropout)
+                                      for m in mods})
         for m in mods:
             # Frozen inputs, rebuilt from the feature store at load time: not in the state_dict.
-            self.register_buffer(f"vec_{m}", ctx.features[m].vector.float(), persistent=False)
+            if not self.tokens:
+                self.register_buffer(f"vec_{m}", ctx.features[m].vector.float(), persistent=False)
             self.register_buffer(f"has_{m}", ctx.features[m].has_feature.bool(), persistent=False)
 
     def has(self, m: str) -> torch.Tensor:
@@ -49,7 +81,7 @@ class ModalityTables(nn.Module):
 
     def rows(self, m: str, ids: torch.Tensor) -> torch.Tensor:
         """Transformed vectors of items `ids` [K] -> [K, D] (zero where the item lacks m)."""
-        out = self.fst[m](getattr(self, f"vec_{m}")[ids])
+        out = self.fst[m](ids) if self.tokens else self.fst[m](getattr(self, f"vec_{m}")[ids])
         return out * self.has(m)[ids, None]
 
 
@@ -66,7 +98,7 @@ def _scatter(ids: torch.Tensor, vecs: torch.Tensor, n_rows: int) -> torch.Tensor
 
 
 @MODELS.register("sasrec_ef")
-class SASRecEF(RecLossMixin, SeqRecModel):
+class SASRecEF(_TokensFirst, RecLossMixin, SeqRecModel):
     config_cls = FusionConfig
     uses_tokens = False
 
@@ -76,7 +108,7 @@ class SASRecEF(RecLossMixin, SeqRecModel):
         self.mods = modalities_to_use("sasrec_ef", cfg.modalities, sorted(ctx.features))
         self.n_rows = ctx.n_items + 1
         self.item_emb = nn.Embedding(self.n_rows, cfg.hidden, padding_idx=0) if cfg.use_id else None
-        self.tables = ModalityTables(ctx, self.mods, cfg)
+        self.tables = ModalityTables(ctx, self.mods, cfg, "sasrec_ef")
         self.encoder = SeqTransformer(cfg.hidden, cfg.layers, cfg.heads, cfg.dropout, cfg.max_len)
         init_weights(self)
         self.init_log_pop(ctx)
@@ -126,7 +158,7 @@ class SASRecEF(RecLossMixin, SeqRecModel):
 
 
 @MODELS.register("sasrec_lf")
-class SASRecLF(RecLossMixin, SeqRecModel):
+class SASRecLF(_TokensFirst, RecLossMixin, SeqRecModel):
     config_cls = FusionConfig
     uses_tokens = False
 
@@ -137,7 +169,7 @@ class SASRecLF(RecLossMixin, SeqRecModel):
         self.branches = (["id"] if cfg.use_id else []) + self.mods
         self.n_rows = ctx.n_items + 1
         self.item_emb = nn.Embedding(self.n_rows, cfg.hidden, padding_idx=0) if cfg.use_id else None
-        self.tables = ModalityTables(ctx, self.mods, cfg)
+        self.tables = ModalityTables(ctx, self.mods, cfg, "sasrec_lf")
         self.encoders = nn.ModuleDict({b: SeqTransformer(cfg.hidden, cfg.layers, cfg.heads, cfg.dropout,
                                                          cfg.max_len) for b in self.branches})
         init_weights(self)

@@ -39,7 +39,6 @@ branch item vectors q^m.
 
 from __future__ import annotations
 
-import math
 from typing import Literal, Optional
 
 import torch
@@ -51,6 +50,7 @@ from mmrec.models.base import ModelContext, SeqBatch, SeqRecModel
 from mmrec.models.layers import (Block, RecLossMixin, SeqModelConfig, SeqTransformer, fit_window,
                                  init_weights, modalities_to_use)
 from mmrec.models.registry import MODELS
+from mmrec.models.tokens import TokenStore, feature_projection
 from mmrec.train.distill import kd_schedule, online_distillation
 from mmrec.train.losses import (Candidates, add_log_mult, candidate_logits, full_candidates,
                                 gather_candidates, inbatch_unique_candidates, row_log_mult,
@@ -127,33 +127,6 @@ def imt_attention_mask(text_mask: torch.Tensor, image_mask: torch.Tensor, has_id
     return allowed[:, None]
 
 
-def _pool_grid(tokens: torch.Tensor, mask: torch.Tensor, grid: int, chunk: int = 4096
-               ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Average-pool the square patch grid after the summary token to grid x grid tokens.
-
-    tokens [N+1, 1 + g*g, d] -> [N+1, 1 + grid*grid, d] (same dtype); a pooled token is real if
-    any of its patches was. Token counts that are not 1 + a square are pooled in 1-D.
-    """
-    n_patch = tokens.shape[1] - 1
-    if grid <= 0 or n_patch <= grid * grid:
-        return tokens, mask
-    g = math.isqrt(n_patch)
-    out_t, out_m = [], []
-    for s in range(0, tokens.shape[0], chunk):
-        t = tokens[s:s + chunk, 1:].float()                            # [c, P, d]
-        m = mask[s:s + chunk, 1:].float()                              # [c, P]
-        if g * g == n_patch:
-            img = t.transpose(1, 2).reshape(t.shape[0], -1, g, g)      # [c, d, g, g]
-            pooled = F.adaptive_avg_pool2d(img, grid).flatten(2).transpose(1, 2)
-            pm = F.adaptive_max_pool2d(m.reshape(-1, 1, g, g), grid).flatten(1)
-        else:
-            pooled = F.adaptive_avg_pool1d(t.transpose(1, 2), grid * grid).transpose(1, 2)
-            pm = F.adaptive_max_pool1d(m[:, None], grid * grid)[:, 0]
-        out_t.append(torch.cat([tokens[s:s + chunk, :1], pooled.to(tokens.dtype)], 1))
-        out_m.append(torch.cat([mask[s:s + chunk, :1], pm > 0], 1))
-    return torch.cat(out_t), torch.cat(out_m)
-
-
 def _block_rows(block: Block, x: torch.Tensor, mask: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
     """`block(x, mask)[:, rows]` computed for the query rows only: x [U, L, d] -> [U, R, d].
 
@@ -179,35 +152,8 @@ def _block_rows(block: Block, x: torch.Tensor, mask: torch.Tensor, rows: torch.T
     return out + block.drop(block.mlp(block.norm2(out)))
 
 
-def _projection(d_in: int, d: int, norm: bool) -> nn.Module:
-    """P_m: frozen features -> hidden. Encoders differ wildly in scale (EfficientNet's final map is
-    an unnormalised activation, transformer token states are layer-normed), so by default the
-    features are layer-normalised first; without it the image branch barely trains."""
-    return nn.Sequential(nn.LayerNorm(d_in), nn.Linear(d_in, d)) if norm else nn.Linear(d_in, d)
-
-
 def _branch_mlp(d: int) -> nn.Sequential:
     return nn.Sequential(nn.Linear(d, d), nn.LeakyReLU(), nn.Linear(d, d))
-
-
-class _TokenStore:
-    """Frozen token features of one modality on the CPU (fp16, pinned with CUDA), gathered per
-    batch. Deliberately not a buffer: never copied to the GPU whole, never saved in model.pt."""
-
-    def __init__(self, tokens: torch.Tensor, mask: torch.Tensor) -> None:
-        tokens = tokens.detach().to("cpu", torch.float16).contiguous()
-        mask = mask.detach().to("cpu", torch.bool).contiguous()
-        if torch.cuda.is_available():
-            tokens, mask = tokens.pin_memory(), mask.pin_memory()
-        self.tokens, self.mask = tokens, mask                          # [N+1, T, d_tok], [N+1, T]
-
-    def gather(self, ids: torch.Tensor, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-        """(tokens [U, T, d_tok] float32, mask [U, T] bool) on `device` for item ids [U]."""
-        idx = ids.to("cpu")
-        tok, msk = self.tokens.index_select(0, idx), self.mask.index_select(0, idx)
-        if device.type == "cuda":
-            tok, msk = tok.pin_memory(), msk.pin_memory()
-        return (tok.to(device, non_blocking=True).float(), msk.to(device, non_blocking=True))
 
 
 @MODELS.register("odmt")
@@ -229,26 +175,17 @@ class ODMT(RecLossMixin, SeqRecModel):
             raise ValueError(f"model {name!r}: id_init={cfg.id_init!r} but that modality is not used "
                              f"(modalities: {', '.join(self.modalities) or 'none'})")
         d = cfg.hidden
-        self._stores: dict[str, _TokenStore] = {}
+        self._stores: dict[str, TokenStore] = {}
         self._pooled: dict[str, torch.Tensor] = {}
         proj = {}
         for m in self.modalities:
             feats = ctx.features[m]
-            has = feats.has_feature.detach().to("cpu", torch.bool)
             if cfg.imt:
-                if feats.tokens is None or feats.token_mask is None:
-                    raise ValueError(f"model {name!r} needs the token states of modality {m!r} "
-                                     f"(set extract.{m}.tokens) or set imt: false")
-                tok, msk = feats.tokens.detach().cpu(), feats.token_mask.detach().cpu().bool()
-                if m == "text":
-                    tok, msk = tok[:, :cfg.text_tokens], msk[:, :cfg.text_tokens]
-                else:
-                    tok, msk = _pool_grid(tok.half(), msk, cfg.image_grid)
-                self._stores[m] = _TokenStore(tok, msk & has[:, None])
-                proj[m] = _projection(tok.shape[-1], d, cfg.input_norm)
+                self._stores[m] = TokenStore.from_features(feats, m, cfg.text_tokens, cfg.image_grid, name)
+                proj[m] = feature_projection(self._stores[m].token_dim, d, cfg.input_norm)
             else:
                 self._pooled[m] = feats.vector.detach().to("cpu", torch.float32)
-                proj[m] = _projection(feats.vector.shape[-1], d, cfg.input_norm)
+                proj[m] = feature_projection(feats.vector.shape[-1], d, cfg.input_norm)
         self.proj = nn.ModuleDict(proj)
         self.id_emb = nn.Embedding(ctx.n_items + 1, d, padding_idx=0) if cfg.use_id else None
         if cfg.imt and self.modalities:

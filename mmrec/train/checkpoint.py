@@ -63,7 +63,7 @@ def load_model(model_dir: Path, params: Params, device: torch.device | str = "cp
     arch, summary = ckpt["arch"], ckpt["context"]
     cls = model_class(arch)
     ctx = build_context(params, device, root, max_len=int(summary["max_len"]),
-                        tokens=bool(getattr(cls, "uses_tokens", True)),
+                        tokens=cls.wants_tokens(dict(ckpt["config"])),
                         modalities=summary["modalities"], teachers=bool(cls.needs_teacher))
     if ctx.n_items != int(summary["n_items"]):
         raise ValueError(f"{model_dir / CHECKPOINT_FILE}: trained on {summary['n_items']} items but "

@@ -68,7 +68,7 @@ def train_entry(params: Params, entry: str, root: Path = Path("."), progress: bo
     device = ddp.init_distributed(pick_device(params.device))
     seed_everything(params.seed)
     ctx = build_context(params, device, root, max_len=common.max_len,
-                        tokens=bool(getattr(cls, "uses_tokens", True)),
+                        tokens=cls.wants_tokens(cfg),
                         teachers=bool(getattr(cls, "needs_teacher", False)))
     check_requirements(entry, cls, ctx)
     model = build_model(arch, ctx, cfg, section=entry)

@@ -18,12 +18,30 @@ from mmrec.train.params import TrainCommon  # noqa: E402
 N_ITEMS, N_USERS, LENGTH = 40, 48, 9
 
 
-def overfit(arch: str, tmp_path: Path, modalities=("text", "image"), epochs: int = 40, **cfg):
+def add_tokens(ctx, n_tok: int = 5, seed: int = 0) -> None:
+    """Give every modality of `ctx` token states: token 0 = the pooled vector, then noisy copies;
+    text items have a random number of padded tail tokens."""
+    g = torch.Generator().manual_seed(seed)
+    for m, f in ctx.features.items():
+        n, d = f.vector.shape
+        tok = f.vector[:, None, :] + 0.3 * torch.randn(n, n_tok, d, generator=g)
+        tok[:, 0] = f.vector
+        mask = f.has_feature[:, None].expand(n, n_tok).clone()
+        if m == "text":
+            lens = torch.randint(1, n_tok + 1, (n,), generator=g)
+            mask &= torch.arange(n_tok)[None, :] < lens[:, None]
+        f.tokens, f.token_mask = (tok * mask[..., None]).half(), mask
+
+
+def overfit(arch: str, tmp_path: Path, modalities=("text", "image"), epochs: int = 40,
+            tokens: bool = False, **cfg):
     """(model, train log rows, train-set metrics) after training `arch` on the walk dataset."""
     torch.manual_seed(0)
     seqs = ts.sequences(N_USERS, N_ITEMS, LENGTH)
     ctx = ts.context(N_ITEMS, max_len=LENGTH - 1, modalities=modalities,
                      teachers=arch.startswith("kdsr"), seqs=seqs)
+    if tokens:
+        add_tokens(ctx)
     base = {"hidden": 32, "layers": 1, "heads": 2, "dropout": 0.0, "max_len": LENGTH - 1}
     model = build_model(arch, ctx, {**base, **cfg})
     seq = torch.from_numpy(seqs)

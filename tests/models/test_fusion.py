@@ -60,3 +60,31 @@ def test_frozen_features_are_not_in_the_state_dict():
     ctx = mf.ts.context(10)
     model = build_model("sasrec_ef", ctx, {"hidden": 8})
     assert not any(k.startswith("tables.vec_") or k.startswith("tables.has_") for k in model.state_dict())
+
+
+@pytest.mark.parametrize("arch", ["sasrec_ef", "sasrec_lf"])
+def test_transformer_fst_over_tokens_overfits(arch, tmp_path):
+    model, log, metrics = mf.overfit(arch, tmp_path, epochs=20, tokens=True, fst="transformer")
+    assert model.tables.tokens and set(model.tables.fst) == {"text", "image"}
+    assert log[-1]["loss"] < 0.5 * log[0]["loss"]
+    assert metrics["recall@10"] >= 0.9
+
+
+def test_transformer_fst_needs_tokens_and_ignores_padding():
+    cls = type(build_model("sasrec_lf", mf.ts.context(10), {}))
+    assert cls.wants_tokens({"fst": "transformer"}) and not cls.wants_tokens({"fst": "mlp"})
+    with pytest.raises(ValueError, match=r"sasrec_lf.*token states of modality 'text'"):
+        build_model("sasrec_lf", mf.ts.context(10), {"fst": "transformer"})
+    ctx = mf.ts.context(10)
+    mf.add_tokens(ctx)
+    model = build_model("sasrec_lf", ctx, {"fst": "transformer", "hidden": 8, "fst_heads": 2}).eval()
+    ids = torch.arange(1, 11)
+    store = model.tables.fst["text"].store
+    with torch.no_grad():
+        a = model.tables.rows("text", ids)
+        store.tokens[~store.mask] = 7.0                                  # garbage in padded slots
+        b = model.tables.rows("text", ids)
+        store.tokens[:, 0] += 1.0                                        # the summary token matters
+        c = model.tables.rows("text", ids)
+    assert torch.allclose(a, b, atol=1e-5)
+    assert not torch.allclose(a, c, atol=1e-3)
