@@ -64,7 +64,16 @@ def generate(out: Path, n_lines: int, plain: bool, seed: int = 0) -> tuple[Path,
     return reviews, meta
 
 
-CHILD = """
+# VmHWM belongs to the process image, so unlike ru_maxrss it does not inherit the RSS of the
+# (large, data-generating) parent that forked the child.
+PEAK = """
+def peak_mb():
+    for line in open("/proc/self/status"):
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+"""
+
+CHILD = PEAK + """
 import json, sys, time
 from mmrec.config import parse_params
 from mmrec.data.stage import run, summary_line
@@ -73,14 +82,13 @@ r = run(parse_params({"data": {"name": "bench", "raw_dir": sys.argv[1], "require
                                "images": {"enabled": False}}}), root=sys.argv[2])
 print(summary_line(r))
 print(json.dumps({"seconds": time.time() - t, "rows_read": r["rows_read"],
-                  "interactions": r["stats"]["interactions"]}))
+                  "interactions": r["stats"]["interactions"], "peak_mb": peak_mb()}))
 """
 
 
-BASELINE = """
-import resource
+BASELINE = PEAK + """
 import mmrec.config, mmrec.data.stage  # noqa: F401
-print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+print(peak_mb())
 """
 
 
@@ -106,9 +114,10 @@ def main() -> None:
         if proc.returncode:
             sys.exit(proc.stderr)
         ru = resource.getrusage(resource.RUSAGE_CHILDREN)
-        peak_mb, cpu_s = ru.ru_maxrss / 1024, ru.ru_utime + ru.ru_stime
+        cpu_s = ru.ru_utime + ru.ru_stime
         summary, stats = proc.stdout.strip().splitlines()[-2:]
         s = json.loads(stats)
+        peak_mb = s["peak_mb"]
         print(summary)
         print(f"review lines: {a.lines:,}  file: {reviews.stat().st_size / 1e6:,.0f} MB on disk, "
               f"{raw_bytes / 1e6:,.0f} MB uncompressed  (generated in {gen_s:.0f}s)")

@@ -132,8 +132,10 @@ def recbole(batches: int) -> dict:
     py = RECBOLE_VENV / "bin" / "python"
     if not py.exists():
         subprocess.run([sys.executable, "-m", "venv", str(RECBOLE_VENV)], check=True)
-    if subprocess.run([str(py), "-c", "import recbole"], capture_output=True).returncode:
-        res = subprocess.run([str(py), "-m", "pip", "install", "-q", "recbole", "torch==2.14.1"],
+    # RecBole (last release 2023) uses np.float_, which NumPy 2 removed: numpy<2 (and a pandas built for it).
+    ready = "import numpy, recbole; assert int(numpy.__version__.split('.')[0]) < 2"
+    if subprocess.run([str(py), "-c", ready], capture_output=True).returncode:
+        res = subprocess.run([str(py), "-m", "pip", "install", "-q", "recbole", "numpy<2", "pandas<2.3", "torch==2.14.1"],
                              capture_output=True, text=True)
         if res.returncode:
             return {"model": "recbole_sasrec", "error": "pip install failed: " + res.stderr[-800:]}
