@@ -15,7 +15,7 @@ from __future__ import annotations
 from typing import Any, Literal, Optional
 
 import torch
-from pydantic import Field
+from pydantic import Field, field_validator
 from torch import nn
 
 from mmrec.models.base import ModelContext, SeqBatch, SeqRecModel
@@ -45,6 +45,12 @@ class KDSRConfig(SeqModelConfig):
     reference_weight_bug: bool = False
     include_diagonal: bool = False
     async_lr: Literal["off", "constant", "milestone"] = "constant"
+
+    @field_validator("async_lr", mode="before")
+    @classmethod
+    def _yaml_off(cls, v: Any) -> Any:
+        # YAML 1.1 reads a bare `off` as false: `async_lr: off` in params.yaml means "off"
+        return "off" if v is False else v
 
 
 class PairHeads(nn.Module):

@@ -78,3 +78,16 @@ def test_kdsr_without_teacher_fails_clearly():
     ctx = mf.ts.context(10, teachers=False)
     with pytest.raises(ValueError, match="kdsr.*at least 1 modality"):
         build_model("kdsr", ctx, {})
+
+
+def test_async_lr_off_survives_yaml():
+    """`async_lr: off` in params.yaml arrives as False (YAML 1.1); it must mean "off"."""
+    import yaml
+
+    from mmrec.models.kdsr import KDSRConfig
+
+    raw = yaml.safe_load("async_lr: off")
+    assert raw["async_lr"] is False
+    assert KDSRConfig(**raw).async_lr == "off"
+    with pytest.raises(ValueError, match="async_lr"):
+        KDSRConfig(async_lr=True)
