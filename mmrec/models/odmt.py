@@ -162,12 +162,13 @@ class ODMT(RecLossMixin, SeqRecModel):
 
     config_cls = OdmtConfig
     uses_tokens = True
+    display_name = "odmt"                                              # the registry name, in errors
 
     def __init__(self, ctx: ModelContext, cfg: OdmtConfig) -> None:
         super().__init__()
         self.cfg = cfg
         self.n_items = ctx.n_items
-        name = type(self).__name__.lower()
+        name = self.display_name
         # A multimodal model without any modality is a misconfigured dataset, not an ID model.
         self.modalities = modalities_to_use(name, cfg.modalities, list(ctx.features), needed=1)
         self.branches = (["id"] if cfg.use_id else []) + self.modalities
@@ -385,6 +386,7 @@ class ODMTKDSR(ODMT):
 
     config_cls = OdmtKdsrConfig
     needs_teacher = True
+    display_name = "odmt_kdsr"
 
     def __init__(self, ctx: ModelContext, cfg: OdmtKdsrConfig) -> None:
         super().__init__(ctx, cfg)
