@@ -336,3 +336,11 @@ def test_evaluation_reuses_item_tables_exactly_and_notices_weight_changes():
     assert not torch.allclose(changed, cached, atol=1e-3)
     model.train()
     assert "_eval_tables" not in model.__dict__
+
+
+def test_errors_name_the_registered_model():
+    for arch in ("odmt", "odmt_kdsr"):
+        ctx = context(teachers=True)
+        ctx.features["text"].tokens = None
+        with pytest.raises(ValueError, match=rf"model '{arch}' needs the token states of modality 'text'"):
+            make(arch, ctx=ctx)
