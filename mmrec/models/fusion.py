@@ -100,7 +100,6 @@ def _scatter(ids: torch.Tensor, vecs: torch.Tensor, n_rows: int) -> torch.Tensor
 @MODELS.register("sasrec_ef")
 class SASRecEF(_TokensFirst, RecLossMixin, SeqRecModel):
     config_cls = FusionConfig
-    uses_tokens = False
 
     def __init__(self, ctx: ModelContext, cfg: FusionConfig) -> None:
         super().__init__()
@@ -160,7 +159,6 @@ class SASRecEF(_TokensFirst, RecLossMixin, SeqRecModel):
 @MODELS.register("sasrec_lf")
 class SASRecLF(_TokensFirst, RecLossMixin, SeqRecModel):
     config_cls = FusionConfig
-    uses_tokens = False
 
     def __init__(self, ctx: ModelContext, cfg: FusionConfig) -> None:
         super().__init__()

@@ -37,7 +37,6 @@ class GRUEncoder(nn.Module):
 @MODELS.register("gru4rec")
 class GRU4Rec(RecLossMixin, SeqRecModel):
     config_cls = GRU4RecConfig
-    uses_tokens = False
 
     def __init__(self, ctx: ModelContext, cfg: GRU4RecConfig) -> None:
         super().__init__()

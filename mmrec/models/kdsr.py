@@ -73,7 +73,6 @@ class PairHeads(nn.Module):
 class KDSR(RecLossMixin, SeqRecModel):
     config_cls = KDSRConfig
     needs_teacher = True
-    uses_tokens = False
 
     def __init__(self, ctx: ModelContext, cfg: KDSRConfig) -> None:
         super().__init__()

@@ -50,7 +50,7 @@ from mmrec.models.base import ModelContext, SeqBatch, SeqRecModel
 from mmrec.models.layers import (Block, RecLossMixin, SeqModelConfig, SeqTransformer, fit_window,
                                  init_weights, modalities_to_use)
 from mmrec.models.registry import MODELS
-from mmrec.models.tokens import TokenStore, feature_projection
+from mmrec.models.tokens import TokenStore, feature_projection, key_padding_mask
 from mmrec.train.distill import kd_schedule, online_distillation
 from mmrec.train.losses import (Candidates, add_log_mult, candidate_logits, full_candidates,
                                 gather_candidates, inbatch_unique_candidates, row_log_mult,
@@ -118,13 +118,10 @@ def imt_attention_mask(text_mask: torch.Tensor, image_mask: torch.Tensor, has_id
     parts = [text_mask.bool(), image_mask.bool()]
     if has_id:
         parts.append(torch.ones(U, 1, dtype=torch.bool, device=text_mask.device))
-    keys = torch.cat(parts, dim=1)                                     # [U, L]
-    L = keys.shape[1]
-    allowed = keys[:, None, :].expand(U, L, L).clone()                 # [U, Lq, Lk]
+    allowed = key_padding_mask(torch.cat(parts, dim=1))               # [U, 1, Lq, Lk]
     if has_id and id_mask:
-        allowed[:, :-1, -1] = False
-    allowed |= torch.eye(L, dtype=torch.bool, device=keys.device)
-    return allowed[:, None]
+        allowed[:, :, :-1, -1] = False                                 # the diagonal is not touched
+    return allowed
 
 
 def _block_rows(block: Block, x: torch.Tensor, mask: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:

@@ -18,7 +18,6 @@ class SASRecConfig(SeqModelConfig):
 @MODELS.register("sasrec")
 class SASRec(RecLossMixin, SeqRecModel):
     config_cls = SASRecConfig
-    uses_tokens = False
 
     def __init__(self, ctx: ModelContext, cfg: SASRecConfig) -> None:
         super().__init__()
