@@ -20,7 +20,7 @@ import torch
 from mmrec.features.types import ModalityFeatures
 from mmrec.models.base import ModelContext, SeqBatch
 from mmrec.models.registry import build_model
-from mmrec.train.data import EvalSplit
+from mmrec.data.sequences import EvalSplit
 from mmrec.train.loop import EvalSettings, train_model
 from mmrec.train.params import TrainCommon
 

@@ -57,7 +57,7 @@ def run_stage(stage: str, model: str | None, params_path: str = "params.yaml", r
 
 
 def _load_model(model_dir: Path, params, device, root: Path):
-    from mmrec.train.checkpoint import load_model
+    from mmrec.models.checkpoint import load_model
 
     return load_model(model_dir, params, device, root=root)
 

@@ -4,8 +4,19 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import Any, Protocol
 
-from mmrec.config import Params
+
+class Layout(Protocol):
+    """What the path helpers read of the pipeline's params: `data.name` and the encoder names
+    under `extract`. Structural, so this bottom layer never imports `mmrec.config`; the full
+    `Params` fits, and so does any object with these two sections."""
+
+    @property
+    def data(self) -> Any: ...
+
+    @property
+    def extract(self) -> Any: ...
 
 
 def encoder_slug(encoder: str) -> str:
@@ -16,40 +27,40 @@ def encoder_slug(encoder: str) -> str:
     return slug
 
 
-def dataset_dir(p: Params, root: str | Path = ".") -> Path:
+def dataset_dir(p: Layout, root: str | Path = ".") -> Path:
     return Path(root) / "data" / p.data.name
 
 
-def ingest_dir(p: Params, root: str | Path = ".") -> Path:
+def ingest_dir(p: Layout, root: str | Path = ".") -> Path:
     return dataset_dir(p, root) / "ingest"
 
 
-def features_dir(p: Params, root: str | Path = ".") -> Path:
+def features_dir(p: Layout, root: str | Path = ".") -> Path:
     return dataset_dir(p, root) / "features"
 
 
-def feature_path(p: Params, modality: str, root: str | Path = ".") -> Path:
+def feature_path(p: Layout, modality: str, root: str | Path = ".") -> Path:
     """`features/<modality>-<encoder slug>.parquet` for modality `text` or `image`."""
     enc = getattr(p.extract, modality).encoder
     return features_dir(p, root) / f"{modality}-{encoder_slug(enc)}.parquet"
 
 
-def teacher_dir(p: Params, root: str | Path = ".") -> Path:
+def teacher_dir(p: Layout, root: str | Path = ".") -> Path:
     return dataset_dir(p, root) / "teacher"
 
 
-def teacher_modality_dir(p: Params, modality: str, root: str | Path = ".") -> Path:
+def teacher_modality_dir(p: Layout, modality: str, root: str | Path = ".") -> Path:
     enc = getattr(p.extract, modality).encoder
     return teacher_dir(p, root) / f"{modality}-{encoder_slug(enc)}"
 
 
-def model_dir(p: Params, model: str, root: str | Path = ".") -> Path:
+def model_dir(p: Layout, model: str, root: str | Path = ".") -> Path:
     return dataset_dir(p, root) / "models" / model
 
 
-def results_dir(p: Params, model: str, root: str | Path = ".") -> Path:
+def results_dir(p: Layout, model: str, root: str | Path = ".") -> Path:
     return dataset_dir(p, root) / "results" / model
 
 
-def report_dir(p: Params, root: str | Path = ".") -> Path:
+def report_dir(p: Layout, root: str | Path = ".") -> Path:
     return dataset_dir(p, root) / "report"

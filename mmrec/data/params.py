@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal, Optional
+from typing import Literal, Optional, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -46,3 +46,10 @@ class DataParams(_Strict):
     time_split: TimeSplitParams = TimeSplitParams()
     text: TextParams = TextParams()
     images: ImageDownloadParams = ImageDownloadParams()
+
+
+class IngestConfig(Protocol):
+    """The sections of params.yaml the ingest stage reads (`mmrec.config.Params` fits)."""
+
+    seed: int
+    data: DataParams

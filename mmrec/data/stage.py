@@ -22,10 +22,18 @@ from typing import Any, Iterator
 
 import polars as pl
 
-from mmrec.config import Params
-from mmrec.data.filters import (core_filter, dedupe, encode_users, item_codes, keep_items,
-                                keep_recent, reindex, stream_select)
+from mmrec.data.filters import (
+    core_filter,
+    dedupe,
+    encode_users,
+    item_codes,
+    keep_items,
+    keep_recent,
+    reindex,
+    stream_select,
+)
 from mmrec.data.images import download_images, list_images, safe_name
+from mmrec.data.params import IngestConfig
 from mmrec.data.report import IngestReport
 from mmrec.data.splits import global_time, leave_one_out, time_cuts
 from mmrec.io import write_json, write_parquet
@@ -34,7 +42,7 @@ from mmrec.paths import ingest_dir
 ITEM_FIRST_COLS = ["item_idx", "item_id", "text", "image_path", "n_train", "has_text", "has_image"]
 
 
-def _read(params: Params, raw_dir: Path, prefix: str,
+def _read(params: IngestConfig, raw_dir: Path, prefix: str,
           report: IngestReport) -> tuple[pl.DataFrame, Iterator[pl.DataFrame], dict[str, Any]]:
     """(item metadata, lazy interaction chunks, extra report fields incl. time_per_second)."""
     d = params.data
@@ -45,8 +53,13 @@ def _read(params: Params, raw_dir: Path, prefix: str,
         items = read_hm_articles(files.articles, raw_dir, prefix, d.text.hm_fields,
                                  d.text.max_chars, report)
         return items, iter_hm_transactions(files.transactions, report), {"time_per_second": 1}
-    from mmrec.data.amazon import (FORMATS, iter_amazon_interactions, locate_files,
-                                   read_amazon_meta, resolve_category)
+    from mmrec.data.amazon import (
+        FORMATS,
+        iter_amazon_interactions,
+        locate_files,
+        read_amazon_meta,
+        resolve_category,
+    )
 
     fmt = FORMATS[d.source]
     cat = resolve_category(raw_dir, d.category)
@@ -71,7 +84,7 @@ def _eligible(require: list[str], can_download: bool) -> pl.Expr:
 
 
 def _download(items: pl.DataFrame, candidates: pl.Series, raw_dir: Path, prefix: str,
-              params: Params) -> tuple[pl.DataFrame, dict[str, Any]]:
+              params: IngestConfig) -> tuple[pl.DataFrame, dict[str, Any]]:
     """Fetch missing images of `candidates`; returns items with image_path updated."""
     cfg = params.data.images
     todo = items.filter(pl.col("item_id").is_in(candidates.implode()) & pl.col("image_path").is_null()
@@ -98,7 +111,7 @@ def table1_stats(inter: pl.DataFrame) -> dict[str, Any]:
             "density": round(n / (users * items), 6) if users and items else 0.0}
 
 
-def run(params: Params, root: Path = Path(".")) -> dict[str, Any]:
+def run(params: IngestConfig, root: Path = Path(".")) -> dict[str, Any]:
     """Run ingestion for `params.data`; write the four outputs; return the report dict."""
     t0 = time.time()
     d = params.data

@@ -15,12 +15,12 @@ import polars as pl
 import torch
 
 from mmrec import paths
-from mmrec.config import Params
+from mmrec.evaluate.params import EvaluateConfig
 from mmrec.evaluate.stage import build_metrics, summarize_ranks
 from mmrec.io import write_json
 
 
-def write_fake_run(params: Params, root: Path, models: Sequence[str] | None = None, *,
+def write_fake_run(params: EvaluateConfig, root: Path, models: Sequence[str] | None = None, *,
                    n_users: int = 600, n_items: int = 900, epochs: int = 8, seed: int = 0) -> None:
     """Write fake outputs for `models` (default: all of train.models) under `root`."""
     g = torch.Generator().manual_seed(seed)

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+from typing import Any, Protocol
+
 from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from mmrec.data.params import DataParams
+from mmrec.features.params import ExtractParams
 
 
 class EvaluateParams(BaseModel):
@@ -29,3 +34,16 @@ class EvaluateParams(BaseModel):
         if v != sorted(set(v)) or (v and v[0] < 2):
             raise ValueError("history_buckets must be strictly increasing lengths >= 2")
         return v
+
+
+class EvaluateConfig(Protocol):
+    """The sections of params.yaml the evaluate and report stages read (`mmrec.config.Params`
+    fits). `train` is the train section (`models`, `common`, per-model sections), read here
+    without importing the training package."""
+
+    seed: int
+    device: str
+    data: DataParams
+    extract: ExtractParams
+    train: Any
+    evaluate: EvaluateParams

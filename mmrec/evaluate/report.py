@@ -19,7 +19,7 @@ from typing import Any
 import polars as pl
 
 from mmrec import paths
-from mmrec.config import Params
+from mmrec.evaluate.params import EvaluateConfig
 
 BASELINE = "sasrec"
 PLOTS = {
@@ -66,7 +66,7 @@ def read_train_log(path: Path) -> pl.DataFrame:
     return df.with_columns(pl.col("epoch").cast(pl.Int64), pl.exclude("epoch").cast(pl.Float64, strict=False))
 
 
-def collect(params: Params, root: Path = Path(".")) -> RunData:
+def collect(params: EvaluateConfig, root: Path = Path(".")) -> RunData:
     """Read every model's metrics.json and train_log.tsv and the ingest statistics."""
     data = RunData(models=list(params.train.models))
     for model in data.models:
@@ -163,7 +163,7 @@ def _html_table(header: list[str], body: list[list[tuple[str, bool]]], numeric: 
     return f"<table{cls}><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>"
 
 
-def key_params(params: Params) -> dict[str, Any]:
+def key_params(params: EvaluateConfig) -> dict[str, Any]:
     """The parameters that decide what the numbers mean."""
     d, c, e = params.data, params.train.common, params.evaluate
     out: dict[str, Any] = {
@@ -436,7 +436,7 @@ def retention_at_best(data: RunData, select: str) -> tuple[list[str], list[list[
     return header, body
 
 
-def render(params: Params, data: RunData, plots: dict[str, Path | None]) -> tuple[str, str]:
+def render(params: EvaluateConfig, data: RunData, plots: dict[str, Path | None]) -> tuple[str, str]:
     """The Markdown and the self-contained HTML documents."""
     table = comparison_table(data)
     rel = relative_improvement(table)
@@ -521,7 +521,7 @@ def _fmt_value(v: Any) -> str:
     return str(v)
 
 
-def run(params: Params, root: Path = Path(".")) -> dict[str, Any]:
+def run(params: EvaluateConfig, root: Path = Path(".")) -> dict[str, Any]:
     """Write report.md, report.html and the PNG plots under `report/`; return a summary."""
     import matplotlib
 

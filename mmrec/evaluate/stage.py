@@ -16,18 +16,27 @@ import torch
 from tqdm import tqdm
 
 from mmrec import paths
-from mmrec.config import Params
-from mmrec.evaluate.breakdown import (grouped_metrics, history_bucket_labels, history_buckets,
-                                      popularity_group_info, popularity_groups)
-from mmrec.evaluate.params import EvaluateParams
-from mmrec.evaluate.ranking import TIE_RTOL, count_repeats, metrics_from_ranks, rank_model
+from mmrec.evaluate.breakdown import (
+    grouped_metrics,
+    history_bucket_labels,
+    history_buckets,
+    popularity_group_info,
+    popularity_groups,
+)
+from mmrec.evaluate.params import EvaluateConfig, EvaluateParams
+from mmrec.evaluate.ranking import (
+    TIE_RTOL,
+    count_repeats,
+    metrics_from_ranks,
+    rank_model,
+)
 from mmrec.io import pick_device, write_json
 
 SPLITS = ("valid", "test")
 
 
 class EvalSplitLike(Protocol):
-    """What `mmrec.train.data.load_eval_split` returns (duck-typed so tests can fake it)."""
+    """What `mmrec.data.sequences.load_eval_split` returns (duck-typed so tests can fake it)."""
 
     user_idx: torch.Tensor      # [U]
     histories: torch.Tensor     # [U, L] left-padded model input (most recent last)
@@ -121,25 +130,27 @@ def build_metrics(model_name: str, per_split: dict[str, dict[str, Any]], cfg: Ev
     return doc
 
 
-def model_max_len(params: Params, model_name: str) -> int:
+def model_max_len(params: EvaluateConfig, model_name: str) -> int:
     """`max_len` of a trained model: its own `train.<model>` section overrides `train.common`."""
     section = params.train.section(model_name)
     return int(section.get("max_len", params.train.common.max_len))
 
 
-def _load_model(model_dir: Path, params: Params, device: torch.device, root: Path) -> torch.nn.Module:
-    from mmrec.train.checkpoint import load_model  # train stage's loader (rebuilds the context)
+def _load_model(model_dir: Path, params: EvaluateConfig, device: torch.device, root: Path) -> torch.nn.Module:
+    from mmrec.models.checkpoint import (
+        load_model,  # train stage's loader (rebuilds the context)
+    )
 
     return load_model(model_dir, params, device, root=root)
 
 
 def _load_eval_split(ingest_dir: Path, split: str, max_len: int) -> EvalSplitLike:
-    from mmrec.train.data import load_eval_split
+    from mmrec.data.sequences import load_eval_split
 
     return load_eval_split(ingest_dir, split, max_len)
 
 
-def run(params: Params, root: Path = Path("."), model: str | None = None,
+def run(params: EvaluateConfig, root: Path = Path("."), model: str | None = None,
         splits: tuple[str, ...] = SPLITS) -> dict[str, Any]:
     """Evaluate trained model `model` on `splits` and write `results/<model>/metrics.json`.
 
@@ -160,7 +171,7 @@ def run(params: Params, root: Path = Path("."), model: str | None = None,
     return evaluate_one(params, model, Path(root), splits)
 
 
-def evaluate_one(params: Params, model: str, root: Path, splits: tuple[str, ...] = SPLITS) -> dict[str, Any]:
+def evaluate_one(params: EvaluateConfig, model: str, root: Path, splits: tuple[str, ...] = SPLITS) -> dict[str, Any]:
     """`run` for one model."""
     if model not in params.train.models:
         raise KeyError(f"model {model!r} is not in train.models; known: {', '.join(params.train.models)}")

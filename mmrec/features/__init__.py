@@ -6,4 +6,6 @@
 - `extract`: batched, chunked, resumable, rank-sharded extraction of one modality.
 - `store`: the Parquet layout and `load_features(path, tokens=True) -> ModalityFeatures`.
 - `stage`: `run(params, root)`, the DVC `extract` stage.
+
+Layer: may import `data` and the bottom layer (`io`, `paths`, `registry`) only.
 """

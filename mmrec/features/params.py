@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from typing import Protocol
 
 from pydantic import BaseModel, ConfigDict, Field
+
+from mmrec.data.params import DataParams
 
 
 class _Strict(BaseModel):
@@ -26,3 +29,11 @@ class ExtractParams(_Strict):
     chunk_size: int = Field(512, ge=1)  # items per resumable chunk
     text: TextEncoderParams = TextEncoderParams()
     image: ImageEncoderParams = ImageEncoderParams()
+
+
+class ExtractConfig(Protocol):
+    """The sections of params.yaml the extract stage reads (`mmrec.config.Params` fits)."""
+
+    device: str
+    data: DataParams
+    extract: ExtractParams

@@ -12,9 +12,16 @@ from typing import Any, Optional
 
 import torch
 
-from mmrec.config import Params
 from mmrec.features.encoders import build_encoder
-from mmrec.features.extract import MODALITIES, Dist, extract_modality, modality_sources, read_items, torch_dist
+from mmrec.features.extract import (
+    MODALITIES,
+    Dist,
+    extract_modality,
+    modality_sources,
+    read_items,
+    torch_dist,
+)
+from mmrec.features.params import ExtractConfig
 from mmrec.io import pick_device, write_json
 from mmrec.paths import feature_path, features_dir, ingest_dir
 
@@ -32,14 +39,14 @@ def init_distributed() -> tuple[Dist, bool]:
     return torch_dist(), False
 
 
-def _device(params: Params, d: Dist) -> torch.device:
+def _device(params: ExtractConfig, d: Dist) -> torch.device:
     device = pick_device(params.device)
     if device.type == "cuda" and d.world > 1:
         device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", d.rank)) % torch.cuda.device_count())
     return device
 
 
-def run(params: Params, root: Path = Path("."), *, progress: bool = True,
+def run(params: ExtractConfig, root: Path = Path("."), *, progress: bool = True,
         max_chunks: Optional[int] = None) -> dict[str, Any]:
     """Extract every modality the items have; write the feature files and features/summary.json.
 

@@ -10,11 +10,12 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from typing import Any, Optional, Protocol
+from typing import Any, Protocol
 
 import torch
 from torch import nn
 
+from mmrec.data.sequences import SeqBatch  # noqa: F401  (re-exported: part of the model contract)
 from mmrec.features.types import ModalityFeatures
 
 
@@ -40,34 +41,6 @@ class ModelContext:
     teachers: dict[str, PairTeacherLike] = field(default_factory=dict)    # per modality
     device: torch.device = torch.device("cpu")
     world_size: int = 1
-
-
-@dataclass
-class SeqBatch:
-    """A training batch: each row is one user's left-padded window of S+1 item ids.
-
-    Position t of `inputs` predicts position t of `targets`; rows are SASRec-style (every
-    position is a training example, no prefix augmentation).
-    """
-
-    seq: torch.Tensor                  # [B, S+1] long, 0 = padding, most recent item last
-    users: Optional[torch.Tensor] = None  # [B] long user_idx (for logging / sampling)
-
-    @property
-    def inputs(self) -> torch.Tensor:  # [B, S]
-        return self.seq[:, :-1]
-
-    @property
-    def targets(self) -> torch.Tensor:  # [B, S]
-        return self.seq[:, 1:]
-
-    @property
-    def target_mask(self) -> torch.Tensor:  # [B, S] bool, positions that are real examples
-        return (self.inputs > 0) & (self.targets > 0)
-
-    def to(self, device: torch.device | str) -> "SeqBatch":
-        return SeqBatch(self.seq.to(device, non_blocking=True),
-                        None if self.users is None else self.users.to(device, non_blocking=True))
 
 
 class SeqRecModel(nn.Module, ABC):

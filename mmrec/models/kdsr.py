@@ -20,11 +20,24 @@ from torch import nn
 
 from mmrec.models.base import ModelContext, SeqBatch, SeqRecModel
 from mmrec.models.gru4rec import GRUEncoder
-from mmrec.models.layers import (RecLossMixin, SeqModelConfig, SeqTransformer, fit_window, init_weights,
-                                 modalities_to_use)
+from mmrec.models.layers import (
+    RecLossMixin,
+    SeqModelConfig,
+    SeqTransformer,
+    fit_window,
+    init_weights,
+    modalities_to_use,
+)
 from mmrec.models.registry import MODELS
-from mmrec.train.correlation_kd import (IGNORE_CODE, async_lr_scale, ckd_loss, kd_weights,
-                                        pair_correlation, sequence_pairs, skd_loss)
+from mmrec.objectives.correlation_kd import (
+    IGNORE_CODE,
+    async_lr_scale,
+    ckd_loss,
+    kd_weights,
+    pair_correlation,
+    sequence_pairs,
+    skd_loss,
+)
 
 MODALITY_GROUP = "modality_tables"
 

@@ -175,7 +175,7 @@ class RecLossMixin:
     cfg: SeqModelConfig
 
     def init_log_pop(self, ctx) -> None:
-        from mmrec.train.losses import log_popularity
+        from mmrec.objectives.losses import log_popularity
 
         # Only the in-batch loss needs popularity; not persisted (rebuilt from the context).
         log_pop = log_popularity(ctx.item_pop) if self.cfg.loss == "inbatch" else torch.zeros(0)
@@ -183,7 +183,7 @@ class RecLossMixin:
 
     def rec_loss(self, user: torch.Tensor, item_table: torch.Tensor, batch, rows) -> torch.Tensor:
         """user [M, D] at `rows` of `batch`, item_table [N+1, D] -> scalar loss."""
-        from mmrec.train.losses import rec_loss
+        from mmrec.objectives.losses import rec_loss
 
         return rec_loss(self.cfg.loss, user, item_table, batch, rows,
                         self.log_pop if self.cfg.loss == "inbatch" else None,  # type: ignore[attr-defined]

@@ -12,7 +12,7 @@ side scaled by 1/branches, see mmrec.models.base).
 
 Training: every branch has its own recommendation loss (default the debiased in-batch softmax,
 `loss: inbatch`; `full_ce` runs the IMT over every item each step, so it is for small catalogues
-only), plus w(epoch) · online distillation (mmrec.train.distill: ID -> text, ID -> image,
+only), plus w(epoch) · online distillation (mmrec.objectives.distill: ID -> text, ID -> image,
 ensemble -> ID). The IMT runs once per unique item of a batch and is scattered back to slots.
 
 Differences from the reference code (reference-methods.md B.3-B.8), all deliberate:
@@ -23,7 +23,7 @@ Differences from the reference code (reference-methods.md B.3-B.8), all delibera
   token projection P_m at construction time (pooled vector with `imt: false`), so the ID token
   starts in the same space as the modality tokens it attends with; `mean` averages the available
   modalities per item; items with no feature keep the random init.
-- The teacher side of the KD terms is detached by default (see mmrec.train.distill).
+- The teacher side of the KD terms is detached by default (see mmrec.objectives.distill).
 - Token features stay on the CPU in float16 (pinned when CUDA is present) and are gathered per
   batch; image grid tokens can be average-pooled (`image_grid`) and text tokens truncated
   (`text_tokens`) to save compute.
@@ -47,14 +47,29 @@ from pydantic import Field, model_validator
 from torch import nn
 
 from mmrec.models.base import ModelContext, SeqBatch, SeqRecModel
-from mmrec.models.layers import (Block, RecLossMixin, SeqModelConfig, SeqTransformer, fit_window,
-                                 init_weights, modalities_to_use)
+from mmrec.models.layers import (
+    Block,
+    RecLossMixin,
+    SeqModelConfig,
+    SeqTransformer,
+    fit_window,
+    init_weights,
+    modalities_to_use,
+)
 from mmrec.models.registry import MODELS
 from mmrec.models.tokens import TokenStore, feature_projection, key_padding_mask
-from mmrec.train.distill import kd_schedule, online_distillation
-from mmrec.train.losses import (Candidates, add_log_mult, candidate_logits, full_candidates,
-                                gather_candidates, inbatch_unique_candidates, row_log_mult,
-                                softmax_ce, training_rows)
+from mmrec.objectives.distill import kd_schedule, online_distillation
+from mmrec.objectives.losses import (
+    Candidates,
+    add_log_mult,
+    candidate_logits,
+    full_candidates,
+    gather_candidates,
+    inbatch_unique_candidates,
+    row_log_mult,
+    softmax_ce,
+    training_rows,
+)
 
 Modality = Literal["text", "image"]
 
@@ -330,7 +345,7 @@ class ODMT(RecLossMixin, SeqRecModel):
         """Per-branch candidate logits of a batch, without the column multiplicities:
         ({m: [M, C]}, Candidates, multiplicity offsets [M, C] or None, unique ids [U],
         {m: [U, d]} unique-item vectors). With `loss: inbatch` the columns are the batch's unique
-        items (mmrec.train.losses.inbatch_unique_candidates)."""
+        items (mmrec.objectives.losses.inbatch_unique_candidates)."""
         seq = batch.seq
         slots, uniq, per_item = self.slot_vectors(seq)                # {m: [B, S+1, d]}
         rows = training_rows(batch)
@@ -401,8 +416,13 @@ class ODMTKDSR(ODMT):
 
     def extra_loss(self, batch: SeqBatch, total: torch.Tensor, uniq: torch.Tensor,
                    per_item: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        from mmrec.train.correlation_kd import (ckd_loss, kd_weights, pair_correlation, sequence_pairs,
-                                                skd_loss)
+        from mmrec.objectives.correlation_kd import (
+            ckd_loss,
+            kd_weights,
+            pair_correlation,
+            sequence_pairs,
+            skd_loss,
+        )
 
         cfg: OdmtKdsrConfig = self.cfg  # type: ignore[assignment]
         weights = kd_weights(cfg.lambda_skd, cfg.lambda_ckd, cfg.reference_weight_bug)

@@ -2,6 +2,8 @@
 
 The public names load lazily (PEP 562), so `mmrec.config`, which imports `mmrec.teacher.params`,
 does not pull in torch and faiss.
+
+Layer: may import `features`, `data` and the bottom layer only.
 """
 
 from __future__ import annotations

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from mmrec.data.params import DataParams
+from mmrec.features.params import ExtractParams
 
 
 class TeacherParams(BaseModel):
@@ -33,3 +36,13 @@ class TeacherParams(BaseModel):
             raise ValueError(f"teacher.dim ({self.dim}) must be divisible by teacher.subspaces "
                              f"({self.subspaces}): dissected correlations split the vector evenly")
         return self
+
+
+class TeacherConfig(Protocol):
+    """The sections of params.yaml the teacher stage reads (`mmrec.config.Params` fits)."""
+
+    seed: int
+    device: str
+    data: DataParams
+    extract: ExtractParams
+    teacher: TeacherParams

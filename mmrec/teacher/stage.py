@@ -12,7 +12,6 @@ import polars as pl
 import pyarrow.parquet as pq
 import torch
 
-from mmrec.config import Params
 from mmrec.io import pick_device, read_parquet_metadata, write_json, write_parquet
 from mmrec.paths import feature_path, ingest_dir, teacher_modality_dir
 from mmrec.teacher.autoencoder import encode_items, fit_autoencoder
@@ -23,6 +22,13 @@ from mmrec.teacher.codebook import (
     fit_codebook,
     pair_dissected,
 )
+from mmrec.teacher.pairs import (
+    cooccurring_pairs,
+    random_pairs,
+    sequence_sets,
+    training_sequences,
+)
+from mmrec.teacher.params import TeacherConfig, TeacherParams
 from mmrec.teacher.targets import (
     CODEBOOK_FILE,
     DENOISED_FILE,
@@ -30,8 +36,6 @@ from mmrec.teacher.targets import (
     codebook_table,
     denoised_table,
 )
-from mmrec.teacher.pairs import cooccurring_pairs, random_pairs, sequence_sets, training_sequences
-from mmrec.teacher.params import TeacherParams
 
 MODALITIES = ("text", "image")
 # Distinct seed streams per modality, so text and image never share noise or pair samples.
@@ -136,7 +140,7 @@ def build_modality(x: torch.Tensor, has: torch.Tensor, seqs: pl.DataFrame, tp: T
             "seconds": timings}
 
 
-def run(params: Params, root: Path = Path(".")) -> dict[str, Any]:
+def run(params: TeacherConfig, root: Path = Path(".")) -> dict[str, Any]:
     """Teacher stage entry point (used by stages/teacher.py, the CLI and tests).
 
     Processes each of text/image whose feature file exists; writes denoised.parquet,

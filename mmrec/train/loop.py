@@ -14,12 +14,12 @@ from typing import Any, Optional, Sequence
 import torch
 from tqdm import tqdm
 
+from mmrec.data.sequences import EvalSplit
 from mmrec.evaluate.ranking import evaluate_model
 from mmrec.evaluate.retention import modality_retention, retention_pairs
 from mmrec.models.base import ModelContext, SeqRecModel
+from mmrec.models.checkpoint import CHECKPOINT_FILE, save_checkpoint
 from mmrec.train import ddp
-from mmrec.train.checkpoint import CHECKPOINT_FILE, save_checkpoint
-from mmrec.train.data import EvalSplit
 from mmrec.train.params import TrainCommon
 
 LOG_FILE = "train_log.tsv"

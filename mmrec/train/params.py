@@ -7,9 +7,13 @@ An entry may set `arch:` to train a registered model under another name (an abla
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from mmrec.data.params import DataParams
+from mmrec.evaluate.params import EvaluateParams
+from mmrec.features.params import ExtractParams
 
 
 class TrainCommon(BaseModel):
@@ -52,3 +56,14 @@ class TrainParams(BaseModel):
     def section(self, name: str) -> dict[str, Any]:
         """The raw per-model section `train.<name>` (empty if absent)."""
         return dict((self.model_extra or {}).get(name, {}) or {})
+
+
+class TrainConfig(Protocol):
+    """The sections of params.yaml the train stage reads (`mmrec.config.Params` fits)."""
+
+    seed: int
+    device: str
+    data: DataParams
+    extract: ExtractParams
+    train: TrainParams
+    evaluate: EvaluateParams

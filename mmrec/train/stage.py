@@ -6,18 +6,15 @@ import time
 from pathlib import Path
 from typing import Any, Optional
 
-import torch
-
 from mmrec import paths
-from mmrec.config import Params
 from mmrec.io import pick_device, seed_everything
 from mmrec.train import ddp
-from mmrec.train.params import TrainCommon
+from mmrec.train.params import TrainCommon, TrainConfig
 
 COMMON_KEYS = frozenset(TrainCommon.model_fields)
 
 
-def resolve_entry(params: Params, entry: str) -> tuple[str, TrainCommon, dict[str, Any]]:
+def resolve_entry(params: TrainConfig, entry: str) -> tuple[str, TrainCommon, dict[str, Any]]:
     """(arch, loop settings, raw model config) of `train.<entry>`.
 
     `arch` defaults to the entry name. Keys of `train.<entry>` that are `train.common` keys
@@ -54,11 +51,11 @@ def check_requirements(entry: str, cls: type, ctx) -> None:
                          f"modalities {', '.join(sorted(ctx.features)) or '(none)'}; run the teacher stage")
 
 
-def train_entry(params: Params, entry: str, root: Path = Path("."), progress: bool = True) -> dict[str, Any]:
+def train_entry(params: TrainConfig, entry: str, root: Path = Path("."), progress: bool = True) -> dict[str, Any]:
     """Train one `train.models` entry; writes models/<entry>/model.pt and train_log.tsv."""
+    from mmrec.data.sequences import load_eval_split, load_train_sequences
+    from mmrec.models.context import build_context
     from mmrec.models.registry import build_model, model_class
-    from mmrec.train.context import build_context
-    from mmrec.train.data import load_eval_split, load_train_sequences
     from mmrec.train.loop import EvalSettings, train_model
 
     t0 = time.perf_counter()
@@ -101,7 +98,7 @@ def model_config_dump(model) -> dict[str, Any]:
     return cfg.model_dump(mode="json")
 
 
-def run(params: Params, root: Path = Path("."), model: Optional[str] = None,
+def run(params: TrainConfig, root: Path = Path("."), model: Optional[str] = None,
         progress: bool = True) -> dict[str, Any]:
     """Train `model` (a `train.models` entry), or every entry in order when None."""
     entries = [model] if model is not None else list(params.train.models)

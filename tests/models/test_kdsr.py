@@ -1,10 +1,10 @@
+import models_fit as mf
 import pytest
 import torch
 
-import models_fit as mf
 from mmrec.models.base import SeqBatch
 from mmrec.models.registry import build_model
-from mmrec.train.correlation_kd import kd_weights
+from mmrec.objectives.correlation_kd import kd_weights
 from mmrec.train.loop import make_optimizer, set_lrs
 
 

@@ -1,10 +1,10 @@
 import math
 
 import torch
-
 import train_synth as ts
+
+from mmrec.data.sequences import EvalSplit
 from mmrec.models.registry import build_model
-from mmrec.train.data import EvalSplit
 from mmrec.train.loop import epoch_order, train_model, write_log
 from mmrec.train.params import TrainCommon
 

@@ -5,12 +5,12 @@ from pathlib import Path
 
 import pytest
 import torch
+import train_synth as ts
 import yaml
 
-import train_synth as ts
 from mmrec.config import parse_params
-from mmrec.train.checkpoint import load_model, read_checkpoint
-from mmrec.train.data import load_eval_split
+from mmrec.data.sequences import load_eval_split
+from mmrec.models.checkpoint import load_model, read_checkpoint
 from mmrec.train.stage import resolve_entry, run
 
 REPO = Path(__file__).resolve().parents[2]

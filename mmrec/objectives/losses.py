@@ -50,7 +50,7 @@ from typing import Any, Literal, Optional
 import torch
 import torch.nn.functional as F
 
-from mmrec.models.base import SeqBatch
+from mmrec.data.sequences import SeqBatch
 
 
 @dataclass

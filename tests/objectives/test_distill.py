@@ -4,8 +4,15 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from mmrec.train.distill import (ensemble_logits, kd_graph, kd_loss, kd_schedule,
-                                 online_distillation, rampup, reference_alpha)
+from mmrec.objectives.distill import (
+    ensemble_logits,
+    kd_graph,
+    kd_loss,
+    kd_schedule,
+    online_distillation,
+    rampup,
+    reference_alpha,
+)
 
 MIN = torch.finfo(torch.float32).min
 

@@ -94,7 +94,7 @@ def kd_loss(student: torch.Tensor, teacher: torch.Tensor, temperature: float = 1
     over rows. Masked columns (fp32 minimum in both) contribute nothing.
 
     `offset` [M, C] is added to both sides after the division by T: the column multiplicities
-    of a unique-item candidate set (mmrec.train.losses.row_log_mult), which makes the loss equal
+    of a unique-item candidate set (mmrec.objectives.losses.row_log_mult), which makes the loss equal
     to the one over the per-slot columns they stand for.
     """
     if temperature <= 0:

@@ -3,8 +3,13 @@ import math
 import pytest
 import torch
 
-from mmrec.train.correlation_kd import (async_lr_scale, ckd_loss, kd_weights, sequence_pairs,
-                                        skd_loss)
+from mmrec.objectives.correlation_kd import (
+    async_lr_scale,
+    ckd_loss,
+    kd_weights,
+    sequence_pairs,
+    skd_loss,
+)
 
 
 def test_sequence_pairs_strict_upper_unique_no_padding():
@@ -84,9 +89,9 @@ def test_ckd_ignores_pairs_without_feature():
 
 
 def test_pair_correlation_is_the_teachers():
-    from mmrec.teacher.targets import correlation
-    from mmrec.train.correlation_kd import IGNORE_CODE, pair_correlation
+    from mmrec.objectives.correlation_kd import IGNORE_CODE, pair_correlation
     from mmrec.teacher import IGNORE_CODE as TEACHER_IGNORE
+    from mmrec.teacher.targets import correlation
 
     a, b = torch.randn(4, 8), torch.randn(4, 8)
     for kind in ("cosine", "dot", "euclidean"):

@@ -1,4 +1,7 @@
-"""Training and evaluation tensors from `ingest/splits.parquet`.
+"""Sequences as tensors: training windows (`SeqBatch`) and evaluation splits from `ingest/splits.parquet`.
+
+Both the training loop and the evaluator read splits through this module, so neither depends on
+the other.
 
 splits.parquet has one row per (user, split): `user_idx`, `split` (train/valid/test),
 `history` (list<int32>, oldest first, every earlier kept interaction) and `target`. A user's
@@ -9,10 +12,40 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Optional
 
 import numpy as np
 import polars as pl
 import torch
+
+
+@dataclass
+class SeqBatch:
+    """A training batch: each row is one user's left-padded window of S+1 item ids.
+
+    Position t of `inputs` predicts position t of `targets`; rows are SASRec-style (every
+    position is a training example, no prefix augmentation).
+    """
+
+    seq: torch.Tensor                  # [B, S+1] long, 0 = padding, most recent item last
+    users: Optional[torch.Tensor] = None  # [B] long user_idx (for logging / sampling)
+
+    @property
+    def inputs(self) -> torch.Tensor:  # [B, S]
+        return self.seq[:, :-1]
+
+    @property
+    def targets(self) -> torch.Tensor:  # [B, S]
+        return self.seq[:, 1:]
+
+    @property
+    def target_mask(self) -> torch.Tensor:  # [B, S] bool, positions that are real examples
+        return (self.inputs > 0) & (self.targets > 0)
+
+    def to(self, device: torch.device | str) -> "SeqBatch":
+        return SeqBatch(self.seq.to(device, non_blocking=True),
+                        None if self.users is None else self.users.to(device, non_blocking=True))
+
 
 SPLITS_FILE = "splits.parquet"
 _REQUIRED = ("user_idx", "split", "history", "target")

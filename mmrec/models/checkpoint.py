@@ -7,9 +7,9 @@ from typing import Any, Optional
 
 import torch
 
-from mmrec.config import Params
 from mmrec.io import atomic_path
 from mmrec.models.base import ModelContext, SeqRecModel
+from mmrec.models.context import ContextConfig, build_context, context_summary
 
 CHECKPOINT_FILE = "model.pt"
 FORMAT_VERSION = 1
@@ -22,8 +22,6 @@ def save_checkpoint(path: Path, model: SeqRecModel, *, arch: str, name: str, con
     Only tensors and plain Python values, so `torch.load(weights_only=True)` reads it. Frozen
     features are non-persistent buffers of the models, so they are not copied into the file.
     """
-    from mmrec.train.context import context_summary
-
     state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
     payload = {"format_version": FORMAT_VERSION, "state_dict": state, "arch": arch, "name": name,
                "config": config, "context": context_summary(ctx), **(extra or {})}
@@ -46,7 +44,7 @@ def read_checkpoint(path: Path) -> dict[str, Any]:
     return ckpt
 
 
-def load_model(model_dir: Path, params: Params, device: torch.device | str = "cpu",
+def load_model(model_dir: Path, params: ContextConfig, device: torch.device | str = "cpu",
                root: Optional[Path] = None) -> SeqRecModel:
     """Rebuild a trained model from `<model_dir>/model.pt` and the pipeline's artifacts.
 
@@ -55,7 +53,6 @@ def load_model(model_dir: Path, params: Params, device: torch.device | str = "cp
     layout `<root>/data/<name>/models/<model>`. Returns the model in eval mode on `device`.
     """
     from mmrec.models.registry import build_model, model_class
-    from mmrec.train.context import build_context
 
     model_dir = Path(model_dir)
     ckpt = read_checkpoint(model_dir)

@@ -3,18 +3,28 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Iterable, Optional
+from typing import Any, Iterable, Optional, Protocol
 
 import numpy as np
 import polars as pl
 import torch
 
 from mmrec import paths
-from mmrec.config import Params
+from mmrec.data.params import DataParams
+from mmrec.features.params import ExtractParams
 from mmrec.features.types import ModalityFeatures
 from mmrec.models.base import ModelContext
 
 MODALITIES = ("text", "image")
+
+
+class ContextConfig(Protocol):
+    """The sections of params.yaml a model context is built from (`mmrec.config.ContextConfig` fits).
+    `train` is only read for `train.common.max_len`, the default input length."""
+
+    data: DataParams
+    extract: ExtractParams
+    train: Any
 
 
 def load_item_pop(items_path: Path) -> torch.Tensor:
@@ -32,7 +42,7 @@ def load_item_pop(items_path: Path) -> torch.Tensor:
     return torch.from_numpy(pop)
 
 
-def present_modalities(params: Params, root: Path) -> list[str]:
+def present_modalities(params: ContextConfig, root: Path) -> list[str]:
     """Modalities whose feature file exists for the configured encoders."""
     return [m for m in MODALITIES if paths.feature_path(params, m, root).exists()]
 
@@ -48,7 +58,7 @@ def read_features(path: Path, n_items: int, tokens: bool) -> ModalityFeatures:
     return feats
 
 
-def build_context(params: Params, device: torch.device | str = "cpu", root: Path = Path("."), *,
+def build_context(params: ContextConfig, device: torch.device | str = "cpu", root: Path = Path("."), *,
                   max_len: Optional[int] = None, tokens: bool = False,
                   modalities: Optional[Iterable[str]] = None, teachers: bool = True) -> ModelContext:
     """ModelContext from items.parquet (n_train), the present modalities' features and, with

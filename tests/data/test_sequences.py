@@ -1,9 +1,15 @@
+import sys
+from pathlib import Path
+
 import polars as pl
 import pytest
 import torch
 
-import train_synth as ts
-from mmrec.train.data import load_eval_split, load_train_sequences, pad_left
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "train"))
+
+import train_synth as ts  # noqa: E402
+
+from mmrec.data.sequences import load_eval_split, load_train_sequences, pad_left  # noqa: E402
 
 
 def test_pad_left_keeps_the_most_recent_items():

@@ -1,14 +1,22 @@
 import math
 
 import pytest
-
 import torch
 import torch.nn.functional as F
 
 from mmrec.models.base import SeqBatch
-from mmrec.train.losses import (Candidates, candidate_logits, full_candidates, gather_candidates,
-                                inbatch_candidates, log_popularity, mask_excluded, rec_loss,
-                                softmax_ce, training_rows)
+from mmrec.objectives.losses import (
+    Candidates,
+    candidate_logits,
+    full_candidates,
+    gather_candidates,
+    inbatch_candidates,
+    log_popularity,
+    mask_excluded,
+    rec_loss,
+    softmax_ce,
+    training_rows,
+)
 
 
 def _batch() -> SeqBatch:
@@ -150,7 +158,7 @@ def _dup_batch() -> SeqBatch:
 
 
 def test_unique_candidates_give_the_slot_softmax():
-    from mmrec.train.losses import inbatch_unique_candidates
+    from mmrec.objectives.losses import inbatch_unique_candidates
 
     batch = _dup_batch()
     rows = training_rows(batch)
@@ -176,8 +184,12 @@ def test_unique_candidates_give_the_slot_softmax():
 
 
 def test_unique_candidates_kd_matches_slot_kd():
-    from mmrec.train.distill import kd_loss
-    from mmrec.train.losses import add_log_mult, inbatch_unique_candidates, row_log_mult
+    from mmrec.objectives.distill import kd_loss
+    from mmrec.objectives.losses import (
+        add_log_mult,
+        inbatch_unique_candidates,
+        row_log_mult,
+    )
 
     batch = _dup_batch()
     rows = training_rows(batch)
@@ -249,7 +261,7 @@ def test_ddp_gathered_inbatch_equals_single_process(tmp_path):
 
 
 def test_seen_table_and_isin_paths_agree(monkeypatch):
-    import mmrec.train.losses as L
+    import mmrec.objectives.losses as L
 
     batch = _dup_batch()
     rows = training_rows(batch)
