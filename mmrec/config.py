@@ -1,13 +1,20 @@
-"""params.yaml: one validated object. Each package owns the schema of its own section."""
+"""params.yaml: one validated object. Each package owns the schema of its own section.
+
+`profiles.<dataset name>` holds settings merged over the sections when `data.name` is that name:
+params.yaml's own values are the defaults for real data, and a small dataset (the embedded
+sample) overrides what it must to fit its time budget. The merge is deep (mappings merge key by
+key, anything else replaces), happens before validation, and `Params.profile` records which
+profile was applied.
+"""
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Optional
 
 import yaml
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 
 from mmrec.data.params import DataParams
 from mmrec.evaluate.params import EvaluateParams
@@ -30,6 +37,54 @@ class Params(BaseModel):
     teacher: TeacherParams = TeacherParams()
     train: TrainParams = TrainParams()
     evaluate: EvaluateParams = EvaluateParams()
+    # dataset name -> settings merged over the sections above (see the module docstring)
+    profiles: dict[str, dict[str, Any]] = {}
+    profile: Optional[str] = None  # set on load: the profile applied, if any
+
+    @model_validator(mode="before")
+    @classmethod
+    def _apply_profile(cls, raw: Any) -> Any:
+        if not isinstance(raw, dict) or not raw.get("profiles"):
+            return raw
+        profiles = raw["profiles"]
+        if not isinstance(profiles, dict) or not all(isinstance(v, dict) for v in profiles.values()):
+            raise ValueError("profiles must map a dataset name to a mapping of settings")
+        data = raw.get("data") or {}
+        name = data.get("name", DataParams().name) if isinstance(data, dict) else None
+        if name not in profiles:
+            return raw
+        prof = profiles[name]
+        # dvc.yaml templates paths and stages from these raw values, before any profile applies.
+        fixed = [k for k in ("profiles", "profile") if k in prof]
+        fixed += [f"{sec}.{k}" for sec, k in (("data", "name"), ("data", "raw_dir"), ("train", "models"))
+                  if isinstance(prof.get(sec), dict) and k in prof[sec]]
+        if fixed:
+            raise ValueError(f"profiles.{name} cannot set {', '.join(fixed)} (dvc.yaml reads them "
+                             "from params.yaml itself): set them at the top level")
+        merged = deep_merge(raw, profiles[name])
+        merged["profile"] = name
+        return merged
+
+
+def deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    """`over` merged into a copy of `base`: mappings merge key by key, other values replace."""
+    out = dict(base)
+    for key, value in over.items():
+        out[key] = deep_merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
+
+
+def _did_you_mean(loc: tuple) -> str:
+    """For an unknown key at `loc`, the closest known key of the section that holds it."""
+    from mmrec.train.entries import did_you_mean
+
+    model: Any = Params
+    for part in loc[:-1]:
+        field = getattr(model, "model_fields", {}).get(part)
+        if field is None or not isinstance(field.annotation, type):
+            return ""
+        model = field.annotation
+    return did_you_mean(str(loc[-1]), list(getattr(model, "model_fields", {})))
 
 
 def format_validation_error(err: ValidationError, source: str) -> str:
@@ -39,7 +94,7 @@ def format_validation_error(err: ValidationError, source: str) -> str:
         key = ".".join(str(p) for p in e["loc"]) or "(top level)"
         msg = e["msg"]
         if e["type"] == "extra_forbidden":
-            msg = "unknown key"
+            msg = "unknown key" + _did_you_mean(e["loc"])
         lines.append(f"  {key}: {msg} (got {e.get('input')!r})" if e["type"] != "extra_forbidden"
                      else f"  {key}: {msg}")
     return "\n".join(lines)
@@ -48,9 +103,16 @@ def format_validation_error(err: ValidationError, source: str) -> str:
 def parse_params(raw: dict[str, Any], source: str = "params") -> Params:
     """Validate a params mapping; raise ParamsError naming each bad key."""
     try:
-        return Params.model_validate(raw or {})
+        params = Params.model_validate(raw or {})
     except ValidationError as err:
         raise ParamsError(format_validation_error(err, source)) from None
+    from mmrec.train.entries import check_train_section  # imports the model registry (torch)
+
+    try:
+        check_train_section(params.train)
+    except ValueError as err:
+        raise ParamsError(f"invalid parameters in {source}:\n  " + str(err).replace("\n", "\n  ")) from None
+    return params
 
 
 def load_params(path: str | os.PathLike = "params.yaml") -> Params:

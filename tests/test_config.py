@@ -25,11 +25,11 @@ def test_unknown_key_is_named():
 
 def test_wrong_type_and_bad_value_are_named():
     raw = yaml.safe_load((ROOT / "params.yaml").read_text())
-    raw["data"]["max_history"] = "many"
+    raw["data"]["min_user_interactions"] = "many"
     raw["teacher"]["codes"] = 1000
     with pytest.raises(ParamsError) as err:
         parse_params(raw)
-    assert "data.max_history" in str(err.value)
+    assert "data.min_user_interactions" in str(err.value)
     assert "teacher.codes" in str(err.value)
 
 

@@ -16,8 +16,8 @@ import torch
 
 from mmrec import paths
 from mmrec.evaluate.params import EvaluateConfig
-from mmrec.evaluate.stage import build_metrics, summarize_ranks
-from mmrec.io import write_json
+from mmrec.evaluate.stage import RANKS_FILE, build_metrics, ranks_frame, summarize_ranks
+from mmrec.io import write_json, write_parquet
 
 
 def write_fake_run(params: EvaluateConfig, root: Path, models: Sequence[str] | None = None, *,
@@ -34,7 +34,7 @@ def write_fake_run(params: EvaluateConfig, root: Path, models: Sequence[str] | N
     for u in range(n_users):
         full[u, : hist_len[u]] = torch.randint(1, n_items + 1, (int(hist_len[u]),), generator=g)
     for i, model in enumerate(models):
-        per_split = {}
+        per_split, frames = {}, []
         quality = 1.0 + 0.25 * i
         for split in ("valid", "test"):
             targets = torch.randint(1, n_items + 1, (n_users,), generator=g)
@@ -42,6 +42,8 @@ def write_fake_run(params: EvaluateConfig, root: Path, models: Sequence[str] | N
             scale = 300.0 / quality * torch.where(item_pop[targets] == 0, 3.0, 1.0)
             ranks = (torch.rand(n_users, generator=g) ** 2 * scale).long().clamp(0, n_items - 1) + 1
             per_split[split] = summarize_ranks(ranks, targets, full, item_pop, params.evaluate)
+            frames.append(ranks_frame(split, torch.arange(n_users), targets, ranks))
+        write_parquet(pl.concat(frames), paths.results_dir(params, model, root) / RANKS_FILE)
         write_json(build_metrics(model, per_split, params.evaluate, n_items),
                    paths.results_dir(params, model, root) / "metrics.json")
         ep = torch.arange(1, epochs + 1, dtype=torch.float64)

@@ -2,24 +2,53 @@
 
 from __future__ import annotations
 
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from mmrec.data.params import DataParams
 from mmrec.features.params import ExtractParams
 
+#: How a user's earlier items take part in the ranking of their next item:
+#: - none:          every item is ranked, history included (the protocol of RecBole and the
+#:                  published figures on the Amazon benchmarks);
+#: - except_target: earlier items leave the ranking, except the target itself when it repeats;
+#: - all:           earlier items leave the ranking, a repeated target included (it counts as a
+#:                  miss, rank N+1).
+MaskHistory = Literal["none", "except_target", "all"]
+MASK_MODES: tuple[str, ...] = get_args(MaskHistory)
+
+
+def mask_mode(value: "MaskHistory | bool") -> MaskHistory:
+    """A mask_history setting as one of MASK_MODES; booleans read as before the modes existed
+    (true = except_target, false = none)."""
+    if isinstance(value, bool):
+        return "except_target" if value else "none"
+    if value not in MASK_MODES:
+        raise ValueError(f"mask_history must be one of {', '.join(MASK_MODES)} (or true/false); got {value!r}")
+    return value  # type: ignore[return-value]
+
 
 class EvaluateParams(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     ks: list[int] = [5, 10, 20]
-    mask_history: bool = True
+    # none | except_target | all (see MaskHistory above); true/false read as
+    # except_target/none. Default none: the protocol of every published figure we compare with.
+    mask_history: MaskHistory = "none"
+    # Paired bootstrap intervals: resamples, and the model every other is compared with.
+    bootstrap: int = Field(1000, ge=100)
+    baseline: str = "sasrec"
     batch_users: int = Field(1024, ge=1)
     item_chunk: int = Field(65536, ge=1)
     popularity_groups: int = Field(4, ge=1)  # quantile groups after group 0 (cold items)
     # First history length of each new bucket: [4, 8, 12] -> 1-3, 4-7, 8-11, 12+.
     history_buckets: list[int] = [4, 8, 12]
+
+    @field_validator("mask_history", mode="before")
+    @classmethod
+    def _mask_mode(cls, v: object) -> str:
+        return mask_mode(v)  # type: ignore[arg-type]
 
     @field_validator("ks")
     @classmethod

@@ -12,21 +12,21 @@ from typing import Callable, Sequence
 
 import torch
 
+from mmrec.evaluate.params import MaskHistory, mask_mode
+
 # Scores within this relative distance of the target's score count as ties (against the target).
 TIE_RTOL = 1e-6
 
-
 def rank_targets(user: torch.Tensor, items: torch.Tensor, targets: torch.Tensor,
-                 history: torch.Tensor | None = None, *, mask_history: bool = True,
+                 history: torch.Tensor | None = None, *, mask_history: MaskHistory | bool = "none",
                  item_chunk: int = 65536, workspace: torch.Tensor | None = None) -> torch.Tensor:
     """1-based rank of each target among all real items (ids 1..N).
 
     user:    [U, D] user vectors.
     items:   [N+1, D] item vectors; row 0 (padding) is never ranked.
     targets: [U] target item ids (1..N).
-    history: [U, H] item ids the user interacted with (0 = padding); with `mask_history` these
-             items are removed from the ranking, except the target itself (a repeat stays
-             rankable and is counted by `count_repeats`).
+    history: [U, H] item ids the user interacted with (0 = padding), removed from the ranking
+             as `mask_history` says (see MaskHistory; repeats are counted by `count_repeats`).
     workspace: optional float32 buffer of at least U x min(item_chunk, N+1) elements on the
              same device, reused for the score blocks (saves re-faulting a fresh block per call).
     """
@@ -49,12 +49,17 @@ def rank_targets(user: torch.Tensor, items: torch.Tensor, targets: torch.Tensor,
     # Anything scoring at least `thr` is ranked above the target (pessimistic ties).
     thr = t_score - TIE_RTOL * t_score.abs().clamp_min(1.0)            # [U, 1]
     ahead = torch.zeros(user.shape[0], dtype=torch.long, device=user.device)
-    hist = history.long() if (mask_history and history is not None) else None
+    mode = mask_mode(mask_history)
+    hist = history.long() if (mode != "none" and history is not None) else None
+    masked_target = torch.zeros(user.shape[0], dtype=torch.bool, device=user.device)
     if hist is not None:
-        # History items other than the target leave the ranking; a repeated target stays.
+        # History items other than the target leave the ranking (the target is never counted
+        # against itself); under "all" a repeated target is itself masked: a miss.
         keep = (hist > 0) & (hist != targets[:, None])                 # [U, H]
         h_rows, h_cols = keep.nonzero(as_tuple=True)
         h_items = hist[h_rows, h_cols]                                  # [M]
+        if mode == "all":
+            masked_target = (hist == targets[:, None]).any(-1)          # [U]
     all_rows = torch.arange(user.shape[0], device=user.device)
     n_users = user.shape[0]
     width = min(item_chunk, n_rows)
@@ -77,7 +82,7 @@ def rank_targets(user: torch.Tensor, items: torch.Tensor, targets: torch.Tensor,
         # exact (counts stay far below 2**24).
         s.ge_(thr)
         ahead += s.sum(-1).long()
-    return ahead + 1
+    return torch.where(masked_target, torch.full_like(ahead, n_rows), ahead + 1)
 
 
 def count_repeats(targets: torch.Tensor, history: torch.Tensor) -> int:
@@ -100,7 +105,7 @@ def metrics_from_ranks(ranks: torch.Tensor, ks: Sequence[int]) -> dict[str, floa
 
 @torch.inference_mode()
 def rank_model(model: torch.nn.Module, histories: torch.Tensor, targets: torch.Tensor, *,
-               mask_history: bool = True, mask_items: torch.Tensor | None = None,
+               mask_history: MaskHistory | bool = "none", mask_items: torch.Tensor | None = None,
                batch_users: int = 1024, item_chunk: int = 65536,
                device: torch.device | str | None = None,
                progress: Callable[[int], None] | None = None) -> torch.Tensor:

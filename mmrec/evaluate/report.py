@@ -11,6 +11,7 @@ import base64
 import html
 import json
 import math
+import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,9 +20,14 @@ from typing import Any
 import polars as pl
 
 from mmrec import paths
+from mmrec.evaluate.intervals import metric_intervals, paired_difference
 from mmrec.evaluate.params import EvaluateConfig
+from mmrec.evaluate.stage import RANKS_FILE, protocol_label
 
 BASELINE = "sasrec"
+#: The metrics the report gives intervals and paired comparisons for.
+CI_METRICS = ["recall@10", "ndcg@10"]
+COMPARISON_FILE = "comparison.json"
 PLOTS = {
     "metrics": "metrics_by_model.png",
     "popularity": "recall_by_popularity.png",
@@ -38,6 +44,7 @@ class RunData:
     metrics: dict[str, dict[str, Any]] = field(default_factory=dict)   # model -> metrics.json
     logs: dict[str, pl.DataFrame] = field(default_factory=dict)        # model -> train_log.tsv
     dataset_stats: dict[str, Any] = field(default_factory=dict)
+    ranks: dict[str, pl.DataFrame] = field(default_factory=dict)       # model -> test ranks
     problems: list[str] = field(default_factory=list)   # unreadable files, named
 
     @property
@@ -76,6 +83,13 @@ def collect(params: EvaluateConfig, root: Path = Path(".")) -> RunData:
                 data.metrics[model] = json.loads(mpath.read_text())
             except ValueError as err:
                 data.problems.append(f"{mpath}: not valid JSON ({err}); model left out")
+        rk = mpath.parent / RANKS_FILE
+        if model in data.metrics and rk.exists():
+            try:
+                data.ranks[model] = (pl.read_parquet(rk).filter(pl.col("split") == "test")
+                                     .select("user_idx", "rank").sort("user_idx"))
+            except (pl.exceptions.PolarsError, OSError) as err:
+                data.problems.append(f"{rk}: unreadable ({err}); intervals left out")
         lpath = paths.model_dir(params, model, root) / "train_log.tsv"
         if lpath.exists():
             try:
@@ -95,7 +109,8 @@ def collect(params: EvaluateConfig, root: Path = Path(".")) -> RunData:
 
 def metric_columns(data: RunData, split: str = "test") -> list[str]:
     """`<split>_<metric>@<k>` keys present in any model's metrics, ordered by metric then k."""
-    keys = {k for m in data.metrics.values() for k in m if k.startswith(f"{split}_") and "@" in k}
+    pattern = re.compile(rf"{re.escape(split)}_[a-z]+@\d+")
+    keys = {k for m in data.metrics.values() for k in m if pattern.fullmatch(k)}
 
     def order(key: str) -> tuple[int, int]:
         name, k = key[len(split) + 1:].split("@")
@@ -120,6 +135,47 @@ def relative_improvement(table: pl.DataFrame, baseline: str = BASELINE) -> pl.Da
     return table.select("model", *[
         (pl.when(pl.lit(base[c]) > 0).then((pl.col(c) / base[c] - 1) * 100).otherwise(None)).alias(c)
         for c in cols])
+
+
+def paired_comparisons(data: RunData, baseline: str, metrics: list[str], n_boot: int
+                       ) -> list[dict[str, Any]]:
+    """Per model: each metric's 95% bootstrap interval and, against `baseline`, the paired
+    bootstrap interval of the difference over the users both were tested on."""
+    rows = []
+    base = data.ranks.get(baseline)
+    for model in data.reported:
+        ranks = data.ranks.get(model)
+        if ranks is None:
+            continue
+        row: dict[str, Any] = {"model": model, "users": ranks.height}
+        for metric in metrics:
+            row[metric] = metric_intervals(ranks["rank"].to_numpy(), [metric], n_boot)[metric]
+            if base is not None and model != baseline:
+                both = ranks.join(base, on="user_idx", suffix="_base")
+                row[f"{metric}_vs_{baseline}"] = paired_difference(
+                    both["rank"].to_numpy(), both["rank_base"].to_numpy(), metric, n_boot)
+        rows.append(row)
+    return rows
+
+
+def _interval_rows(rows: list[dict[str, Any]], baseline: str, metrics: list[str]
+                   ) -> tuple[list[str], list[list[tuple[str, bool]]]]:
+    """Header and cells of the intervals table: value [95% CI], difference vs baseline [CI]."""
+    header = ["model"] + [f"{_short('test_' + m)} [95% CI]" for m in metrics] + \
+        [f"Δ{_short('test_' + m)} vs {baseline} [95% CI]" for m in metrics]
+    body = []
+    for row in rows:
+        cells = [(row["model"], False)]
+        cells += [(f"{row[m]['mean']:.4f} [{row[m]['lo']:.4f}, {row[m]['hi']:.4f}]", False) for m in metrics]
+        for m in metrics:
+            d = row.get(f"{m}_vs_{baseline}")
+            if d is None:
+                cells.append(("baseline" if row["model"] == baseline else "–", False))
+            else:
+                cells.append((f"{d['diff']:+.4f} [{d['lo']:+.4f}, {d['hi']:+.4f}]"
+                              + (" *" if d["significant"] else ""), d["significant"] and d["diff"] > 0))
+        body.append(cells)
+    return header, body
 
 
 def _short(col: str) -> str:
@@ -171,10 +227,12 @@ def key_params(params: EvaluateConfig) -> dict[str, Any]:
         "data": f"{d.name} ({d.source}, split {d.split}, max_history {d.max_history}, "
                 f"min_user_interactions {d.min_user_interactions}, require {list(d.require)})",
         "encoders": f"text {params.extract.text.encoder}; image {params.extract.image.encoder}",
-        "train.common": f"epochs {c.epochs}, batch {c.batch_size}, lr {c.lr}, loss {c.loss}, hidden {c.hidden}, "
-                        f"layers {c.layers}, max_len {c.max_len}, select {c.select_metric}, patience {c.patience}",
-        "evaluate": f"full ranking over all items, mask_history {e.mask_history}, ks {list(e.ks)}, "
-                    f"pessimistic ties, popularity_groups {e.popularity_groups}",
+        # Only what common writes: unwritten keys leave each model's own default in force.
+        "train.common": ", ".join(f"{k} {v}" for k, v in c.model_dump(include=c.model_fields_set).items()),
+        "train.like_for_like": str(params.train.like_for_like),
+        "evaluate": f"{protocol_label(e)}, ks {list(e.ks)}, pessimistic ties, "
+                    f"popularity_groups {e.popularity_groups}",
+        "profile": getattr(params, "profile", None) or "none (params.yaml's real-data defaults)",
     }
     for m in params.train.models:
         section = params.train.section(m)
@@ -440,6 +498,8 @@ def render(params: EvaluateConfig, data: RunData, plots: dict[str, Path | None])
     """The Markdown and the self-contained HTML documents."""
     table = comparison_table(data)
     rel = relative_improvement(table)
+    baseline = params.evaluate.baseline
+    comparisons = paired_comparisons(data, baseline, CI_METRICS, params.evaluate.bootstrap)
     k = _plot_k(data)
     title = f"mmrec report: {params.data.name}"
     d = _Doc(plots)
@@ -450,13 +510,16 @@ def render(params: EvaluateConfig, data: RunData, plots: dict[str, Path | None])
     for problem in data.problems:
         d.para(f"Note: {problem}")
 
-    d.heading("Test metrics (full ranking over all items)")
+    d.heading("Test metrics")
     if table.height:
         users = data.metrics[data.reported[0]].get("test_users")
         repeats = data.metrics[data.reported[0]].get("test_repeat_targets")
+        protocols = sorted({str(m.get("protocol", "unlabelled (older metrics.json)")) for m in data.metrics.values()})
+        d.para(f"Protocol: {'; '.join(protocols)}."
+               + (" Models were evaluated under DIFFERENT protocols: do not compare them." if len(protocols) > 1 else ""))
         d.para("Best per column in bold. R = Recall (= HR, one target per user), N = NDCG, MRR = mean "
                "reciprocal rank, at cutoff @K; test computed once at the checkpoint selected on validation. "
-               f"Test users: {users}; targets repeating a history item: {repeats} (kept rankable).")
+               f"Test users: {users}; targets repeating a history item: {repeats}.")
         d.begin_row()
         d.table(*_fmt_table(table), title="Test metrics")
         if rel is not None and rel.height > 1:
@@ -464,6 +527,11 @@ def render(params: EvaluateConfig, data: RunData, plots: dict[str, Path | None])
         d.end_row()
         if rel is None:
             d.para(f"No relative improvement: the baseline {BASELINE} has no metrics.")
+        if comparisons:
+            d.para(f"Intervals: 95% percentile bootstrap over test users ({params.evaluate.bootstrap} "
+                   f"resamples); Δ is the paired difference with {baseline} on the same users, * where "
+                   "its interval excludes zero (a difference beyond noise), bold where it is a gain.")
+            d.table(*_interval_rows(comparisons, baseline, CI_METRICS), title="Intervals")
     else:
         d.para("No model has metrics yet: run `dvc repro` (or `mmrec run evaluate <model>`).")
 
@@ -548,6 +616,12 @@ def run(params: EvaluateConfig, root: Path = Path(".")) -> dict[str, Any]:
         tmp.write_text(md)
     with atomic_path(out_dir / "report.html") as tmp:
         tmp.write_text(doc)
+    comparison = {"protocol": protocol_label(params.evaluate), "baseline": params.evaluate.baseline,
+                  "bootstrap": params.evaluate.bootstrap, "split": "test",
+                  "models": paired_comparisons(data, params.evaluate.baseline, CI_METRICS,
+                                               params.evaluate.bootstrap)}
+    with atomic_path(out_dir / COMPARISON_FILE) as tmp:
+        tmp.write_text(json.dumps(comparison, indent=1, sort_keys=True) + "\n")
     return {"path": str(out_dir), "reported": data.reported, "missing": data.missing,
             "plots": [p.name for p in plots.values() if p is not None],
             "problems": data.problems, "seconds": round(time.perf_counter() - t0, 2)}

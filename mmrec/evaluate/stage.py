@@ -30,9 +30,11 @@ from mmrec.evaluate.ranking import (
     metrics_from_ranks,
     rank_model,
 )
-from mmrec.io import pick_device, write_json
+from mmrec.evaluate.intervals import metric_intervals
+from mmrec.io import pick_device, write_json, write_parquet
 
 SPLITS = ("valid", "test")
+RANKS_FILE = "ranks.parquet"
 
 
 class EvalSplitLike(Protocol):
@@ -61,19 +63,22 @@ def load_item_pop(items_path: Path) -> torch.Tensor:
     return pop
 
 
+def split_ranks(model: torch.nn.Module, split: EvalSplitLike, cfg: EvaluateParams,
+                device: torch.device | str | None = None, desc: str = "evaluate") -> torch.Tensor:
+    """[U] 1-based ranks of the split's targets under `cfg.mask_history`, which masks
+    `split.full_history` (every earlier item, not only the truncated model input)."""
+    n_users = int(split.targets.shape[0])
+    with tqdm(total=n_users, desc=desc, unit="user", leave=False, disable=n_users < 5000) as bar:
+        return rank_model(model, split.histories, split.targets, mask_history=cfg.mask_history,
+                          mask_items=split.full_history, batch_users=cfg.batch_users,
+                          item_chunk=cfg.item_chunk, device=device, progress=bar.update)
+
+
 def evaluate_split(model: torch.nn.Module, split: EvalSplitLike, item_pop: torch.Tensor,
                    cfg: EvaluateParams, device: torch.device | str | None = None,
                    desc: str = "evaluate") -> dict[str, Any]:
-    """Overall metrics, counts and breakdowns of `model` on one split.
-
-    The ranking masks `split.full_history` (not only the truncated model input) when
-    `cfg.mask_history`; targets that repeat a history item stay rankable and are counted.
-    """
-    n_users = int(split.targets.shape[0])
-    with tqdm(total=n_users, desc=desc, unit="user", leave=False, disable=n_users < 5000) as bar:
-        ranks = rank_model(model, split.histories, split.targets, mask_history=cfg.mask_history,
-                           mask_items=split.full_history, batch_users=cfg.batch_users,
-                           item_chunk=cfg.item_chunk, device=device, progress=bar.update)
+    """Overall metrics, counts and breakdowns of `model` on one split (see `split_ranks`)."""
+    ranks = split_ranks(model, split, cfg, device, desc)
     return summarize_ranks(ranks, split.targets, split.full_history, item_pop, cfg)
 
 
@@ -101,9 +106,12 @@ def summarize_ranks(ranks: torch.Tensor, targets: torch.Tensor, full_history: to
     labels = history_bucket_labels(cfg.history_buckets)
     by_len = grouped_metrics(ranks, bucket, len(labels), ks, labels=labels)
     repeat = (full_history.long() == targets.long()[:, None]).any(-1).cpu()   # [U]
+    k = 10 if 10 in ks else ks[0]
     return {
         "n_users": n_users,
         "overall": metrics_from_ranks(ranks, ks),
+        # 95% percentile bootstrap over users (mmrec.evaluate.intervals)
+        "ci95": metric_intervals(ranks.numpy(), [f"recall@{k}", f"ndcg@{k}"], cfg.bootstrap),
         "repeat_targets": count_repeats(targets, full_history),
         "overall_without_repeats": metrics_from_ranks(ranks[~repeat], ks),
         "mean_rank": float(ranks.double().mean()) if n_users else None,
@@ -124,10 +132,27 @@ def build_metrics(model_name: str, per_split: dict[str, dict[str, Any]], cfg: Ev
     # A list, not a mapping, so `dvc metrics show` keeps its table to the flat keys above.
     doc["details"] = [{"split": split, **res} for split, res in per_split.items()]
     # Only scalars that help reading `dvc metrics show` stay mappings; lists are not shown there.
+    for split, res in per_split.items():
+        for metric, ci in res["ci95"].items():
+            doc[f"{split}_{metric}_ci95"] = [ci["lo"], ci["hi"]]
+    doc["protocol"] = protocol_label(cfg)
     doc["settings"] = {"mask_history": cfg.mask_history, "n_items": n_items, "ks": list(cfg.ks),
                        "history_buckets": list(cfg.history_buckets),
                        "ties": [f"pessimistic, relative tolerance {TIE_RTOL:g}"]}
     return doc
+
+
+def protocol_label(cfg: EvaluateParams) -> str:
+    """One line naming how a figure was measured, printed beside every figure."""
+    masking = {"none": "history not masked", "except_target": "history masked except a repeated target",
+               "all": "history masked (repeated targets count as misses)"}[cfg.mask_history]
+    return f"full ranking over all items, {masking} (mask_history: {cfg.mask_history})"
+
+
+def ranks_frame(split: str, user_idx: torch.Tensor, targets: torch.Tensor, ranks: torch.Tensor) -> pl.DataFrame:
+    """One split's per-user ranks as rows of ranks.parquet (user_idx, split, target, rank)."""
+    return pl.DataFrame({"user_idx": user_idx.numpy().astype("int32"), "split": [split] * len(ranks),
+                         "target": targets.numpy().astype("int32"), "rank": ranks.numpy().astype("int32")})
 
 
 def model_max_len(params: EvaluateConfig, model_name: str) -> int:
@@ -187,13 +212,16 @@ def evaluate_one(params: EvaluateConfig, model: str, root: Path, splits: tuple[s
         raise ValueError(f"model {model!r} scores {n_items} items but items.parquet has "
                          f"{item_pop.shape[0] - 1}: retrain after re-ingesting")
     max_len = model_max_len(params, model)
-    per_split = {}
+    per_split, frames = {}, []
     for split in splits:
         data = _load_eval_split(paths.ingest_dir(params, root), split, max_len)
-        per_split[split] = evaluate_split(net, data, item_pop, params.evaluate, device,
-                                          desc=f"{model} {split}")
+        ranks = split_ranks(net, data, params.evaluate, device, desc=f"{model} {split}")
+        per_split[split] = summarize_ranks(ranks, data.targets, data.full_history, item_pop, params.evaluate)
+        frames.append(ranks_frame(split, data.user_idx, data.targets, ranks))
     doc = build_metrics(model, per_split, params.evaluate, n_items)
     out = paths.results_dir(params, model, root) / "metrics.json"
+    # Per-user ranks: what the report's paired intervals (and any later analysis) resample.
+    write_parquet(pl.concat(frames), out.parent / RANKS_FILE)
     write_json(doc, out)
     k = 10 if 10 in params.evaluate.ks else params.evaluate.ks[0]
     summary = {"model": model, "path": str(out), "seconds": round(time.perf_counter() - t0, 2),

@@ -15,6 +15,7 @@ import torch
 from tqdm import tqdm
 
 from mmrec.data.sequences import EvalSplit
+from mmrec.evaluate.params import MaskHistory
 from mmrec.evaluate.ranking import evaluate_model
 from mmrec.evaluate.retention import modality_retention, retention_pairs
 from mmrec.models.base import ModelContext, SeqRecModel
@@ -30,7 +31,7 @@ class EvalSettings:
     """How validation ranks (mirrors the `evaluate` params section)."""
 
     ks: Sequence[int] = (5, 10, 20)
-    mask_history: bool = True
+    mask_history: MaskHistory = "none"
     batch_users: int = 1024
     item_chunk: int = 65536
 

@@ -43,6 +43,9 @@ class TrainParams(BaseModel):
 
     models: list[str] = ["sasrec", "gru4rec", "sasrec_ef", "sasrec_lf", "kdsr", "odmt", "odmt_kdsr"]
     common: TrainCommon = TrainCommon()
+    # Every entry trains with train.common's loss, epochs, patience and select_metric
+    # (mmrec.train.entries.PROTOCOL_KEYS), whatever its own section or class default says.
+    like_for_like: bool = False
 
     @model_validator(mode="after")
     def _sections_are_mappings(self) -> "TrainParams":

@@ -8,36 +8,14 @@ from typing import Any, Optional
 
 from mmrec import paths
 from mmrec.io import pick_device, seed_everything
-from mmrec.train import ddp
+from mmrec.train import ddp, entries
 from mmrec.train.params import TrainCommon, TrainConfig
-
-COMMON_KEYS = frozenset(TrainCommon.model_fields)
 
 
 def resolve_entry(params: TrainConfig, entry: str) -> tuple[str, TrainCommon, dict[str, Any]]:
-    """(arch, loop settings, raw model config) of `train.<entry>`.
-
-    `arch` defaults to the entry name. Keys of `train.<entry>` that are `train.common` keys
-    override the common loop settings; every other key goes to the model's config class. The
-    model config also receives the (overridden) common values of the keys it declares (hidden,
-    layers, heads, dropout, max_len, loss, ...).
-    """
-    from mmrec.models.registry import model_class
-
-    if entry not in params.train.models:
-        raise KeyError(f"model {entry!r} is not in train.models: {', '.join(params.train.models)}")
-    section = params.train.section(entry)
-    arch = str(section.pop("arch", entry))
-    cls = model_class(arch)
-    overrides = {k: v for k, v in section.items() if k in COMMON_KEYS}
-    try:
-        common = TrainCommon.model_validate({**params.train.common.model_dump(), **overrides})
-    except Exception as err:  # name the entry, not just train.common
-        raise ValueError(f"train.{entry}: {err}") from None
-    declared = set(getattr(cls.config_cls, "model_fields", {}))
-    cfg = {k: v for k, v in common.model_dump().items() if k in declared}
-    cfg.update({k: v for k, v in section.items() if k not in COMMON_KEYS})
-    return arch, common, cfg
+    """(arch, loop settings, raw model config) of `train.<entry>` (see mmrec.train.entries)."""
+    e = entries.resolve_entry(params.train, entry)
+    return e.arch, e.common, e.config
 
 
 def check_requirements(entry: str, cls: type, ctx) -> None:

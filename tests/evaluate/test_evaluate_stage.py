@@ -54,17 +54,29 @@ def test_run_writes_metrics_json(project):
     # history-length buckets (edges 3, 6)
     assert [b["label"] for b in test["by_history_length"]] == ["1-2", "3-5", "6+"]
     assert sum(b["n_users"] for b in test["by_history_length"]) == 35
-    assert doc["settings"]["mask_history"] is True
+    assert doc["settings"]["mask_history"] == "none"
+    assert "history not masked" in doc["protocol"]
     assert set(test["overall_without_repeats"]) == set(ref)
+    # per-user ranks kept for paired comparisons; intervals bracket the point estimate
+    kept = pl.read_parquet(root / "data/tiny/results/sasrec/ranks.parquet").filter(pl.col("split") == "test")
+    assert kept["rank"].to_list() == ranks.tolist()
+    assert kept["user_idx"].to_list() == split.user_idx.tolist()
+    lo, hi = doc["test_recall@10_ci95"]
+    assert lo <= doc["test_recall@10"] <= hi and lo < hi
+    assert test["ci95"]["ndcg@10"]["mean"] == pytest.approx(doc["test_ndcg@10"])
 
 
 def test_mask_history_switch(project):
     root, model, splits, _ = project
-    masked = stage.run(tiny_params(), root, "sasrec")
-    unmasked = stage.run(tiny_params(mask_history=False), root, "sasrec")
+    masked = stage.run(tiny_params(mask_history="except_target"), root, "sasrec")
+    masked_all = stage.run(tiny_params(mask_history="all"), root, "sasrec")
+    unmasked = stage.run(tiny_params(mask_history=False), root, "sasrec")   # legacy boolean
     doc = json.loads((root / "data/tiny/results/sasrec/metrics.json").read_text())
-    assert doc["settings"]["mask_history"] is False
-    assert masked["test_recall@10"] >= unmasked["test_recall@10"]
+    assert doc["settings"]["mask_history"] == "none"
+    assert masked["test_recall@10"] > unmasked["test_recall@10"]
+    # "all" also masks repeated targets (misses), so it can only lose against except_target
+    assert masked_all["test_recall@10"] < masked["test_recall@10"]
+    assert tiny_params(mask_history=True).evaluate.mask_history == "except_target"
 
 
 def test_unknown_or_untrained_model(project):

@@ -135,3 +135,21 @@ def test_workspace_reuse_and_half_inputs_give_the_same_ranks():
     assert torch.equal(rank_targets(u, it, split.targets, split.full_history, item_chunk=17, workspace=small), ref)
     # integer-valued vectors are exact in half precision too
     assert torch.equal(rank_targets(u.half(), it.half(), split.targets, split.full_history), ref)
+
+
+def test_mask_modes_none_except_target_and_all():
+    # 5 items; the user's history holds items 1 and 2; scores favour 1 > 2 > 3 > 4 > 5
+    items = torch.tensor([[0.0], [5.0], [4.0], [3.0], [2.0], [1.0]])
+    user = torch.ones(2, 1)
+    history = torch.tensor([[1, 2], [1, 2]])
+    targets = torch.tensor([3, 2])                  # user 1's target repeats a history item
+    none = rank_targets(user, items, targets, history, mask_history="none")
+    except_target = rank_targets(user, items, targets, history, mask_history="except_target")
+    masked_all = rank_targets(user, items, targets, history, mask_history="all")
+    assert none.tolist() == [3, 2]
+    assert except_target.tolist() == [1, 1]         # 1 and 2 leave; a repeated 2 stays rankable
+    assert masked_all.tolist() == [1, 6]            # a masked repeat is a miss: rank N+1
+    assert rank_targets(user, items, targets, history, mask_history=True).tolist() == except_target.tolist()
+    assert rank_targets(user, items, targets, history, mask_history=False).tolist() == none.tolist()
+    with pytest.raises(ValueError, match="none, except_target, all"):
+        rank_targets(user, items, targets, history, mask_history="some")

@@ -80,3 +80,21 @@ def test_report_without_models_and_with_a_broken_file(tmp_path):
     assert summary["reported"] == [] and summary["plots"] == []
     assert not (tmp_path / "data/tiny/report/metrics_by_model.png").exists()
     assert "No model has metrics yet" in (tmp_path / "data/tiny/report/report.md").read_text()
+
+
+def test_report_gives_intervals_and_paired_comparisons(fake):
+    params, root = fake
+    run(params, root)
+    out = root / "data" / "tiny" / "report"
+    doc = json.loads((out / "comparison.json").read_text())
+    assert doc["baseline"] == "sasrec" and "history not masked" in doc["protocol"]
+    rows = {r["model"]: r for r in doc["models"]}
+    assert set(rows) == {"sasrec", "kdsr", "odmt"}
+    assert "recall@10_vs_sasrec" not in rows["sasrec"]
+    for model in ("kdsr", "odmt"):
+        d = rows[model]["recall@10_vs_sasrec"]
+        assert d["lo"] <= d["diff"] <= d["hi"]
+        assert d["diff"] == pytest.approx(rows[model]["recall@10"]["mean"] - rows["sasrec"]["recall@10"]["mean"])
+    md = (out / "report.md").read_text()
+    assert "Protocol: full ranking over all items, history not masked" in md
+    assert "vs sasrec [95% CI]" in md

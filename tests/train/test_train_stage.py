@@ -8,7 +8,7 @@ import torch
 import train_synth as ts
 import yaml
 
-from mmrec.config import parse_params
+from mmrec.config import ParamsError, parse_params
 from mmrec.data.sequences import load_eval_split
 from mmrec.models.checkpoint import load_model, read_checkpoint
 from mmrec.train.stage import resolve_entry, run
@@ -17,7 +17,8 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def _params(models, sections=None, **common):
-    p = ts.params(models=models, **common).model_dump(mode="json")
+    p = ts.params(**common).model_dump(mode="json")
+    p["train"]["models"] = list(models)
     p["train"].update(sections or {})
     return parse_params(p)
 
@@ -73,10 +74,11 @@ def test_unknown_entry_arch_and_key_fail_clearly(tmp_path):
     ts.write_dataset(tmp_path)
     with pytest.raises(KeyError, match="not in train.models"):
         resolve_entry(_params(["sasrec"]), "gru4rec")
-    with pytest.raises(KeyError, match="known: .*sasrec"):
-        resolve_entry(_params(["mine"], {"mine": {"arch": "sasreq"}}), "mine")
-    with pytest.raises(ValueError, match=r"train\.sasrec\.hiden: unknown key"):
-        run(_params(["sasrec"], {"sasrec": {"hiden": 3}}), tmp_path, "sasrec", progress=False)
+    # Entries are checked when params load, before any stage runs.
+    with pytest.raises(ParamsError, match="unknown model 'sasreq' .did you mean 'sasrec'.*known: .*sasrec"):
+        _params(["mine"], {"mine": {"arch": "sasreq"}})
+    with pytest.raises(ParamsError, match=r"train\.sasrec\.hiden: unknown key .* \(did you mean 'hidden'\?\)"):
+        _params(["sasrec"], {"sasrec": {"hiden": 3}})
 
 
 def test_missing_modality_and_teacher_fail_before_training(tmp_path):
