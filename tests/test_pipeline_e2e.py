@@ -48,11 +48,13 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, s
 
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
     params["train"]["models"] = MODELS
-    params["train"]["common"].update(epochs=2, patience=1)
+    # The sample's profile is what applies while data.name is `sample`: cut its epochs there.
+    profile = params["profiles"]["sample"]
+    profile["train"]["common"].update(epochs=2, patience=1)
     for m in ("odmt", "odmt_kdsr"):
-        params["train"][m]["epochs"] = 2
-        params["train"][m]["rampup_epochs"] = 1
-    params["teacher"].update(epochs=3, random_pairs=5000, max_cooccurring_pairs=20000, kmeans_iters=5)
+        profile["train"][m].update(epochs=2, rampup_epochs=1)
+    profile["teacher"]["epochs"] = 3
+    params["teacher"].update(random_pairs=5000, max_cooccurring_pairs=20000, kmeans_iters=5)
     (proj / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
 
     # the stage commands say `python`: the interpreter running the tests, with its packages

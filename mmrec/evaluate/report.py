@@ -173,7 +173,7 @@ def _interval_rows(rows: list[dict[str, Any]], baseline: str, metrics: list[str]
                 cells.append(("baseline" if row["model"] == baseline else "–", False))
             else:
                 cells.append((f"{d['diff']:+.4f} [{d['lo']:+.4f}, {d['hi']:+.4f}]"
-                              + (" *" if d["significant"] else ""), d["significant"] and d["diff"] > 0))
+                              + (" †" if d["significant"] else ""), d["significant"] and d["diff"] > 0))
         body.append(cells)
     return header, body
 
@@ -529,7 +529,7 @@ def render(params: EvaluateConfig, data: RunData, plots: dict[str, Path | None])
             d.para(f"No relative improvement: the baseline {BASELINE} has no metrics.")
         if comparisons:
             d.para(f"Intervals: 95% percentile bootstrap over test users ({params.evaluate.bootstrap} "
-                   f"resamples); Δ is the paired difference with {baseline} on the same users, * where "
+                   f"resamples); Δ is the paired difference with {baseline} on the same users, † where "
                    "its interval excludes zero (a difference beyond noise), bold where it is a gain.")
             d.table(*_interval_rows(comparisons, baseline, CI_METRICS), title="Intervals")
     else:
