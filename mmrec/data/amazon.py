@@ -12,7 +12,8 @@ Every JSON file may end in .json, .json.gz, .jsonl or .jsonl.gz.
 
 Images: `<raw_dir>/images/<safe asin>.jpg` is used when present; otherwise the meta's first
 image URL is kept for the downloader. A URL that is not http(s) is read as a path relative to
-`raw_dir` (the embedded sample references its shipped JPEGs that way).
+`raw_dir` (the embedded sample references its shipped JPEGs that way) and used only when it
+resolves inside `raw_dir`, symlinks included; anything else is a counted skip naming the line.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from typing import Any, Callable, Iterator
 import polars as pl
 
 from mmrec.data.csvscan import iter_batches, scan_csv_strings
-from mmrec.data.images import list_images, safe_name
+from mmrec.data.images import list_local_images, local_image_ref, safe_name
 from mmrec.data.jsonl import iter_records, parse_literal, scan_json_columns
 from mmrec.data.report import IngestReport
 from mmrec.data.text import cap_text, clean_text, compose_text
@@ -171,7 +172,7 @@ def read_amazon_meta(fmt: AmazonFormat, path: Path, raw_dir: Path, image_prefix:
     if bad:
         raise ValueError(f"data.text.amazon_fields: unknown field(s) {bad}; known: {list(TEXT_FIELDS)}")
     rep = report.file(str(path))
-    local = list_images(raw_dir / "images")
+    local, refused = list_local_images(raw_dir / "images", raw_dir)
     seen: set[str] = set()
     cols: dict[str, list[Any]] = {k: [] for k in ("item_id", "text", "image_path", "image_url",
                                                   "title", "brand", "category", "description")}
@@ -192,10 +193,16 @@ def read_amazon_meta(fmt: AmazonFormat, path: Path, raw_dir: Path, image_prefix:
         image_path = None
         if name in local:
             image_path = f"{image_prefix}/images/{name}"
+        elif name in refused:
+            rep.repair(line, "image_source_refused:outside_raw_dir",
+                       f"images/{name} is a link to a file outside {raw_dir}; image dropped")
         if url and not url.lower().startswith(("http://", "https://")):
-            rel = url.lstrip("/")
-            if image_path is None and (raw_dir / rel).is_file():
-                image_path = f"{image_prefix}/{rel}"
+            if image_path is None:
+                rel, why = local_image_ref(url, raw_dir)
+                if rel is not None:
+                    image_path = f"{image_prefix}/{rel}"
+                else:  # counted: the item keeps its text but has no image
+                    rep.repair(line, why, f"image source {url[:150]!r} not used")
             url = None  # a local reference is never downloaded
         cols["item_id"].append(item_id)
         cols["text"].append(compose_text(f, fields, max_chars))

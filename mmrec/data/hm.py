@@ -19,6 +19,7 @@ from typing import Any, Iterator
 import polars as pl
 
 from mmrec.data.csvscan import iter_batches, scan_csv_strings
+from mmrec.data.images import list_local_images
 from mmrec.data.report import FileReport, IngestReport
 from mmrec.data.text import cap_text, clean_text, compose_text
 
@@ -86,7 +87,7 @@ def read_hm_articles(path: Path, raw_dir: Path, image_prefix: str, fields: list[
     pos = {h: i for i, h in enumerate(header)}
     cols: dict[str, list[Any]] = {k: [] for k in ["item_id", "text", "image_path", *keep]}
     seen: set[str] = set()
-    local_dirs: dict[str, set[str]] = {}
+    local_dirs: dict[str, tuple[set[str], set[str]]] = {}
     for row in reader:
         line = reader.line_num
         if not row or not any(c.strip() for c in row):
@@ -109,9 +110,11 @@ def read_hm_articles(path: Path, raw_dir: Path, image_prefix: str, fields: list[
         vals = {k: clean_text(row[pos[k]]) for k in keep}
         sub = aid[:3]
         if sub not in local_dirs:  # one listing per image folder instead of one stat per article
-            d = raw_dir / "images" / sub
-            local_dirs[sub] = {p.name for p in d.iterdir()} if d.is_dir() else set()
-        has_img = f"{aid}.jpg" in local_dirs[sub]
+            local_dirs[sub] = list_local_images(raw_dir / "images" / sub, raw_dir)
+        has_img = f"{aid}.jpg" in local_dirs[sub][0]
+        if f"{aid}.jpg" in local_dirs[sub][1]:
+            rep.repair(line, "image_source_refused:outside_raw_dir",
+                       f"{hm_image_rel(aid)} links outside {raw_dir}; image dropped")
         cols["item_id"].append(aid)
         cols["text"].append(compose_text(vals, fields, max_chars))
         cols["image_path"].append(f"{image_prefix}/{hm_image_rel(aid)}" if has_img else None)

@@ -6,6 +6,8 @@ from typing import Literal, Optional, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from mmrec.data.images import DEFAULT_MAX_PIXELS
+
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -21,10 +23,16 @@ class TextParams(_Strict):
 
 class ImageDownloadParams(_Strict):
     enabled: bool = True
-    workers: int = Field(16, ge=1)
-    timeout_s: float = Field(10.0, gt=0)
+    workers: int = Field(16, ge=1, le=64)  # concurrent downloads (bounded: one host's politeness)
+    timeout_s: float = Field(10.0, gt=0)  # per socket operation
+    deadline_s: float = Field(30.0, gt=0)  # per download attempt, in total (a trickle cannot hold it)
     retries: int = Field(3, ge=0)
     max_bytes: int = Field(10_000_000, gt=0)
+    # Checked from the header before decoding, here and in extraction (decompression bombs).
+    max_pixels: int = Field(DEFAULT_MAX_PIXELS, gt=0)
+    # Loopback/private/link-local hosts are refused (SSRF); a mirror on a LAN can be allowed.
+    allow_private: bool = False
+    allow_networks: list[str] = []  # CIDRs allowed even when private, e.g. ["10.1.2.0/24"]
 
 
 class TimeSplitParams(_Strict):

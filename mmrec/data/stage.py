@@ -93,7 +93,9 @@ def _download(items: pl.DataFrame, candidates: pl.Series, raw_dir: Path, prefix:
         return items, {"requested": 0}
     rep = download_images(zip(todo["item_id"].to_list(), todo["image_url"].to_list()),
                           raw_dir / "images", workers=cfg.workers, timeout_s=cfg.timeout_s,
-                          retries=cfg.retries, max_bytes=cfg.max_bytes)
+                          retries=cfg.retries, max_bytes=cfg.max_bytes, deadline_s=cfg.deadline_s,
+                          max_pixels=cfg.max_pixels, allow_private=cfg.allow_private,
+                          allow_networks=cfg.allow_networks)
     present = list_images(raw_dir / "images")
     got = [i for i in todo["item_id"].to_list() if safe_name(i) in present]
     paths = pl.DataFrame({"item_id": got, "_p": [f"{prefix}/images/{safe_name(i)}" for i in got]},

@@ -25,6 +25,7 @@ from typing import Any, Callable, Optional, Sequence
 
 import torch
 
+from mmrec.data.images import DEFAULT_MAX_PIXELS, decode_rgb
 from mmrec.features import weights as W
 from mmrec.registry import Registry
 
@@ -113,13 +114,14 @@ class ImageEncoder(Encoder):
     transform: Callable[[Any], torch.Tensor]
     input_size: tuple[int, int]
 
-    def load_item(self, source: str) -> torch.Tensor:
-        from PIL import Image
+    #: Pixel cap checked from the header before decoding; the extract stage sets it from
+    #: data.images.max_pixels (the same cap the downloader applies).
+    max_pixels: int = DEFAULT_MAX_PIXELS
 
-        with Image.open(source) as img:
-            img.load()  # force full decode here so truncated files fail in the worker
-            rgb = img.convert("RGB")
-        return self.transform(rgb)
+    def load_item(self, source: str) -> torch.Tensor:
+        # Full decode in the worker (truncated files fail here), oriented and composited the
+        # way a viewer shows the file; bombs are refused from the header.
+        return self.transform(decode_rgb(source, self.max_pixels))
 
     def placeholder(self) -> torch.Tensor:
         return torch.zeros(3, *self.input_size)

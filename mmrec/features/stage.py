@@ -70,6 +70,7 @@ def run(params: ExtractConfig, root: Path = Path("."), *, progress: bool = True,
                 continue
             cfg = getattr(params.extract, modality)
             encoder = build_encoder(cfg.encoder, modality, cfg.tokens, device)
+            encoder.max_pixels = params.data.images.max_pixels  # the downloader's bomb cap, too
             res = extract_modality(
                 sources, encoder, feature_path(params, modality, root),
                 batch_size=params.extract.batch_size, chunk_size=params.extract.chunk_size,
