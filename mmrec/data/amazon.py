@@ -27,9 +27,16 @@ import polars as pl
 
 from mmrec.data.csvscan import iter_batches, scan_csv_strings
 from mmrec.data.images import list_local_images, local_image_ref, safe_name
-from mmrec.data.jsonl import iter_records, parse_literal, scan_json_columns
+from mmrec.data.jsonl import (
+    iter_records,
+    normalise_id,
+    normalise_id_expr,
+    parse_literal,
+    scan_json_columns,
+)
 from mmrec.data.report import IngestReport
 from mmrec.data.text import cap_text, clean_text, compose_text
+from mmrec.data.timestamps import check_times
 
 JSON_EXTS = (".json", ".json.gz", ".jsonl", ".jsonl.gz")
 TEXT_FIELDS = ("title", "brand", "category", "description", "features")
@@ -178,10 +185,10 @@ def read_amazon_meta(fmt: AmazonFormat, path: Path, raw_dir: Path, image_prefix:
                                                   "title", "brand", "category", "description")}
     for line, rec in iter_records(path, rep, fmt.meta_parser):
         raw_id = rec.get(fmt.meta_id_key)
-        if raw_id is None or str(raw_id).strip() == "":
+        item_id = "" if raw_id is None else normalise_id(str(raw_id))
+        if item_id == "":
             rep.fail(line, f"missing_field:{fmt.meta_id_key}", f"keys: {sorted(rec)[:8]}")
             continue
-        item_id = str(raw_id).strip()
         if item_id in seen:
             rep.fail(line, "duplicate_id", item_id)
             continue
@@ -228,11 +235,15 @@ def iter_amazon_interactions(fmt: AmazonFormat, files: AmazonFiles,
     order survives.
     """
     rep = report.file(str(files.reviews))
-    if files.is_csv:
-        yield from _iter_ratings_csv(fmt, files.reviews, rep)
+    if files.is_csv:  # ratings CSVs carry seconds in every release
+        yield from check_times(_iter_ratings_csv(fmt, files.reviews, rep), rep, 1)
         return
+    yield from check_times(_iter_reviews_json(fmt, files.reviews, rep), rep, fmt.time_per_second)
+
+
+def _iter_reviews_json(fmt: AmazonFormat, path: Path, rep) -> Iterator[pl.DataFrame]:
     schema = {fmt.user_key: pl.String, fmt.item_key: pl.String, fmt.time_key: pl.Int64}
-    for df in scan_json_columns(files.reviews, rep, schema, list(schema)):
+    for df in scan_json_columns(path, rep, schema, list(schema)):
         yield df.select(
             pl.col(fmt.user_key).alias("user_id"), pl.col(fmt.item_key).alias("item_id"),
             pl.col(fmt.time_key).alias("_tfine"), pl.col("_line").alias("_order"))
@@ -241,8 +252,8 @@ def iter_amazon_interactions(fmt: AmazonFormat, files: AmazonFiles,
 def _iter_ratings_csv(fmt: AmazonFormat, path: Path, rep) -> Iterator[pl.DataFrame]:
     """Ratings-only CSV (no header), streamed in batches; bad rows become counted skips."""
     lf = scan_csv_strings(path, list(fmt.csv_columns), has_header=False).select(
-        pl.col("user").str.strip_chars().alias("user_id"),
-        pl.col("item").str.strip_chars().alias("item_id"),
+        normalise_id_expr("user").alias("user_id"),
+        normalise_id_expr("item").alias("item_id"),
         pl.col("timestamp").str.strip_chars().cast(pl.Float64, strict=False)
         .cast(pl.Int64, strict=False).alias("_tfine"),
         pl.col("_row").cast(pl.Int64).alias("_order"))

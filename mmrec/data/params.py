@@ -51,6 +51,9 @@ class DataParams(_Strict):
     max_history: int = Field(15, ge=3)
     require: list[Literal["text", "image"]] = ["text", "image"]
     split: Literal["leave_one_out", "global_time"] = "leave_one_out"
+    # A truncated/corrupt .gz is an error naming the line reached; true = ingest the complete
+    # lines before the damage (counted in the report, shouted in the summary line).
+    allow_truncated: bool = False
     time_split: TimeSplitParams = TimeSplitParams()
     text: TextParams = TextParams()
     images: ImageDownloadParams = ImageDownloadParams()

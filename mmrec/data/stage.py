@@ -123,7 +123,7 @@ def run(params: IngestConfig, root: Path = Path(".")) -> dict[str, Any]:
     if not raw_dir.is_dir():
         raise FileNotFoundError(f"data.raw_dir: {raw_dir} is not a directory")
     prefix = raw_dir_cfg.as_posix().rstrip("/")  # image paths as the user wrote raw_dir
-    report = IngestReport()
+    report = IngestReport(allow_truncated=d.allow_truncated)
 
     items, chunks, extra = _read(params, raw_dir, prefix, report)
     if items.height == 0:
@@ -195,7 +195,8 @@ def run(params: IngestConfig, root: Path = Path(".")) -> dict[str, Any]:
               **report.to_dict(), "images": downloads,
               "items_with_text": int(items["has_text"].sum()),
               "items_with_image": int(items["has_image"].sum()),
-              "split": split_info, "stats": table1_stats(inter_out)}
+              "split": split_info, "stats": table1_stats(inter_out),
+              "truncated_files": report.truncated_files()}
     write_json(result, out / "report.json")
     result["elapsed_s"] = round(time.time() - t0, 2)
     result["output_dir"] = str(out)
@@ -205,7 +206,10 @@ def run(params: IngestConfig, root: Path = Path(".")) -> dict[str, Any]:
 def summary_line(result: dict[str, Any]) -> str:
     """The one-line summary printed by `stages/ingest.py`."""
     s = result["stats"]
-    return (f"ingest {result['dataset']} ({result['source']}): read {result['rows_read']:,} rows "
+    cut = result.get("truncated_files") or []
+    shout = (f"WARNING: {len(cut)} TRUNCATED FILE(S) READ ONLY IN PART ({', '.join(cut)}; "
+             "data.allow_truncated is on); " if cut else "")
+    return (shout + f"ingest {result['dataset']} ({result['source']}): read {result['rows_read']:,} rows "
             f"({result['rows_failed']:,} failed) -> {s['interactions']:,} interactions, "
             f"{s['users']:,} users, {s['items']:,} items, avg len {s['avg_length']}, "
             f"density {s['density']}; {result['elapsed_s']}s -> {result['output_dir']}")
