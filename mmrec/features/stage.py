@@ -74,7 +74,8 @@ def run(params: ExtractConfig, root: Path = Path("."), *, progress: bool = True,
             res = extract_modality(
                 sources, encoder, feature_path(params, modality, root),
                 batch_size=params.extract.batch_size, chunk_size=params.extract.chunk_size,
-                num_workers=params.extract.num_workers, dist=d, progress=progress, max_chunks=max_chunks)
+                num_workers=params.extract.num_workers, dist=d, progress=progress, max_chunks=max_chunks,
+                max_failed_fraction=params.extract.max_failed_fraction)
             timings[modality] = res.pop("seconds")
             res.pop("encoded_here")
             res["path"] = str(feature_path(params, modality, Path(".")))  # root-relative: portable summary
