@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal, Optional, Protocol
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from mmrec.data.images import DEFAULT_MAX_PIXELS
 
@@ -42,7 +42,8 @@ class TimeSplitParams(_Strict):
 
 
 class DataParams(_Strict):
-    name: str = Field("sample", pattern=r"^[A-Za-z0-9_.-]+$")
+    # Outputs go to data/<name>/: one plain folder name, never `..`, `.` or a path.
+    name: str = Field("sample", pattern=r"^[A-Za-z0-9_.-]+$", max_length=100)
     source: Literal["amazon2014", "amazon2018", "amazon2023", "hm"] = "amazon2018"
     raw_dir: str = "data/raw/sample"
     category: Optional[str] = None  # Amazon file stem, e.g. Arts_Crafts_and_Sewing; None = the only one present
@@ -57,6 +58,15 @@ class DataParams(_Strict):
     time_split: TimeSplitParams = TimeSplitParams()
     text: TextParams = TextParams()
     images: ImageDownloadParams = ImageDownloadParams()
+
+
+    @field_validator("name")
+    @classmethod
+    def _plain_name(cls, v: str) -> str:
+        if v.startswith("."):
+            raise ValueError("must not start with '.': outputs would land outside "
+                             "data/ or in a hidden folder; use letters, digits, '_', '-' and '.'")
+        return v
 
 
 class IngestConfig(Protocol):

@@ -36,7 +36,7 @@ from mmrec.data.images import download_images, list_images, safe_name
 from mmrec.data.params import IngestConfig
 from mmrec.data.report import IngestReport
 from mmrec.data.splits import global_time, leave_one_out, time_cuts
-from mmrec.io import write_json, write_parquet
+from mmrec.io import atomic_dir, write_json, write_parquet
 from mmrec.paths import ingest_dir
 
 ITEM_FIRST_COLS = ["item_idx", "item_id", "text", "image_path", "n_train", "has_text", "has_image"]
@@ -182,10 +182,6 @@ def run(params: IngestConfig, root: Path = Path(".")) -> dict[str, Any]:
     out = ingest_dir(params, root)
     meta = {"source": d.source, "data_params": d.model_dump(mode="json"), "user_idx_base": 0,
             "item_idx_base": 1}
-    write_parquet(items, out / "items.parquet", meta)
-    write_parquet(inter_out, out / "interactions.parquet", meta)
-    write_parquet(splits, out / "splits.parquet", meta)
-
     rows_read = sum(f.rows_read for f in report.files.values())
     result = {"dataset": d.name, "source": d.source, "raw_dir": prefix, **extra,
               "rows_read": rows_read,
@@ -197,7 +193,11 @@ def run(params: IngestConfig, root: Path = Path(".")) -> dict[str, Any]:
               "items_with_image": int(items["has_image"].sum()),
               "split": split_info, "stats": table1_stats(inter_out),
               "truncated_files": report.truncated_files()}
-    write_json(result, out / "report.json")
+    with atomic_dir(out) as tmp:  # all four outputs appear together, or none does
+        write_parquet(items, tmp / "items.parquet", meta)
+        write_parquet(inter_out, tmp / "interactions.parquet", meta)
+        write_parquet(splits, tmp / "splits.parquet", meta)
+        write_json(result, tmp / "report.json")
     result["elapsed_s"] = round(time.time() - t0, 2)
     result["output_dir"] = str(out)
     return result
