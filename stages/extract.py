@@ -7,10 +7,16 @@ completed chunks.
 
 import os
 
+from mmrec.cli import stage_main
 from mmrec.config import load_params
 from mmrec.features.stage import run, summary_line
 
-if __name__ == "__main__":
+
+def main() -> None:
     summary = run(load_params())
     if os.environ.get("RANK", "0") == "0":
         print(summary_line(summary))
+
+
+if __name__ == "__main__":
+    stage_main(main)

@@ -12,7 +12,7 @@ from typing import Any, Optional
 
 import torch
 
-from mmrec.features.encoders import build_encoder
+from mmrec.features.encoders import build_encoder, check_encoders
 from mmrec.features.extract import (
     MODALITIES,
     Dist,
@@ -63,6 +63,9 @@ def run(params: ExtractConfig, root: Path = Path("."), *, progress: bool = True,
         summary: dict[str, Any] = {"items": items.height, "modalities": {},
                                    "source": str(ingest_dir(params, Path(".")) / "items.parquet")}
         timings: dict[str, float] = {}
+        # Every encoder that will run must resolve (weights found) before minutes are spent.
+        check_encoders({m: getattr(params.extract, m).encoder for m in MODALITIES
+                        if any(s is not None for s in modality_sources(items, m, root))})
         for modality in MODALITIES:
             sources = modality_sources(items, modality, root)
             if all(s is None for s in sources):
