@@ -18,6 +18,7 @@ import ssl
 import threading
 import time
 import urllib.parse
+import urllib.request
 import warnings
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -251,17 +252,14 @@ def _fetch(url: str, timeout_s: float, max_bytes: int, *, deadline_s: float = 30
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise _Permanent("bad_url", f"not an http(s) URL: {url[:200]}")
         port = parts.port or (443 if parts.scheme == "https" else 80)
-        ip = _resolve(parts.hostname, port, allow_private, allow_networks)
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             raise TimeoutError(f"download deadline of {deadline_s}s passed")
-        cls = _PinnedHTTPS if parts.scheme == "https" else _PinnedHTTP
-        conn = cls(parts.hostname, port, ip, min(timeout_s, remaining))
+        conn, path = _connection(parts, port, min(timeout_s, remaining), allow_private, allow_networks)
         watchdog = threading.Timer(remaining, _shut, args=(conn,))
         watchdog.daemon = True
         watchdog.start()
         try:
-            path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
             conn.request("GET", path, headers={"User-Agent": "mmrec-image-fetch/0.1",
                                                "Accept": "image/*"})
             resp = conn.getresponse()
@@ -300,6 +298,38 @@ def _fetch(url: str, timeout_s: float, max_bytes: int, *, deadline_s: float = 30
             watchdog.cancel()
             conn.close()
     raise _Permanent("too_many_redirects", f"more than {MAX_REDIRECTS} redirects")
+
+
+def _connection(parts: urllib.parse.SplitResult, port: int, timeout: float, allow_private: bool,
+                allow_networks: tuple[str, ...]) -> tuple[http.client.HTTPConnection, str]:
+    """(connection, request target) for one hop, after the address check.
+
+    Direct: the host is resolved here, checked, and the connection pinned to that address.
+    Through the proxy the environment names (http_proxy/https_proxy, honoured as urllib does):
+    the proxy resolves the name, so only hosts written as addresses (or `localhost`) can be
+    checked here; the proxy itself is trusted, being the user's own setting.
+    """
+    host = parts.hostname or ""
+    target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+    proxy = urllib.request.getproxies().get(parts.scheme)
+    if not proxy or urllib.request.proxy_bypass(host):
+        ip = _resolve(host, port, allow_private, allow_networks)
+        cls = _PinnedHTTPS if parts.scheme == "https" else _PinnedHTTP
+        return cls(host, port, ip, timeout), target
+    try:
+        literal = ipaddress.ip_address(host).compressed
+    except ValueError:
+        literal = "127.0.0.1" if host.lower() == "localhost" else None
+    if literal is not None:
+        _resolve(literal, port, allow_private, allow_networks)
+    pp = urllib.parse.urlsplit(proxy if "://" in proxy else f"http://{proxy}")
+    if parts.scheme == "https":
+        conn = http.client.HTTPSConnection(pp.hostname, pp.port or 80, timeout=timeout,
+                                           context=ssl.create_default_context())
+        conn.set_tunnel(host, port)
+        return conn, target
+    return http.client.HTTPConnection(pp.hostname, pp.port or 80, timeout=timeout), \
+        urllib.parse.urlunsplit(parts._replace(fragment=""))
 
 
 def _shut(conn: http.client.HTTPConnection) -> None:

@@ -62,6 +62,12 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_header("Location", "http://10.255.255.1/x.jpg")
             self.send_header("Content-Length", "0")
             self.end_headers()
+        elif self.path == "http://images.example/p.png":  # asked as a forward proxy
+            body = _png((8, 8))
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
         elif self.path == "/bomb.png":  # a few KB on the wire, 100 MP once decoded
             body = _png((10_000, 10_000), "1")
             self.send_response(200)
@@ -87,6 +93,13 @@ def server():
     yield f"http://127.0.0.1:{srv.server_address[1]}"
     srv.shutdown()
     srv.server_close()
+
+
+@pytest.fixture(autouse=True)
+def no_proxy_env(monkeypatch) -> None:
+    """Talk to the test server directly, whatever proxy the machine running the tests has."""
+    for var in ("http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY", "all_proxy", "ALL_PROXY"):
+        monkeypatch.delenv(var, raising=False)
 
 
 @pytest.fixture()
@@ -169,6 +182,17 @@ def test_private_addresses_refused_before_connecting(tmp_path: Path, server: str
     rep = download_images([("l", f"{server}/to-private.jpg")], tmp_path / "b", **KW)
     assert rep.failed == {"private_address": 1} and connections == []
     assert "data.images.allow_private" in rep.examples[0]["detail"]
+
+
+def test_proxy_from_the_environment_is_honoured(tmp_path: Path, server: str, connections: list,
+                                               monkeypatch) -> None:
+    monkeypatch.setenv("http_proxy", server)  # the test server doubles as a forward proxy
+    monkeypatch.setenv("no_proxy", "")
+    rep = download_images([("p", "http://images.example/p.png"), ("x", "http://10.1.2.3/x.png")],
+                          tmp_path, **KW)
+    assert rep.downloaded == 1 and (tmp_path / safe_name("p")).is_file()
+    assert rep.failed == {"private_address": 1}  # an address literal is still checked
+    assert connections == [("127.0.0.1", int(server.rsplit(":", 1)[1]))]  # only the proxy
 
 
 def test_pixel_bombs_refused_from_the_header(tmp_path: Path, server: str) -> None:
