@@ -3,6 +3,9 @@
     mmrec run <stage> [model]          ingest | extract | teacher | train | evaluate | report
     mmrec recommend --model sasrec --user A1B2C3 -k 10 [--json]
     mmrec inspect data/sample/ingest/items.parquet [-n 5]
+
+A failure prints one `mmrec: error: ...` line naming the file, line or key; add --debug (or set
+MMREC_DEBUG=1) for the traceback. The stage scripts in stages/ report errors the same way.
 """
 
 from __future__ import annotations
@@ -10,9 +13,11 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+import os
 import sys
+import traceback
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 # Stage name -> (module with `run(params, root, ...)`, whether it takes a model name).
 # Imported lazily so a stage whose package is missing fails only when it is used.
@@ -28,6 +33,57 @@ STAGES: dict[str, tuple[str, bool]] = {
 
 class CliError(Exception):
     """A user-facing error: printed without a traceback, exit status 2."""
+
+
+#: Set to 1 (or pass --debug) to see the full traceback behind an `mmrec: error:` line.
+DEBUG_ENV = "MMREC_DEBUG"
+_HINT = f"(run again with --debug or {DEBUG_ENV}=1 for the traceback)"
+
+
+def debug_requested(argv: Sequence[str] = ()) -> bool:
+    """True when `--debug` is among `argv` or MMREC_DEBUG is set to anything but "" / "0"."""
+    return "--debug" in argv or os.environ.get(DEBUG_ENV, "") not in ("", "0")
+
+
+def error_message(err: BaseException) -> str:
+    """The text after `mmrec: error: `.
+
+    Our own errors (CliError, ValueError, OSError and their kin) already name the file, line or
+    key and the fix, so they are shown as they are. Anything else is a bug or an unforeseen
+    input: its type and the innermost project frame (file:line) are added, so the report is
+    useful without the traceback.
+    """
+    text = str(err) or type(err).__name__
+    if isinstance(err, (CliError, ValueError, OSError)) and not isinstance(err, UnicodeError):
+        return text
+    frames = traceback.extract_tb(err.__traceback__)
+    # The innermost frame outside installed libraries: where our code (or input) went wrong.
+    ours = [f for f in frames if "site-packages" not in f.filename
+            and not f.filename.startswith((sys.prefix, sys.base_prefix))] or frames
+    where = f" (at {ours[-1].filename}:{ours[-1].lineno})" if ours else ""
+    return f"{type(err).__name__}: {text}{where}"
+
+
+def _report(err: BaseException) -> None:
+    print(f"mmrec: error: {error_message(err)}\n{_HINT}", file=sys.stderr)
+
+
+def stage_main(main: Callable[[], Any]) -> None:
+    """Run a stage script's `main` with the CLI's error path: a failure prints one
+    `mmrec: error: ...` message (exit status 1) instead of a traceback, which `--debug` or
+    MMREC_DEBUG=1 brings back. `--debug` is removed from sys.argv before `main` runs."""
+    debug = debug_requested(sys.argv[1:])
+    sys.argv = [a for a in sys.argv if a != "--debug"]
+    try:
+        main()
+    except KeyboardInterrupt:
+        print("mmrec: interrupted", file=sys.stderr)
+        sys.exit(130)
+    except Exception as err:  # noqa: BLE001 - every failure gets the same clean report
+        if debug:
+            raise
+        _report(err)
+        sys.exit(1)
 
 
 def _params(path: str):
@@ -108,20 +164,24 @@ def recommend(model: str, user: str, k: int = 10, params_path: str = "params.yam
 
 
 def _clip(text: Any, width: int = 80) -> str:
-    text = " ".join(str(text or "").split())
+    """One printable line: terminal escapes and control characters (from raw titles) removed."""
+    from mmrec.data.text import strip_control
+
+    text = " ".join(strip_control(str(text or "")).split())
     return text if len(text) <= width else text[: width - 1] + "…"
 
 
 def print_recommendations(rec: dict[str, Any]) -> None:
-    print(f"user {rec['user_id']} (user_idx {rec['user_idx']}): {rec['n_interactions']} interactions; "
+    print(f"user {_clip(rec['user_id'])} (user_idx {rec['user_idx']}): {rec['n_interactions']} interactions; "
           f"recent history, oldest first:")
     for n, h in enumerate(rec["history"], 1):
-        print(f"  {n:>3}. [{h['item_id']}] {_clip(h['text'])}\n       image: {h['image_path'] or '-'}")
+        print(f"  {n:>3}. [{_clip(h['item_id'])}] {_clip(h['text'])}\n"
+              f"       image: {_clip(h['image_path'], 200) or '-'}")
     masked = "history masked" if rec["mask_history"] else "history not masked"
     print(f"top-{len(rec['recommendations'])} by {rec['model']} ({masked}):")
     for r in rec["recommendations"]:
-        print(f"  {r['rank']:>3}. score {r['score']:8.4f} [{r['item_id']}] {_clip(r['text'])}\n"
-              f"       image: {r['image_path'] or '-'}")
+        print(f"  {r['rank']:>3}. score {r['score']:8.4f} [{_clip(r['item_id'])}] {_clip(r['text'])}\n"
+              f"       image: {_clip(r['image_path'], 200) or '-'}")
 
 
 def inspect_parquet(path: str, n: int = 5) -> str:
@@ -156,6 +216,8 @@ def inspect_parquet(path: str, n: int = 5) -> str:
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="mmrec", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--debug", action="store_true",
+                    help=f"show the traceback behind an error (or set {DEBUG_ENV}=1)")
     sub = ap.add_subparsers(dest="command", required=True)
 
     def common(p: argparse.ArgumentParser) -> None:
@@ -182,7 +244,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = debug_requested(argv)  # accepted anywhere on the line, not only before the command
+    args = build_parser().parse_args([a for a in argv if a != "--debug"])
     try:
         if args.command == "run":
             result = run_stage(args.stage, args.model, args.params, args.root)
@@ -199,6 +263,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except CliError as err:
         print(f"mmrec: error: {err}", file=sys.stderr)
         return 2
+    except Exception as err:  # noqa: BLE001 - a stage failing: same clean report as stage scripts
+        if debug:
+            raise
+        _report(err)
+        return 1
     return 0
 
 

@@ -6,7 +6,9 @@ import contextlib
 import json
 import os
 import random
+import shutil
 import tempfile
+import uuid
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -32,6 +34,35 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
+
+
+@contextlib.contextmanager
+def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield an empty temporary folder beside `path`; when the block succeeds it replaces `path`.
+
+    All or nothing: a crash inside the block leaves the previous folder untouched (never new
+    items beside old splits), and the swap itself is two renames, so at worst `path` is briefly
+    absent, never mixed. Dotfiles of the old folder (DVC's .gitignore) are carried over.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes it private; the output is an ordinary folder
+    old = path.parent / f".{path.name}.old-{uuid.uuid4().hex[:12]}"
+    try:
+        yield tmp
+        if path.exists():
+            for entry in path.iterdir():
+                if entry.name.startswith(".") and not (tmp / entry.name).exists():
+                    os.replace(entry, tmp / entry.name)
+            os.replace(path, old)
+        os.replace(tmp, path)
+    finally:
+        for leftover in (tmp, old):
+            if leftover.exists():
+                shutil.rmtree(leftover)
 
 
 def write_parquet(table: "pa.Table | Any", path: str | os.PathLike,

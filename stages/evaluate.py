@@ -5,13 +5,19 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a clone without installing
 
+from mmrec.cli import stage_main  # noqa: E402
 from mmrec.config import load_params  # noqa: E402
 from mmrec.evaluate.stage import run  # noqa: E402
 
-if __name__ == "__main__":
+
+def main() -> None:
     if len(sys.argv) != 2:
         sys.exit("usage: python stages/evaluate.py <model>")
     s = run(load_params(), Path("."), sys.argv[1])
     print(f"evaluate {s['model']}: {s['n_items']} items, valid {s['valid_users']} / test {s['test_users']} users, "
           + ", ".join(f"{k}={v:.4f}" for k, v in s.items() if "@" in k)
           + f", {s['seconds']:.1f}s -> {s['path']}")
+
+
+if __name__ == "__main__":
+    stage_main(main)

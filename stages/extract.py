@@ -6,11 +6,21 @@ completed chunks.
 """
 
 import os
+import sys
+from pathlib import Path
 
-from mmrec.config import load_params
-from mmrec.features.stage import run, summary_line
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a clone without installing
 
-if __name__ == "__main__":
+from mmrec.cli import stage_main  # noqa: E402
+from mmrec.config import load_params  # noqa: E402
+from mmrec.features.stage import run, summary_line  # noqa: E402
+
+
+def main() -> None:
     summary = run(load_params())
     if os.environ.get("RANK", "0") == "0":
         print(summary_line(summary))
+
+
+if __name__ == "__main__":
+    stage_main(main)

@@ -1,7 +1,18 @@
 """DVC stage `ingest`: raw dataset -> data/<name>/ingest/{items,interactions,splits}.parquet + report.json."""
 
-from mmrec.config import load_params
-from mmrec.data.stage import run, summary_line
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a clone without installing
+
+from mmrec.cli import stage_main  # noqa: E402
+from mmrec.config import load_params  # noqa: E402
+from mmrec.data.stage import run, summary_line  # noqa: E402
+
+
+def main() -> None:
+    print(summary_line(run(load_params())))
+
 
 if __name__ == "__main__":
-    print(summary_line(run(load_params())))
+    stage_main(main)

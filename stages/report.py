@@ -5,11 +5,17 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a clone without installing
 
+from mmrec.cli import stage_main  # noqa: E402
 from mmrec.config import load_params  # noqa: E402
 from mmrec.evaluate.report import run  # noqa: E402
 
-if __name__ == "__main__":
+
+def main() -> None:
     s = run(load_params())
     missing = f"; missing: {', '.join(s['missing'])}" if s["missing"] else ""
     print(f"report: {len(s['reported'])} models ({', '.join(s['reported']) or 'none'}){missing}, "
           f"{len(s['plots'])} plots, {s['seconds']:.1f}s -> {s['path']}/report.html")
+
+
+if __name__ == "__main__":
+    stage_main(main)

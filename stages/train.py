@@ -5,6 +5,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from mmrec.cli import stage_main  # noqa: E402
 from mmrec.config import load_params  # noqa: E402
 from mmrec.train.stage import run  # noqa: E402
 
@@ -28,4 +29,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    stage_main(main)

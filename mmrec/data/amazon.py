@@ -12,7 +12,8 @@ Every JSON file may end in .json, .json.gz, .jsonl or .jsonl.gz.
 
 Images: `<raw_dir>/images/<safe asin>.jpg` is used when present; otherwise the meta's first
 image URL is kept for the downloader. A URL that is not http(s) is read as a path relative to
-`raw_dir` (the embedded sample references its shipped JPEGs that way).
+`raw_dir` (the embedded sample references its shipped JPEGs that way) and used only when it
+resolves inside `raw_dir`, symlinks included; anything else is a counted skip naming the line.
 """
 
 from __future__ import annotations
@@ -25,10 +26,17 @@ from typing import Any, Callable, Iterator
 import polars as pl
 
 from mmrec.data.csvscan import iter_batches, scan_csv_strings
-from mmrec.data.images import list_images, safe_name
-from mmrec.data.jsonl import iter_records, parse_literal, scan_json_columns
+from mmrec.data.images import list_local_images, local_image_ref, safe_name
+from mmrec.data.jsonl import (
+    iter_records,
+    normalise_id,
+    normalise_id_expr,
+    parse_literal,
+    scan_json_columns,
+)
 from mmrec.data.report import IngestReport
 from mmrec.data.text import cap_text, clean_text, compose_text
+from mmrec.data.timestamps import check_times
 
 JSON_EXTS = (".json", ".json.gz", ".jsonl", ".jsonl.gz")
 TEXT_FIELDS = ("title", "brand", "category", "description", "features")
@@ -171,16 +179,16 @@ def read_amazon_meta(fmt: AmazonFormat, path: Path, raw_dir: Path, image_prefix:
     if bad:
         raise ValueError(f"data.text.amazon_fields: unknown field(s) {bad}; known: {list(TEXT_FIELDS)}")
     rep = report.file(str(path))
-    local = list_images(raw_dir / "images")
+    local, refused = list_local_images(raw_dir / "images", raw_dir)
     seen: set[str] = set()
     cols: dict[str, list[Any]] = {k: [] for k in ("item_id", "text", "image_path", "image_url",
                                                   "title", "brand", "category", "description")}
     for line, rec in iter_records(path, rep, fmt.meta_parser):
         raw_id = rec.get(fmt.meta_id_key)
-        if raw_id is None or str(raw_id).strip() == "":
+        item_id = "" if raw_id is None else normalise_id(str(raw_id))
+        if item_id == "":
             rep.fail(line, f"missing_field:{fmt.meta_id_key}", f"keys: {sorted(rec)[:8]}")
             continue
-        item_id = str(raw_id).strip()
         if item_id in seen:
             rep.fail(line, "duplicate_id", item_id)
             continue
@@ -192,10 +200,16 @@ def read_amazon_meta(fmt: AmazonFormat, path: Path, raw_dir: Path, image_prefix:
         image_path = None
         if name in local:
             image_path = f"{image_prefix}/images/{name}"
+        elif name in refused:
+            rep.repair(line, "image_source_refused:outside_raw_dir",
+                       f"images/{name} is a link to a file outside {raw_dir}; image dropped")
         if url and not url.lower().startswith(("http://", "https://")):
-            rel = url.lstrip("/")
-            if image_path is None and (raw_dir / rel).is_file():
-                image_path = f"{image_prefix}/{rel}"
+            if image_path is None:
+                rel, why = local_image_ref(url, raw_dir)
+                if rel is not None:
+                    image_path = f"{image_prefix}/{rel}"
+                else:  # counted: the item keeps its text but has no image
+                    rep.repair(line, why, f"image source {url[:150]!r} not used")
             url = None  # a local reference is never downloaded
         cols["item_id"].append(item_id)
         cols["text"].append(compose_text(f, fields, max_chars))
@@ -221,11 +235,15 @@ def iter_amazon_interactions(fmt: AmazonFormat, files: AmazonFiles,
     order survives.
     """
     rep = report.file(str(files.reviews))
-    if files.is_csv:
-        yield from _iter_ratings_csv(fmt, files.reviews, rep)
+    if files.is_csv:  # ratings CSVs carry seconds in every release
+        yield from check_times(_iter_ratings_csv(fmt, files.reviews, rep), rep, 1)
         return
+    yield from check_times(_iter_reviews_json(fmt, files.reviews, rep), rep, fmt.time_per_second)
+
+
+def _iter_reviews_json(fmt: AmazonFormat, path: Path, rep) -> Iterator[pl.DataFrame]:
     schema = {fmt.user_key: pl.String, fmt.item_key: pl.String, fmt.time_key: pl.Int64}
-    for df in scan_json_columns(files.reviews, rep, schema, list(schema)):
+    for df in scan_json_columns(path, rep, schema, list(schema)):
         yield df.select(
             pl.col(fmt.user_key).alias("user_id"), pl.col(fmt.item_key).alias("item_id"),
             pl.col(fmt.time_key).alias("_tfine"), pl.col("_line").alias("_order"))
@@ -234,8 +252,8 @@ def iter_amazon_interactions(fmt: AmazonFormat, files: AmazonFiles,
 def _iter_ratings_csv(fmt: AmazonFormat, path: Path, rep) -> Iterator[pl.DataFrame]:
     """Ratings-only CSV (no header), streamed in batches; bad rows become counted skips."""
     lf = scan_csv_strings(path, list(fmt.csv_columns), has_header=False).select(
-        pl.col("user").str.strip_chars().alias("user_id"),
-        pl.col("item").str.strip_chars().alias("item_id"),
+        normalise_id_expr("user").alias("user_id"),
+        normalise_id_expr("item").alias("item_id"),
         pl.col("timestamp").str.strip_chars().cast(pl.Float64, strict=False)
         .cast(pl.Int64, strict=False).alias("_tfine"),
         pl.col("_row").cast(pl.Int64).alias("_order"))

@@ -14,15 +14,22 @@ BATCH_ROWS = 1_000_000
 
 def scan_csv_strings(path: Path, columns: list[str], has_header: bool) -> pl.LazyFrame:
     """Every column as a string (ids keep their leading zeros), ragged rows tolerated, plus
-    `_row`: the 1-based line number of the record (assuming no quoted newlines)."""
+    `_row`: the 1-based line number of the record (assuming no quoted newlines).
+
+    Bytes that are not UTF-8 become U+FFFD (counted per row by `iter_batches`) instead of
+    failing the whole file; a byte-order mark is dropped; an empty file is an error.
+    """
+    if Path(path).stat().st_size == 0:
+        raise ValueError(f"{path}: empty file (0 bytes); re-download it or fix data.raw_dir")
     if has_header:
-        header = pl.scan_csv(path, n_rows=0, infer_schema=False).collect_schema().names()
+        header = pl.scan_csv(path, n_rows=0, infer_schema=False,
+                             encoding="utf8-lossy").collect_schema().names()
         missing = [c for c in columns if c not in header]
         if missing:
             raise ValueError(f"{path}: missing column(s) {missing}; header has {header}")
-        lf = pl.scan_csv(path, infer_schema=False, truncate_ragged_lines=True)
+        lf = pl.scan_csv(path, infer_schema=False, truncate_ragged_lines=True, encoding="utf8-lossy")
     else:
-        lf = pl.scan_csv(path, has_header=False, new_columns=columns,
+        lf = pl.scan_csv(path, has_header=False, new_columns=columns, encoding="utf8-lossy",
                          schema={c: pl.String for c in columns}, truncate_ragged_lines=True)
     return lf.with_row_index("_row", offset=2 if has_header else 1)
 
@@ -40,6 +47,12 @@ def iter_batches(lf: pl.LazyFrame, rep: FileReport, required: dict[str, str],
         batches = iter([lf.collect(engine="streaming")])
     for df in batches:
         rep.rows_read += df.height
+        lossy = pl.any_horizontal(pl.col(pl.String).str.contains("\ufffd", literal=True))
+        n_lossy = df.select(lossy.sum()).item()
+        if n_lossy:  # the rows are kept (one bad byte should not cost a purchase), but counted
+            first = df.filter(lossy)[line_col][0]
+            rep.repair(int(first), "non_utf8_replaced",
+                       f"{n_lossy} rows in this batch; first at line {first}", n=n_lossy)
         ok = pl.lit(True)
         for col, reason in required.items():
             bad = pl.col(col).is_null() | (pl.col(col).cast(pl.String) == "")
@@ -51,3 +64,6 @@ def iter_batches(lf: pl.LazyFrame, rep: FileReport, required: dict[str, str],
                 df = df.filter(~bad)
         rep.rows_parsed += df.height
         yield df
+    if rep.rows_read == 0:
+        raise ValueError(f"{rep.path}: no data rows (the file is empty or holds only a header); "
+                         "re-download it or fix data.raw_dir")

@@ -19,8 +19,11 @@ from typing import Any, Iterator
 import polars as pl
 
 from mmrec.data.csvscan import iter_batches, scan_csv_strings
+from mmrec.data.images import list_local_images
+from mmrec.data.jsonl import normalise_id, normalise_id_expr
 from mmrec.data.report import FileReport, IngestReport
 from mmrec.data.text import cap_text, clean_text, compose_text
+from mmrec.data.timestamps import check_times
 
 ID_LEN = 10
 EXTRA_COLUMNS = ["detail_desc", "index_group_name", "garment_group_name"]
@@ -52,7 +55,7 @@ def hm_image_rel(article_id: str) -> str:
 
 
 def _norm_id(raw: str, line: int, rep: FileReport) -> str | None:
-    aid = raw.strip()
+    aid = normalise_id(raw)
     if not aid:
         return None
     if aid.isdigit() and len(aid) < ID_LEN:
@@ -69,8 +72,13 @@ def read_hm_articles(path: Path, raw_dir: Path, image_prefix: str, fields: list[
     raw = path.read_bytes()
     if raw[:2] == b"\x1f\x8b":
         import gzip
+        import zlib
 
-        raw = gzip.decompress(raw)
+        try:
+            raw = gzip.decompress(raw)
+        except (EOFError, zlib.error, gzip.BadGzipFile) as err:  # all or nothing: ~100k rows
+            raise ValueError(f"{path}: truncated or corrupt gzip ({type(err).__name__}: {err}); "
+                             "re-download it") from None
     text = raw.decode("utf-8", errors="replace")
     reader = csv.reader(io.StringIO(text, newline=""))
     try:
@@ -86,7 +94,7 @@ def read_hm_articles(path: Path, raw_dir: Path, image_prefix: str, fields: list[
     pos = {h: i for i, h in enumerate(header)}
     cols: dict[str, list[Any]] = {k: [] for k in ["item_id", "text", "image_path", *keep]}
     seen: set[str] = set()
-    local_dirs: dict[str, set[str]] = {}
+    local_dirs: dict[str, tuple[set[str], set[str]]] = {}
     for row in reader:
         line = reader.line_num
         if not row or not any(c.strip() for c in row):
@@ -109,9 +117,11 @@ def read_hm_articles(path: Path, raw_dir: Path, image_prefix: str, fields: list[
         vals = {k: clean_text(row[pos[k]]) for k in keep}
         sub = aid[:3]
         if sub not in local_dirs:  # one listing per image folder instead of one stat per article
-            d = raw_dir / "images" / sub
-            local_dirs[sub] = {p.name for p in d.iterdir()} if d.is_dir() else set()
-        has_img = f"{aid}.jpg" in local_dirs[sub]
+            local_dirs[sub] = list_local_images(raw_dir / "images" / sub, raw_dir)
+        has_img = f"{aid}.jpg" in local_dirs[sub][0]
+        if f"{aid}.jpg" in local_dirs[sub][1]:
+            rep.repair(line, "image_source_refused:outside_raw_dir",
+                       f"{hm_image_rel(aid)} links outside {raw_dir}; image dropped")
         cols["item_id"].append(aid)
         cols["text"].append(compose_text(vals, fields, max_chars))
         cols["image_path"].append(f"{image_prefix}/{hm_image_rel(aid)}" if has_img else None)
@@ -125,10 +135,14 @@ def read_hm_articles(path: Path, raw_dir: Path, image_prefix: str, fields: list[
 def iter_hm_transactions(path: Path, report: IngestReport) -> Iterator[pl.DataFrame]:
     """Batches of (user_id, item_id, _tfine [s, midnight UTC of t_dat], _order [line])."""
     rep = report.file(str(path))
+    yield from check_times(_iter_transactions(path, rep), rep, 1)
+
+
+def _iter_transactions(path: Path, rep: FileReport) -> Iterator[pl.DataFrame]:
     lf = scan_csv_strings(path, ["t_dat", "customer_id", "article_id"], has_header=True)
-    aid = pl.col("article_id").str.strip_chars()
+    aid = normalise_id_expr("article_id")
     lf = lf.select(
-        pl.col("customer_id").str.strip_chars().alias("user_id"),
+        normalise_id_expr("customer_id").alias("user_id"),
         pl.when(aid.str.contains(r"^\d+$") & (aid.str.len_chars() < ID_LEN))
         .then(aid.str.zfill(ID_LEN)).otherwise(aid).alias("item_id"),
         aid.alias("_raw_aid"),

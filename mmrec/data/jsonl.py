@@ -20,6 +20,18 @@ from mmrec.data.lines import CHUNK_BYTES, iter_line_chunks
 from mmrec.data.report import FileReport
 
 Parser = Callable[[str], Any]
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+
+
+def normalise_id(raw: str) -> str:
+    """The one id normalisation used for every file (meta, reviews, ratings, H&M): surrounding
+    whitespace and byte-order marks stripped, so " A1 " in reviews joins "A1" in meta."""
+    return raw.strip().strip("\ufeff").strip()
+
+
+def normalise_id_expr(col: str) -> pl.Expr:
+    """`normalise_id` as a polars expression (same characters stripped)."""
+    return pl.col(col).str.strip_chars().str.strip_chars("\ufeff").str.strip_chars()
 
 
 def parse_literal(text: str) -> Any:
@@ -53,7 +65,7 @@ def _records_in_blob(blob: bytes, first: int, rep: FileReport,
         text = _decode(raw, line, rep)
         try:
             rec = parser(text)
-        except (ValueError, SyntaxError, MemoryError, RecursionError, TypeError) as err:
+        except (ValueError, SyntaxError, MemoryError, RecursionError, TypeError, OverflowError) as err:
             rep.fail(line, "malformed", f"{type(err).__name__}: {err}")
             continue
         if not isinstance(rec, dict):
@@ -69,12 +81,17 @@ def _coerce(value: Any, dtype: pl.DataType) -> Any:
     if dtype == pl.Int64:
         if isinstance(value, bool):
             raise ValueError(f"boolean {value!r} is not a timestamp")
-        if isinstance(value, (int, float)):
-            return int(value)
-        return int(str(value).strip())
+        try:
+            # int(inf) raises OverflowError, int(nan) ValueError: both are this row's problem
+            out = int(value) if isinstance(value, (int, float)) else int(str(value).strip())
+        except OverflowError as err:
+            raise ValueError(str(err)) from None
+        if not INT64_MIN <= out <= INT64_MAX:
+            raise ValueError("integer out of the int64 range")
+        return out
     if isinstance(value, (dict, list)):
         raise ValueError(f"expected a scalar, got {type(value).__name__}")
-    return str(value)
+    return normalise_id(str(value))
 
 
 def scan_json_columns(path: str | Path, rep: FileReport, schema: dict[str, pl.DataType],
@@ -83,7 +100,8 @@ def scan_json_columns(path: str | Path, rep: FileReport, schema: dict[str, pl.Da
     """Yield DataFrames with the `schema` columns plus `_line` (1-based line number).
 
     Rows lacking a `required` field, or whose value cannot take its dtype, are skipped and
-    counted (`missing_field:<key>`, `bad_value:<key>`). Empty-string ids count as missing.
+    counted (`missing_field:<key>`, `bad_value:<key>`). String columns are ids: normalised with
+    `normalise_id`; empty ones count as missing.
     """
     out_schema = {**schema, "_line": pl.Int64}
     for first, blob in iter_line_chunks(path, rep, chunk_bytes):
@@ -126,6 +144,7 @@ def _fast_chunk(blob: bytes, first: int, schema: dict[str, pl.DataType],
         return None
     if df.height != n_lines:  # polars skips blank lines: line numbers would shift
         return None
+    df = df.with_columns(normalise_id_expr(k) for k, t in schema.items() if t == pl.String)
     bad = pl.any_horizontal([pl.col(k).is_null() | (pl.col(k).cast(pl.String) == "")
                              for k in required])
     if df.select(bad.any()).item():

@@ -14,6 +14,11 @@ from typing import Iterator
 from mmrec.data.report import FileReport
 
 CHUNK_BYTES = 8 << 20
+BOM = b"\xef\xbb\xbf"
+
+
+class TruncatedFileError(ValueError):
+    """A compressed file ends early or is corrupt; names the file and the line reached."""
 
 
 def _is_gzip(path: Path) -> bool:
@@ -26,8 +31,11 @@ def iter_line_chunks(path: str | Path, rep: FileReport,
     """Yield `(first_line_number, blob)` where blob holds whole lines (1-based numbering).
 
     gzip is detected by magic bytes, so `.json.gz` that is really plain text still reads. A
-    truncated or corrupt gzip stream keeps every complete line before the damage and records
-    one failure (`truncated_gzip` / `corrupt_gzip`) naming the line where reading stopped.
+    truncated or corrupt gzip stream raises TruncatedFileError naming the file and the line
+    where reading stopped (nothing would tell a user that most of the file was never read);
+    with `rep.allow_truncated` it keeps every complete line before the damage instead and
+    records one failure (`truncated_gzip` / `corrupt_gzip`). A UTF-8 byte-order mark at the
+    start is dropped; a file with no bytes at all is an error.
     """
     path = Path(path)
     line_no = 1
@@ -50,6 +58,8 @@ def iter_line_chunks(path: str | Path, rep: FileReport,
                 break
             if not piece:
                 break
+            if line_no == 1 and not tail and not pieces and piece.startswith(BOM):
+                piece = piece[len(BOM):]  # Windows editors write one; JSON parsers reject it
             pieces.append(piece)
             size += len(piece)
             # Gather at least chunk_bytes before yielding: read1 may return small pieces.
@@ -67,11 +77,19 @@ def iter_line_chunks(path: str | Path, rep: FileReport,
     finally:
         f.close()
     tail += b"".join(pieces)
+    if line_no == 1 and not tail and broken is None:
+        raise ValueError(f"{path}: empty file (0 bytes{' after decompression' if _is_gzip(path) else ''}); "
+                         "re-download it or point data.raw_dir at the complete dataset")
     if broken is not None:
         # The partial last line is part of the damage, not a separate malformed row.
         cut = tail.rfind(b"\n")
         partial, tail = tail[cut + 1:], tail[: cut + 1]
         n_complete = line_no - 1 + tail.count(b"\n")
+        if not rep.allow_truncated:
+            raise TruncatedFileError(
+                f"{path}: {broken[0].replace('_', ' ')} at line {n_complete + 1} ({broken[1]}); "
+                f"only the first {n_complete:,} complete lines are readable. Re-download the "
+                "file, or set data.allow_truncated: true to ingest those lines (counted)")
         rep.rows_read += 1
         rep.fail(n_complete + 1, broken[0],
                  f"{broken[1]}; kept the {n_complete} complete lines before it"

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from typing import Literal, Optional, Protocol
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from mmrec.data.images import DEFAULT_MAX_PIXELS
 
 
 class _Strict(BaseModel):
@@ -21,10 +23,16 @@ class TextParams(_Strict):
 
 class ImageDownloadParams(_Strict):
     enabled: bool = True
-    workers: int = Field(16, ge=1)
-    timeout_s: float = Field(10.0, gt=0)
+    workers: int = Field(16, ge=1, le=64)  # concurrent downloads (bounded: one host's politeness)
+    timeout_s: float = Field(10.0, gt=0)  # per socket operation
+    deadline_s: float = Field(30.0, gt=0)  # per download attempt, in total (a trickle cannot hold it)
     retries: int = Field(3, ge=0)
     max_bytes: int = Field(10_000_000, gt=0)
+    # Checked from the header before decoding, here and in extraction (decompression bombs).
+    max_pixels: int = Field(DEFAULT_MAX_PIXELS, gt=0)
+    # Loopback/private/link-local hosts are refused (SSRF); a mirror on a LAN can be allowed.
+    allow_private: bool = False
+    allow_networks: list[str] = []  # CIDRs allowed even when private, e.g. ["10.1.2.0/24"]
 
 
 class TimeSplitParams(_Strict):
@@ -34,7 +42,8 @@ class TimeSplitParams(_Strict):
 
 
 class DataParams(_Strict):
-    name: str = Field("sample", pattern=r"^[A-Za-z0-9_.-]+$")
+    # Outputs go to data/<name>/: one plain folder name, never `..`, `.` or a path.
+    name: str = Field("sample", pattern=r"^[A-Za-z0-9_.-]+$", max_length=100)
     source: Literal["amazon2014", "amazon2018", "amazon2023", "hm"] = "amazon2018"
     raw_dir: str = "data/raw/sample"
     category: Optional[str] = None  # Amazon file stem, e.g. Arts_Crafts_and_Sewing; None = the only one present
@@ -43,9 +52,21 @@ class DataParams(_Strict):
     max_history: int = Field(15, ge=3)
     require: list[Literal["text", "image"]] = ["text", "image"]
     split: Literal["leave_one_out", "global_time"] = "leave_one_out"
+    # A truncated/corrupt .gz is an error naming the line reached; true = ingest the complete
+    # lines before the damage (counted in the report, shouted in the summary line).
+    allow_truncated: bool = False
     time_split: TimeSplitParams = TimeSplitParams()
     text: TextParams = TextParams()
     images: ImageDownloadParams = ImageDownloadParams()
+
+
+    @field_validator("name")
+    @classmethod
+    def _plain_name(cls, v: str) -> str:
+        if v.startswith("."):
+            raise ValueError("must not start with '.': outputs would land outside "
+                             "data/ or in a hidden folder; use letters, digits, '_', '-' and '.'")
+        return v
 
 
 class IngestConfig(Protocol):

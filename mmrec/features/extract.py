@@ -169,12 +169,16 @@ def extract_modality(
     progress: bool = True,
     max_chunks: Optional[int] = None,
     metadata: Optional[dict[str, Any]] = None,
+    max_failed_fraction: float = 1.0,
 ) -> dict[str, Any]:
     """Encode `sources` (item_idx i+1 at position i; None = item lacks the modality) into `out_path`.
 
     Returns counts (items, extracted, missing, failed, failed_examples) plus timing. When
     `max_chunks` is set, stops after encoding that many chunks and leaves them for a later
     resume (returns with `complete: False`); used to budget work and to test resumption.
+    When more than `max_failed_fraction` of the items that have the modality fail to decode,
+    raises TooManyFailuresError (count and examples) before writing the feature file, and drops
+    the chunks so that repaired inputs are decoded again on the next run.
     """
     dist = dist or Dist()
     out_path = Path(out_path)
@@ -245,6 +249,7 @@ def extract_modality(
         for key in ("extracted", "missing", "failed"):
             counts[key] += m[key]
         failed_examples += m["failed_examples"][:MAX_FAILED_EXAMPLES - len(failed_examples)]
+    check_failures(encoder, counts, failed_examples, max_failed_fraction, cdir)
     meta = dict(metadata or {})
     meta.update(_encoder_metadata(encoder))
     meta["counts"] = counts
@@ -257,6 +262,25 @@ def extract_modality(
     result.update(counts)
     result["failed_examples"] = failed_examples
     return result
+
+
+class TooManyFailuresError(ValueError):
+    """More inputs failed to decode than extract.max_failed_fraction allows."""
+
+
+def check_failures(encoder: Encoder, counts: dict[str, int], examples: list[dict[str, Any]],
+                   max_fraction: float, cdir: Path) -> None:
+    """Raise TooManyFailuresError when failed / (items with the modality) > `max_fraction`."""
+    present = counts["items"] - counts["missing"]
+    if not present or counts["failed"] <= max_fraction * present:
+        return
+    shutil.rmtree(cdir, ignore_errors=True)  # the same paths, repaired, must be decoded again
+    shown = "\n".join(f"  item_idx {e['item_idx']}: {e['source']}: {e['reason']}" for e in examples[:5])
+    raise TooManyFailuresError(
+        f"extract {encoder.modality} [{encoder.name}]: {counts['failed']} of {present} inputs failed "
+        f"to decode ({counts['failed'] / present:.1%} > extract.max_failed_fraction={max_fraction}); "
+        f"first failures:\n{shown}\nFix or remove those files (and re-run ingest), or raise "
+        "extract.max_failed_fraction to accept zero vectors for them")
 
 
 def _encode_chunk(k: int, batches: list[list[int]], it, encoder: Encoder, sources: list[Optional[str]],

@@ -27,6 +27,9 @@ class ExtractParams(_Strict):
     batch_size: int = Field(16, ge=1)
     num_workers: int = Field(2, ge=0)
     chunk_size: int = Field(512, ge=1)  # items per resumable chunk
+    # Share of the items that have a modality whose input may fail to decode (corrupt image):
+    # above it the stage fails naming count and examples instead of training on zero vectors.
+    max_failed_fraction: float = Field(0.05, ge=0, le=1)
     text: TextEncoderParams = TextEncoderParams()
     image: ImageEncoderParams = ImageEncoderParams()
 

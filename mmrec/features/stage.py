@@ -12,7 +12,7 @@ from typing import Any, Optional
 
 import torch
 
-from mmrec.features.encoders import build_encoder
+from mmrec.features.encoders import build_encoder, check_encoders
 from mmrec.features.extract import (
     MODALITIES,
     Dist,
@@ -63,6 +63,9 @@ def run(params: ExtractConfig, root: Path = Path("."), *, progress: bool = True,
         summary: dict[str, Any] = {"items": items.height, "modalities": {},
                                    "source": str(ingest_dir(params, Path(".")) / "items.parquet")}
         timings: dict[str, float] = {}
+        # Every encoder that will run must resolve (weights found) before minutes are spent.
+        check_encoders({m: getattr(params.extract, m).encoder for m in MODALITIES
+                        if any(s is not None for s in modality_sources(items, m, root))})
         for modality in MODALITIES:
             sources = modality_sources(items, modality, root)
             if all(s is None for s in sources):
@@ -70,10 +73,12 @@ def run(params: ExtractConfig, root: Path = Path("."), *, progress: bool = True,
                 continue
             cfg = getattr(params.extract, modality)
             encoder = build_encoder(cfg.encoder, modality, cfg.tokens, device)
+            encoder.max_pixels = params.data.images.max_pixels  # the downloader's bomb cap, too
             res = extract_modality(
                 sources, encoder, feature_path(params, modality, root),
                 batch_size=params.extract.batch_size, chunk_size=params.extract.chunk_size,
-                num_workers=params.extract.num_workers, dist=d, progress=progress, max_chunks=max_chunks)
+                num_workers=params.extract.num_workers, dist=d, progress=progress, max_chunks=max_chunks,
+                max_failed_fraction=params.extract.max_failed_fraction)
             timings[modality] = res.pop("seconds")
             res.pop("encoded_here")
             res["path"] = str(feature_path(params, modality, Path(".")))  # root-relative: portable summary

@@ -31,7 +31,7 @@ class TrainCommon(BaseModel):
     layers: int = Field(2, ge=1)
     heads: int = Field(2, ge=1)
     dropout: float = Field(0.2, ge=0, lt=1)
-    max_len: int = Field(13, ge=2)  # input positions per training sequence
+    max_len: int = Field(13, ge=2, le=4096)  # input positions per training sequence (attention is O(L^2))
     retention_pairs: int = Field(20_000, ge=100)
     amp: bool = True  # autocast on CUDA; ignored on CPU
     num_workers: int = Field(0, ge=0)

@@ -72,7 +72,8 @@ def test_downloader_cases_and_resume(tmp_path, server):
             ("flaky", f"{server}/flaky.jpg"), ("missing", f"{server}/missing.jpg"),
             ("slow", f"{server}/slow.jpg"), ("big", f"{server}/big.jpg"),
             ("big2", f"{server}/big-chunked.jpg"), ("text", f"{server}/text.jpg")]
-    kw = dict(workers=4, timeout_s=0.4, retries=1, max_bytes=2000, backoff_s=0.01, progress=False)
+    kw = dict(workers=4, timeout_s=0.4, retries=1, max_bytes=2000, backoff_s=0.01, progress=False,
+              allow_private=True)  # the test server is on 127.0.0.1
     rep = download_images(jobs, tmp_path, **kw)
     assert rep.downloaded == 3 and rep.requested == 8
     assert rep.failed == {"http_404": 1, "timeout": 1, "too_large": 2, "not_an_image": 1}
@@ -116,7 +117,8 @@ def test_stage_downloads_missing_images_once(tmp_path, server):
             for i in range(1, 7)]
     (raw / "meta_Toys.json").write_text("\n".join(meta) + "\n")
     p = parse_params({"data": {"name": "dl", "raw_dir": str(raw), "min_user_interactions": 3,
-                               "images": {"workers": 2, "timeout_s": 2, "retries": 0}}})
+                               "images": {"workers": 2, "timeout_s": 2, "retries": 0,
+                                          "allow_private": True}}})
     res = run(p, root=tmp_path)
     assert res["images"]["downloaded"] == 4 and res["images"]["failed"] == {
         "http_404": 1, "not_an_image": 1}

@@ -91,7 +91,7 @@ def test_amazon2023_timestamps_are_seconds(tmp_path):
 
 def test_nothing_usable_is_a_clear_error(tmp_path):
     (tmp_path / "meta_X.json").write_text('{"title": "no asin"}\n{broken\n')
-    (tmp_path / "X.json").write_text('{"reviewerID": "u", "asin": "a", "unixReviewTime": 1}\n')
+    (tmp_path / "X.json").write_text('{"reviewerID": "u", "asin": "a", "unixReviewTime": 1500000000}\n')
     with pytest.raises(ValueError, match="no usable item metadata"):
         run(_params(tmp_path), root=tmp_path)
     (tmp_path / "meta_X.json").write_text('{"asin": "b", "title": "t"}\n')

@@ -58,7 +58,8 @@ TEXTS = [
 def make_params(**extract):
     from mmrec.config import parse_params
 
-    ex = {"batch_size": 2, "chunk_size": 4, "num_workers": 0}
+    # the fixture's corrupt and missing images are 2 of 10: above the default failure threshold
+    ex = {"batch_size": 2, "chunk_size": 4, "num_workers": 0, "max_failed_fraction": 0.5}
     ex.update(extract)
     return parse_params({"device": "cpu", "data": {"name": "t"}, "extract": ex})
 
