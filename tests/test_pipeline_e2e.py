@@ -51,6 +51,14 @@ def test_repro_writes_every_documented_output(project):
         assert head["test"]["recall@10"] == metrics["test_recall@10"], m
 
 @pytest.mark.slow
+def test_metrics_show_fits_200_columns_for_seven_models(project):
+    proj, env = project
+    shown = dvc(proj, env, "metrics", "show").stdout.splitlines()
+    assert len(shown) == 1 + len(MODELS)                                # header + one row per model
+    assert max(len(line) for line in shown) <= 200, "\n".join(shown)
+
+
+@pytest.mark.slow
 def test_every_parquet_output_opens_in_polars_pandas_and_duckdb(project):
     import duckdb
     import pandas as pd
