@@ -17,11 +17,23 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 
+def _umask() -> int:
+    mask = os.umask(0)  # the only way to read it; restored at once
+    os.umask(mask)
+    return mask
+
+
+# Read once at import: os.umask is process-wide, so probing it per write would race with threads.
+FILE_MODE = 0o666 & ~_umask()
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside `path`; rename it over `path` only if the block succeeds.
 
     Readers never see a half-written file: a crash leaves the old file (or none) in place.
+    The file gets the mode a plain `open()` would give (0644 under the usual umask), not
+    mkstemp's 0600, so written files match the ones DVC restores from its cache.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -30,6 +42,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     tmp_path = Path(tmp)
     try:
         yield tmp_path
+        os.chmod(tmp_path, FILE_MODE)
         os.replace(tmp_path, path)
     finally:
         if tmp_path.exists():

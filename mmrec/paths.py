@@ -36,22 +36,47 @@ def ingest_dir(p: Layout, root: str | Path = ".") -> Path:
 
 
 def features_dir(p: Layout, root: str | Path = ".") -> Path:
+    """`data/<name>/features/`: one sub-folder per modality (each the output of `extract@<modality>`)."""
     return dataset_dir(p, root) / "features"
 
 
+def modality_features_dir(p: Layout, modality: str, root: str | Path = ".") -> Path:
+    """`features/<modality>/`: the DVC output of `extract@<modality>` (feature file + summary.json)."""
+    return features_dir(p, root) / modality
+
+
 def feature_path(p: Layout, modality: str, root: str | Path = ".") -> Path:
-    """`features/<modality>-<encoder slug>.parquet` for modality `text` or `image`."""
+    """`features/<modality>/<modality>-<encoder slug>.parquet` for modality `text` or `image`."""
     enc = getattr(p.extract, modality).encoder
-    return features_dir(p, root) / f"{modality}-{encoder_slug(enc)}.parquet"
+    return modality_features_dir(p, modality, root) / f"{modality}-{encoder_slug(enc)}.parquet"
+
+
+def extract_cache_path(p: Layout, modality: str, root: str | Path = ".") -> Path:
+    """`cache/extract/<modality>-<encoder slug>.parquet`: vectors keyed by content hash, kept
+    outside every DVC output (DVC deletes a stage's outputs before it runs), so a re-run encodes
+    only the items whose text or image bytes changed."""
+    enc = getattr(p.extract, modality).encoder
+    return dataset_dir(p, root) / "cache" / "extract" / f"{modality}-{encoder_slug(enc)}.parquet"
+
+
+def image_manifest_path(p: Layout, root: str | Path = ".") -> Path:
+    """`ingest/images.parquet`: item_idx, path, size, sha256 of every item's picture."""
+    return ingest_dir(p, root) / "images.parquet"
 
 
 def teacher_dir(p: Layout, root: str | Path = ".") -> Path:
     return dataset_dir(p, root) / "teacher"
 
 
+def modality_teacher_dir(p: Layout, modality: str, root: str | Path = ".") -> Path:
+    """`teacher/<modality>/`: the DVC output of `teacher@<modality>`."""
+    return teacher_dir(p, root) / modality
+
+
 def teacher_modality_dir(p: Layout, modality: str, root: str | Path = ".") -> Path:
+    """`teacher/<modality>/<modality>-<encoder slug>/`: one modality's teacher files."""
     enc = getattr(p.extract, modality).encoder
-    return teacher_dir(p, root) / f"{modality}-{encoder_slug(enc)}"
+    return modality_teacher_dir(p, modality, root) / f"{modality}-{encoder_slug(enc)}"
 
 
 def model_dir(p: Layout, model: str, root: str | Path = ".") -> Path:
@@ -64,3 +89,11 @@ def results_dir(p: Layout, model: str, root: str | Path = ".") -> Path:
 
 def report_dir(p: Layout, root: str | Path = ".") -> Path:
     return dataset_dir(p, root) / "report"
+
+
+def headline_path(model: str, root: str | Path = ".") -> Path:
+    """`metrics/<model>.json`: the few headline numbers git tracks (`dvc metrics`, `dvc exp show`).
+
+    Not under data/<name>/ (git-ignored): experiments commit these files, so comparisons work
+    against HEAD and between experiments."""
+    return Path(root) / "metrics" / f"{model}.json"

@@ -1,8 +1,10 @@
-"""DVC stage `extract`: ingest/items.parquet -> features/<modality>-<encoder slug>.parquet + summary.json.
+"""DVC stage `extract@<modality>`: one modality's features.
 
-Single process: `python stages/extract.py`. Several: `torchrun --nproc_per_node=N stages/extract.py`
-(items are sharded by chunk across ranks; rank 0 merges). An interrupted run resumes from its
-completed chunks.
+`python stages/extract.py text` reads ingest/items.parquet; `python stages/extract.py image` reads
+the image manifest ingest/images.parquet. Each writes data/<name>/features/<modality>/. Without an
+argument both modalities run (outside DVC). Several processes: `torchrun --nproc_per_node=N
+stages/extract.py image` (items are sharded by chunk across ranks; rank 0 merges). An interrupted
+run resumes from its completed chunks; a re-run encodes only items whose content changed.
 """
 
 import os
@@ -13,11 +15,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a clone
 
 from mmrec.cli import stage_main  # noqa: E402
 from mmrec.config import load_params  # noqa: E402
+from mmrec.features.extract import MODALITIES  # noqa: E402
 from mmrec.features.stage import run, summary_line  # noqa: E402
 
 
 def main() -> None:
-    summary = run(load_params())
+    wanted = sys.argv[1:] or list(MODALITIES)
+    if any(m not in MODALITIES for m in wanted):
+        sys.exit(f"usage: python stages/extract.py [{'|'.join(MODALITIES)}] ...  (got {' '.join(wanted)})")
+    summary = run(load_params(), modalities=wanted)
     if os.environ.get("RANK", "0") == "0":
         print(summary_line(summary))
 

@@ -8,61 +8,22 @@ the stage logic is the shipped one.
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import polars as pl
 import pytest
 import yaml
+from pipeline_helpers import dvc, make_project, stale_stages
 
-from mmrec.data.sample import generate
-
-ROOT = Path(__file__).resolve().parents[1]
 MODELS = ["sasrec", "gru4rec", "sasrec_ef", "sasrec_lf", "kdsr", "odmt", "odmt_kdsr"]
-
-
-def _sh(cmd: list[str], cwd: Path, env: dict[str, str]) -> str:
-    res = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True)
-    assert res.returncode == 0, f"{' '.join(cmd)} failed ({res.returncode}):\n{res.stdout[-4000:]}\n{res.stderr[-4000:]}"
-    return res.stdout
-
-
-def _stale_stages(project: Path, env: dict[str, str]) -> set[str]:
-    """Stage names `dvc status --json` reports as changed."""
-    out = _sh([sys.executable, "-m", "dvc", "status", "--json"], project, env)
-    return {name.split("@")[0] for name in json.loads(out or "{}")}
 
 
 @pytest.fixture(scope="module")
 def project(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, str]]:
     """A fresh DVC project with the shipped dvc.yaml, stages and package, after one `dvc repro`."""
     proj = tmp_path_factory.mktemp("clone")
-    ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
-    for d in ("stages", "mmrec"):
-        shutil.copytree(ROOT / d, proj / d, ignore=ignore)
-    shutil.copy(ROOT / "dvc.yaml", proj / "dvc.yaml")
-    generate(proj / "data" / "raw" / "sample", n_items=300, n_users=400)
-
-    params = yaml.safe_load((ROOT / "params.yaml").read_text())
-    params["train"]["models"] = MODELS
-    # The sample's profile is what applies while data.name is `sample`: cut its epochs there.
-    profile = params["profiles"]["sample"]
-    profile["train"]["common"].update(epochs=2, patience=1)
-    for m in ("odmt", "odmt_kdsr"):
-        profile["train"][m].update(epochs=2, rampup_epochs=1)
-    profile["teacher"]["epochs"] = 3
-    params["teacher"].update(random_pairs=5000, max_cooccurring_pairs=20000, kmeans_iters=5)
-    (proj / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-
-    # the stage commands say `python`: the interpreter running the tests, with its packages
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
-           "DVC_NO_ANALYTICS": "1", "PYTHONUNBUFFERED": "1"}
-    _sh(["git", "init", "-q"], proj, env)
-    _sh([sys.executable, "-m", "dvc", "init", "-q"], proj, env)
-    _sh([sys.executable, "-m", "dvc", "repro"], proj, env)
+    env = make_project(proj, MODELS)
+    dvc(proj, env, "repro")
     return proj, env
 
 
@@ -71,11 +32,12 @@ def test_repro_writes_every_documented_output(project):
     proj, _ = project
     d = proj / "data" / "sample"
     for f in ("ingest/items.parquet", "ingest/interactions.parquet", "ingest/splits.parquet",
-              "ingest/report.json", "features/summary.json", "report/report.md", "report/report.html"):
+              "ingest/images.parquet", "ingest/report.json", "features/text/summary.json",
+              "features/image/summary.json", "report/report.md", "report/report.html"):
         assert (d / f).is_file(), f
-    feats = sorted(p.name for p in (d / "features").glob("*.parquet"))
-    assert len(feats) == 2 and feats[0].startswith("image-") and feats[1].startswith("text-")
-    assert len([p for p in (d / "teacher").iterdir() if p.is_dir()]) == 2
+    for m in ("text", "image"):
+        assert [p.name for p in (d / "features" / m).glob("*.parquet")][0].startswith(f"{m}-")
+        assert len([p for p in (d / "teacher" / m).iterdir() if p.is_dir()]) == 1
     report = (d / "report" / "report.md").read_text()
     for m in MODELS:
         assert (d / "models" / m / "model.pt").is_file(), m
@@ -85,6 +47,15 @@ def test_repro_writes_every_documented_output(project):
         assert 0.0 <= metrics["test_ndcg@10"] <= metrics["test_recall@10"] <= metrics["test_recall@20"] <= 1.0, m
         assert metrics["test_users"] > 0, m
         assert m in report, m
+        head = json.loads((proj / "metrics" / f"{m}.json").read_text())
+        assert head["test"]["recall@10"] == pytest.approx(metrics["test_recall@10"], abs=1e-6), m
+
+@pytest.mark.slow
+def test_metrics_show_fits_200_columns_for_seven_models(project):
+    proj, env = project
+    shown = dvc(proj, env, "metrics", "show").stdout.splitlines()
+    assert len(shown) == 1 + len(MODELS)                                # header + one row per model
+    assert max(len(line) for line in shown) <= 200, "\n".join(shown)
 
 
 @pytest.mark.slow
@@ -105,11 +76,12 @@ def test_every_parquet_output_opens_in_polars_pandas_and_duckdb(project):
 @pytest.mark.slow
 def test_second_repro_does_nothing_and_encoder_swap_invalidates_downstream_only(project):
     proj, env = project
-    out = _sh([sys.executable, "-m", "dvc", "repro"], proj, env)
+    out = dvc(proj, env, "repro").stdout
     assert "Running stage" not in out, out
-    assert _stale_stages(proj, env) == set()
+    assert stale_stages(proj, env) == set()
 
     params = yaml.safe_load((proj / "params.yaml").read_text())
     params["extract"]["text"]["encoder"] = "sentence-transformers:paraphrase-MiniLM-L3-v2"
     (proj / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    assert _stale_stages(proj, env) == {"extract", "teacher", "train", "evaluate", "report"}
+    # only the stages whose own params changed; their downstream follows once they re-run
+    assert stale_stages(proj, env) == {"extract@text", "report"}

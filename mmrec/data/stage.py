@@ -9,6 +9,8 @@ Outputs (`data/<name>/ingest/`):
   (seconds), sorted by user, time, then file order.
 - splits.parquet: user_idx, split, history list<int32>, target int32, cold_user, cold_target
   (layouts in mmrec/data/splits.py).
+- images.parquet: item_idx, path, size, sha256 of each item's picture (mmrec/data/manifest.py),
+  so that image contents are a dependency of image extraction.
 - report.json: per-file rows read/parsed/failed (reasons, first examples with line numbers),
   rows dropped per filter in order, image downloads, split sizes, and the ODMT Table 1
   statistics under "stats".
@@ -33,11 +35,12 @@ from mmrec.data.filters import (
     stream_select,
 )
 from mmrec.data.images import download_images, list_images, safe_name
+from mmrec.data.manifest import write_manifest
 from mmrec.data.params import IngestConfig
 from mmrec.data.report import IngestReport
 from mmrec.data.splits import global_time, leave_one_out, time_cuts
 from mmrec.io import atomic_dir, write_json, write_parquet
-from mmrec.paths import ingest_dir
+from mmrec.paths import image_manifest_path, ingest_dir
 
 ITEM_FIRST_COLS = ["item_idx", "item_id", "text", "image_path", "n_train", "has_text", "has_image"]
 
@@ -193,10 +196,12 @@ def run(params: IngestConfig, root: Path = Path(".")) -> dict[str, Any]:
               "items_with_image": int(items["has_image"].sum()),
               "split": split_info, "stats": table1_stats(inter_out),
               "truncated_files": report.truncated_files()}
-    with atomic_dir(out) as tmp:  # all four outputs appear together, or none does
+    with atomic_dir(out) as tmp:  # all outputs appear together, or none does
         write_parquet(items, tmp / "items.parquet", meta)
         write_parquet(inter_out, tmp / "interactions.parquet", meta)
         write_parquet(splits, tmp / "splits.parquet", meta)
+        # image contents as a DVC dependency of extract@image
+        write_manifest(items, tmp / image_manifest_path(params, root).name, root)
         write_json(result, tmp / "report.json")
     result["elapsed_s"] = round(time.time() - t0, 2)
     result["output_dir"] = str(out)

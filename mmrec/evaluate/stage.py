@@ -23,6 +23,7 @@ from mmrec.evaluate.breakdown import (
     popularity_group_info,
     popularity_groups,
 )
+from mmrec.evaluate.headline import write_headline
 from mmrec.evaluate.params import EvaluateConfig, EvaluateParams
 from mmrec.evaluate.ranking import (
     TIE_RTOL,
@@ -223,6 +224,7 @@ def evaluate_one(params: EvaluateConfig, model: str, root: Path, splits: tuple[s
     # Per-user ranks: what the report's paired intervals (and any later analysis) resample.
     write_parquet(pl.concat(frames), out.parent / RANKS_FILE)
     write_json(doc, out)
+    write_headline(doc, paths.headline_path(model, root), params.evaluate.ks)  # metrics/<model>.json
     k = 10 if 10 in params.evaluate.ks else params.evaluate.ks[0]
     summary = {"model": model, "path": str(out), "seconds": round(time.perf_counter() - t0, 2),
                "n_items": n_items}

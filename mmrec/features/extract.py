@@ -136,14 +136,20 @@ class _Collate:
         return self.encoder.collate([x for x, _ in batch]), [e for _, e in batch]
 
 
-def fingerprint(encoder: Encoder, sources: list[Optional[str]], batch_size: int, chunk_size: int) -> str:
-    """Everything that shapes chunk contents; chunks from a different fingerprint are discarded."""
+def fingerprint(encoder: Encoder, sources: list[Optional[str]], batch_size: int, chunk_size: int,
+                content_keys: Optional[list[Optional[str]]] = None) -> str:
+    """Everything that shapes chunk contents; chunks from a different fingerprint are discarded.
+
+    `content_keys` (e.g. the sha256 of each image file) make the contents part of it: a picture
+    replaced under the same name invalidates the chunks of an interrupted run."""
     h = hashlib.sha256()
     h.update(json.dumps({"encoder": encoder.name, "tokens": encoder.n_tokens, "batch_size": batch_size,
                          "chunk_size": chunk_size, "device": encoder.device.type,
                          "versions": library_versions()}, sort_keys=True).encode())
     for s in sources:
         h.update(b"\x00" if s is None else s.encode() + b"\x01")
+    for k in content_keys or ():
+        h.update(b"\x00" if k is None else k.encode() + b"\x02")
     return h.hexdigest()
 
 
@@ -170,6 +176,8 @@ def extract_modality(
     max_chunks: Optional[int] = None,
     metadata: Optional[dict[str, Any]] = None,
     max_failed_fraction: float = 1.0,
+    content_keys: Optional[list[Optional[str]]] = None,
+    reused: int = 0,
 ) -> dict[str, Any]:
     """Encode `sources` (item_idx i+1 at position i; None = item lacks the modality) into `out_path`.
 
@@ -185,7 +193,7 @@ def extract_modality(
     n = len(sources)
     n_chunks = (n + chunk_size - 1) // chunk_size
     cdir = chunk_dir_for(out_path)
-    fp = fingerprint(encoder, sources, batch_size, chunk_size)
+    fp = fingerprint(encoder, sources, batch_size, chunk_size, content_keys)
     manifest = cdir / "manifest.json"
 
     if dist.is_main:
@@ -249,7 +257,10 @@ def extract_modality(
         for key in ("extracted", "missing", "failed"):
             counts[key] += m[key]
         failed_examples += m["failed_examples"][:MAX_FAILED_EXAMPLES - len(failed_examples)]
-    check_failures(encoder, counts, failed_examples, max_failed_fraction, cdir)
+    # Items whose vectors come from the reuse cache (`reused`, absent from `sources`) count as
+    # decoded, so the failure fraction is over every item with the modality, not just the re-encoded.
+    check_failures(encoder, {**counts, "missing": counts["missing"] - reused}, failed_examples,
+                   max_failed_fraction, cdir)
     meta = dict(metadata or {})
     meta.update(_encoder_metadata(encoder))
     meta["counts"] = counts

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 import polars as pl
@@ -13,7 +13,12 @@ import pyarrow.parquet as pq
 import torch
 
 from mmrec.io import pick_device, read_parquet_metadata, write_json, write_parquet
-from mmrec.paths import feature_path, ingest_dir, teacher_modality_dir
+from mmrec.paths import (
+    feature_path,
+    ingest_dir,
+    modality_teacher_dir,
+    teacher_modality_dir,
+)
 from mmrec.teacher.autoencoder import encode_items, fit_autoencoder
 from mmrec.teacher.codebook import (
     assign_codes,
@@ -140,13 +145,19 @@ def build_modality(x: torch.Tensor, has: torch.Tensor, seqs: pl.DataFrame, tp: T
             "seconds": timings}
 
 
-def run(params: TeacherConfig, root: Path = Path(".")) -> dict[str, Any]:
+def run(params: TeacherConfig, root: Path = Path("."), modalities: Sequence[str] = MODALITIES) -> dict[str, Any]:
     """Teacher stage entry point (used by stages/teacher.py, the CLI and tests).
 
-    Processes each of text/image whose feature file exists; writes denoised.parquet,
-    codebook.parquet and teacher.json per modality under teacher_modality_dir.
+    For each of `modalities` (one per DVC stage `teacher@<modality>`; default both) whose feature
+    file exists, writes denoised.parquet, codebook.parquet and teacher.json under
+    teacher_modality_dir. A modality without a feature file (its extraction found no item with
+    it, e.g. a dataset without pictures) gets a `skipped.json` in its teacher folder, so the
+    stage's output exists; none of the asked modalities having features is an error.
     """
     t0 = time.time()
+    unknown = [m for m in modalities if m not in MODALITIES]
+    if unknown:
+        raise ValueError(f"unknown modality {unknown}; known: {', '.join(MODALITIES)}")
     tp = params.teacher
     if tp.dim % tp.subspaces:
         raise ValueError(f"teacher.dim={tp.dim} must be divisible by teacher.subspaces={tp.subspaces}")
@@ -155,39 +166,52 @@ def run(params: TeacherConfig, root: Path = Path(".")) -> dict[str, Any]:
     if not splits_path.exists():
         raise FileNotFoundError(f"{splits_path}: missing (run the ingest stage first)")
     seqs = training_sequences(pl.scan_parquet(splits_path), splits_path)
-    present = [m for m in MODALITIES if feature_path(params, m, root).exists()]
-    if not present:
-        expected = ", ".join(str(feature_path(params, m, root)) for m in MODALITIES)
-        raise FileNotFoundError(f"no feature file found (expected one of: {expected}); run extract")
+    absent = [m for m in modalities if not feature_path(params, m, root).exists()]
+    if len(absent) == len(modalities):
+        expected = ", ".join(str(feature_path(params, m, root)) for m in absent)
+        raise FileNotFoundError(f"no feature file found (expected one of: {expected}); "
+                                f"run extract (`dvc repro extract@{absent[0]}`)")
 
     summary: dict[str, Any] = {"modalities": {}, "device": str(device)}
-    for m in present:
-        fpath = feature_path(params, m, root)
-        x, has, enc = load_feature_matrix(fpath)
-        try:
-            out = build_modality(x, has, seqs, tp, params.seed + _SEED_OFFSET[m], device, desc=m)
-        except ValueError as err:
-            raise ValueError(f"{fpath}: {err}") from err
-        del x
-        odir = teacher_modality_dir(params, m, root)
-        meta = {"modality": m, "encoder": enc or getattr(params.extract, m).encoder,
-                "correlation": tp.correlation, "subspaces": tp.subspaces, "dim": tp.dim}
-        write_parquet(denoised_table(out["denoised"], out["has_feature"]), odir / DENOISED_FILE, meta)
-        write_parquet(codebook_table(out["codebook"]), odir / CODEBOOK_FILE, meta)
-        rec = out["record"]
-        # teacher.json last: its presence means the folder is complete.
-        write_json({**meta, "feature_file": str(fpath.relative_to(root)) if fpath.is_relative_to(root)
-                    else str(fpath), "seed": params.seed + _SEED_OFFSET[m],
-                    "params": tp.model_dump(), **rec}, odir / TEACHER_JSON)
-        summary["modalities"][m] = {
-            "dir": str(odir), "items": rec["items"]["n_items"],
-            "best_epoch": rec["autoencoder"]["best_epoch"],
-            "best_valid_loss": rec["autoencoder"]["best_valid_loss"],
-            "pairs": rec["pairs"]["cooccurring_sampled"] + rec["pairs"]["random"],
-            "dead_codes": len(rec["codes"]["all"]["dead_codes"]),
-        }
-        if rec["codes"]["all"]["dead_codes"]:
-            warnings.warn(f"teacher {m}: {len(rec['codes']['all']['dead_codes'])} codebook codes got "
-                          f"no sampled pair (see {odir / TEACHER_JSON})", stacklevel=2)
+    for m in modalities:
+        if m in absent:
+            note = {"modality": m, "skipped": f"no feature file {feature_path(params, m, Path('.'))}"}
+            write_json(note, modality_teacher_dir(params, m, root) / "skipped.json")
+            summary["modalities"][m] = note
+            continue
+        summary["modalities"][m] = build_and_write(params, m, seqs, device, root)
     summary["seconds"] = round(time.time() - t0, 1)
     return summary
+
+
+def build_and_write(params: TeacherConfig, m: str, seqs: pl.DataFrame, device: torch.device,
+                    root: Path) -> dict[str, Any]:
+    """One modality's teacher, written to teacher_modality_dir; returns its summary entry."""
+    tp = params.teacher
+    fpath = feature_path(params, m, root)
+    x, has, enc = load_feature_matrix(fpath)
+    try:
+        out = build_modality(x, has, seqs, tp, params.seed + _SEED_OFFSET[m], device, desc=m)
+    except ValueError as err:
+        raise ValueError(f"{fpath}: {err}") from err
+    del x
+    odir = teacher_modality_dir(params, m, root)
+    meta = {"modality": m, "encoder": enc or getattr(params.extract, m).encoder,
+            "correlation": tp.correlation, "subspaces": tp.subspaces, "dim": tp.dim}
+    write_parquet(denoised_table(out["denoised"], out["has_feature"]), odir / DENOISED_FILE, meta)
+    write_parquet(codebook_table(out["codebook"]), odir / CODEBOOK_FILE, meta)
+    rec = out["record"]
+    # teacher.json last: its presence means the folder is complete.
+    write_json({**meta, "feature_file": str(fpath.relative_to(root)) if fpath.is_relative_to(root)
+                else str(fpath), "seed": params.seed + _SEED_OFFSET[m],
+                "params": tp.model_dump(), **rec}, odir / TEACHER_JSON)
+    if rec["codes"]["all"]["dead_codes"]:
+        warnings.warn(f"teacher {m}: {len(rec['codes']['all']['dead_codes'])} codebook codes got "
+                      f"no sampled pair (see {odir / TEACHER_JSON})", stacklevel=2)
+    return {
+        "dir": str(odir), "items": rec["items"]["n_items"],
+        "best_epoch": rec["autoencoder"]["best_epoch"],
+        "best_valid_loss": rec["autoencoder"]["best_valid_loss"],
+        "pairs": rec["pairs"]["cooccurring_sampled"] + rec["pairs"]["random"],
+        "dead_codes": len(rec["codes"]["all"]["dead_codes"]),
+    }

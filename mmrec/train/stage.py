@@ -18,6 +18,14 @@ def resolve_entry(params: TrainConfig, entry: str) -> tuple[str, TrainCommon, di
     return e.arch, e.common, e.config
 
 
+def reads_features(cls: type) -> bool:
+    """Whether a model reads modality features: its config declares `modalities` (fusion, KDSR,
+    ODMT). ID-only models (SASRec, GRU4Rec) load none, not even for the retention columns of the
+    train log, so that in dvc.yaml they depend on no feature folder and a new encoder never
+    retrains them."""
+    return "modalities" in getattr(getattr(cls, "config_cls", None), "model_fields", {})
+
+
 def check_requirements(entry: str, cls: type, ctx) -> None:
     """Fail before training when the dataset lacks what the model needs (named in the error)."""
     missing = [m for m in getattr(cls, "required_modalities", ()) if m not in ctx.features]
@@ -43,7 +51,7 @@ def train_entry(params: TrainConfig, entry: str, root: Path = Path("."), progres
     device = ddp.init_distributed(pick_device(params.device))
     seed_everything(params.seed)
     ctx = build_context(params, device, root, max_len=common.max_len,
-                        tokens=cls.wants_tokens(cfg),
+                        tokens=cls.wants_tokens(cfg), modalities=None if reads_features(cls) else [],
                         teachers=bool(getattr(cls, "needs_teacher", False)))
     check_requirements(entry, cls, ctx)
     model = build_model(arch, ctx, cfg, section=entry)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import socket
 
 import polars as pl
@@ -11,7 +12,7 @@ import torch.multiprocessing as mp
 from features_helpers import make_params
 
 from mmrec.features.stage import run
-from mmrec.paths import feature_path, features_dir
+from mmrec.paths import extract_cache_path, feature_path, features_dir, modality_features_dir
 
 PARAMS = dict(chunk_size=2, batch_size=2, num_workers=0, image={"tokens": True})
 
@@ -49,13 +50,15 @@ def test_two_processes_match_one(project):
     finally:
         torch.set_num_threads(threads)
     ref_file = feature_path(params, "image", project).read_bytes()
-    ref_summary = (features_dir(params, project) / "summary.json").read_text()
+    summary_path = modality_features_dir(params, "image", project) / "summary.json"
+    ref_summary = summary_path.read_text()
     assert single["modalities"]["image"]["chunks"] == 4
 
     feature_path(params, "image", project).unlink()
-    (features_dir(params, project) / "summary.json").unlink()
+    summary_path.unlink()
+    shutil.rmtree(extract_cache_path(params, "image", project).parent)  # encode again, do not reuse
     mp.spawn(_worker, args=(2, _free_port(), str(project)), nprocs=2, join=True)
 
     assert feature_path(params, "image", project).read_bytes() == ref_file
-    assert (features_dir(params, project) / "summary.json").read_text() == ref_summary
-    assert not (project / "data" / "t" / "features.partial").exists()
+    assert summary_path.read_text() == ref_summary
+    assert not list(features_dir(params, project).glob("*.partial"))

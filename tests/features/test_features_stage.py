@@ -14,7 +14,7 @@ import mmrec.features.extract as ex
 from mmrec.features.stage import run, summary_line
 from mmrec.features.store import load_features
 from mmrec.io import read_parquet_metadata
-from mmrec.paths import feature_path, features_dir
+from mmrec.paths import feature_path, features_dir, modality_features_dir
 
 
 def test_stage_extracts_both_modalities_with_counted_failures(project, reuse_encoders):
@@ -26,7 +26,9 @@ def test_stage_extracts_both_modalities_with_counted_failures(project, reuse_enc
     assert (image["items"], image["extracted"], image["missing"], image["failed"]) == (11, 8, 1, 2)
     reasons = {e["item_idx"]: e["reason"] for e in image["failed_examples"]}
     assert set(reasons) == {3, 4} and "FileNotFoundError" in reasons[4]
-    assert json.loads((features_dir(params, project) / "summary.json").read_text())["modalities"]["image"] == image
+    on_disk = json.loads((modality_features_dir(params, "image", project) / "summary.json").read_text())
+    assert on_disk == {"modality": "image", "items": 11, "source": "data/t/ingest/items.parquet",
+                       **{k: v for k, v in image.items() if k != "reused"}}
     line = summary_line(summary)
     assert "image: 8 extracted, 1 missing, 2 failed" in line and "text: 9 extracted" in line
 
@@ -49,7 +51,7 @@ def test_stage_extracts_both_modalities_with_counted_failures(project, reuse_enc
     assert "CenterCrop(224)" in meta["preprocessing"] and meta["pretrained"].startswith("imagenet")
     assert {"torch", "torchvision", "efficientnet-lite-pytorch"} <= set(meta["versions"])
     assert meta["counts"] == {"items": 11, "extracted": 8, "missing": 1, "failed": 2}
-    assert not (project / "data" / "t" / "features.partial").exists()  # chunks cleaned up
+    assert not list(features_dir(params, project).glob("*.partial"))  # chunks cleaned up
 
 
 def test_only_present_modalities_are_extracted(project, reuse_encoders):

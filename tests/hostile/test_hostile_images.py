@@ -16,7 +16,7 @@ from mmrec.data.images import decode_rgb
 from mmrec.features import stage
 from mmrec.features.encoders import EncodedBatch, ImageEncoder
 from mmrec.features.extract import TooManyFailuresError, chunk_dir_for
-from mmrec.paths import feature_path, features_dir
+from mmrec.paths import feature_path, modality_features_dir
 
 
 def test_exif_orientation_is_applied(tmp_path: Path) -> None:
@@ -102,6 +102,6 @@ def test_too_many_failed_decodes_fail_the_stage(tmp_path: Path, monkeypatch) -> 
                            "extract": {"num_workers": 0, "chunk_size": 4, "max_failed_fraction": 0.5}})
     summary = stage.run(params, tmp_path, progress=False)
     assert summary["modalities"]["image"]["failed"] == 4
-    on_disk = json.loads((features_dir(params, tmp_path) / "summary.json").read_text())
-    assert on_disk["modalities"]["image"]["failed"] == 4
+    on_disk = json.loads((modality_features_dir(params, "image", tmp_path) / "summary.json").read_text())
+    assert on_disk["modality"] == "image" and on_disk["failed"] == 4
     assert "6 extracted, 0 missing, 4 failed" in stage.summary_line(summary)

@@ -63,8 +63,8 @@ def test_a_crash_between_writes_leaves_the_old_outputs(tmp_path: Path, monkeypat
     after = _digest(out)
     assert after[".gitignore"] == before[".gitignore"]  # DVC's file survives the swap
     assert after["interactions.parquet"] != before["interactions.parquet"]
-    assert sorted(after) == [".gitignore", "interactions.parquet", "items.parquet", "report.json",
-                             "splits.parquet"]
+    assert sorted(after) == [".gitignore", "images.parquet", "interactions.parquet", "items.parquet",
+                             "report.json", "splits.parquet"]
 
 
 @pytest.mark.parametrize("name", ["..", ".", "../../etc", "/tmp/x", ".hidden", "a/b"])

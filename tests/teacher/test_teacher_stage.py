@@ -9,7 +9,7 @@ import polars as pl
 import pytest
 import torch
 
-from mmrec.paths import feature_path, teacher_modality_dir
+from mmrec.paths import feature_path, modality_teacher_dir, teacher_modality_dir
 from mmrec.teacher import IGNORE_CODE, load_teacher
 from mmrec.teacher.codebook import code_histogram, fit_codebook
 from mmrec.teacher.stage import load_feature_matrix, run
@@ -87,11 +87,14 @@ def test_stage_only_processes_present_modalities(tmp_path) -> None:
     p = synth_params(epochs=3)
     build_dataset(tmp_path, p, image=False)
     s = run(p, tmp_path)
-    assert set(s["modalities"]) == {"text"}
+    assert "items" in s["modalities"]["text"] and "skipped" in s["modalities"]["image"]
     assert not teacher_modality_dir(p, "image", tmp_path).exists()
+    # teacher@image of a dataset without pictures: its DVC output exists and says why it is empty
+    note = json.loads((modality_teacher_dir(p, "image", tmp_path) / "skipped.json").read_text())
+    assert note["modality"] == "image" and "no feature file" in note["skipped"]
     feature_path(p, "text", tmp_path).unlink()
     with pytest.raises(FileNotFoundError, match="no feature file"):
-        run(p, tmp_path)
+        run(p, tmp_path, ["text"])
 
 
 def test_different_seed_changes_codebook_and_bad_counts_fail() -> None:

@@ -103,3 +103,20 @@ def test_stage_script_runs_in_a_project_dir(tmp_path):
     assert "train sasrec (sasrec)" in res.stdout
     assert (tmp_path / "data/tiny/models/sasrec/model.pt").exists()
     assert (tmp_path / "data/tiny/models/sasrec/train_log.tsv").exists()
+
+
+def test_id_only_models_load_no_features(tmp_path):
+    """sasrec/gru4rec depend on no feature folder in dvc.yaml, so they must not read one either."""
+    from mmrec.models.registry import model_class
+    from mmrec.train.stage import reads_features
+
+    ts.write_dataset(tmp_path)
+    ts.write_features(tmp_path, ts.params())
+    out = run(_params(["gru4rec"], epochs=1), tmp_path, "gru4rec", progress=False)
+    assert out["modalities"] == []
+    header = (tmp_path / "data/tiny/models/gru4rec/train_log.tsv").read_text().splitlines()[0]
+    assert "retention" not in header
+    ckpt = torch.load(tmp_path / "data/tiny/models/gru4rec/model.pt", weights_only=True)
+    assert ckpt["context"]["modalities"] == []
+    assert [reads_features(model_class(m)) for m in ("sasrec", "gru4rec", "sasrec_ef", "kdsr", "odmt")] == \
+        [False, False, True, True, True]
