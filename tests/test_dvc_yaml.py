@@ -25,7 +25,9 @@ def test_models_and_their_reads_match_the_code():
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
     assert list(reads) == params["train"]["models"]
     for model, r in reads.items():
-        cls = model_class((params["train"].get(model) or {}).get("arch", model))
+        arch = (params["train"].get(model) or {}).get("arch", model)
+        assert r["arch"] == arch, model      # train@<entry> also depends on train.<arch>
+        cls = model_class(arch)
         assert r["features"] == ("features" if reads_features(cls) else NOTHING), model
         assert r["teacher"] == ("teacher" if cls.needs_teacher else NOTHING), model
     loss_files = list(_dvc_yaml()["plots"][0]["loss"]["y"])
