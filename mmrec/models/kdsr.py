@@ -172,6 +172,10 @@ class KDSR(RecLossMixin, SeqRecModel):
         return loss, comps
 
     # optimisation -----------------------------------------------------------------------------
+    def leaves_parameters_unused(self) -> bool:
+        """With `skd` or `ckd` off, the SKD projections or the CKD classifier get no gradient."""
+        return not (self.cfg.skd and self.cfg.ckd)
+
     def param_groups(self, lr: float, weight_decay: float) -> list[dict[str, Any]]:
         """Base groups plus the modality tables in their own (no-decay) group, whose lr the loop
         scales per epoch via `group_lr_scale`."""
