@@ -46,6 +46,9 @@ class KDSRConfig(SeqModelConfig):
     """`train.kdsr`."""
 
     backbone: Literal["sasrec", "gru4rec"] = "sasrec"
+    # GRU layers of `backbone: gru4rec` (1, like the GRU4Rec baseline); `layers` counts the
+    # transformer blocks of `backbone: sasrec` and does not apply to the GRU.
+    gru_layers: int = Field(1, ge=1)
     modalities: Optional[list[Literal["text", "image"]]] = None  # None = every modality with a teacher
     fusion: Literal["gate", "mean"] = "gate"
     candidates: Literal["fused", "id"] = "fused"  # id = score against ID embeddings only (reference)
@@ -103,8 +106,7 @@ class KDSR(RecLossMixin, SeqRecModel):
         if cfg.backbone == "sasrec":
             self.encoder: nn.Module = SeqTransformer(D, cfg.layers, cfg.heads, cfg.dropout, cfg.max_len)
         else:
-            self.encoder = GRUEncoder(D, cfg.layers, cfg.dropout)
-        self.drop = nn.Dropout(cfg.dropout)
+            self.encoder = GRUEncoder(D, cfg.gru_layers, cfg.dropout)
         init_weights(self)
         with torch.no_grad():
             for m in self.mods:
@@ -135,7 +137,8 @@ class KDSR(RecLossMixin, SeqRecModel):
         return self.fused(torch.arange(self.item_emb.num_embeddings, device=self.item_emb.weight.device))
 
     def encode(self, seq: torch.Tensor) -> torch.Tensor:
-        return self.encoder(self.drop(self.fused(seq)), seq > 0)       # [B, L, D]
+        # the encoder applies the (single) input dropout to the fused vectors
+        return self.encoder(self.fused(seq), seq > 0)                  # [B, L, D]
 
     def user_repr(self, history: torch.Tensor) -> torch.Tensor:
         return self.encode(fit_window(history, self.cfg.max_len))[:, -1]
