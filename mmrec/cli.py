@@ -86,8 +86,8 @@ def recommend(model: str, user: str, k: int = 10, params_path: str = "params.yam
         raise CliError(str(err.args[0] if err.args else err)) from None
     history = [int(i) for i in rows["item_idx"].to_list()]
     mask = params.evaluate.mask_history if mask_history is None else mask_history
-    max_len = model_max_len(params, model)
     net = _load_model(mdir, params, pick_device(params.device), rootp)
+    max_len = model_max_len(net)
     ids, scores = top_k(net, history, k, max_len, mask_history=mask)
     recent = history[-max_len:]
     info = item_rows(ingest / "items.parquet", sorted(set(ids) | set(recent)))
