@@ -20,6 +20,11 @@ import models_fit  # noqa: E402
 import train_synth as ts  # noqa: E402
 
 N_ITEMS, MAX_LEN = 24, 6
+
+
+def _context(arch: str):
+    return models_fit.full_context(arch, N_ITEMS, MAX_LEN)
+
 BASE = {"hidden": 16, "layers": 1, "heads": 2, "max_len": MAX_LEN, "dropout": 0.1}
 # (entry, arch, settings): the registered models with their params.yaml-style defaults, and the
 # ablations the README lists (kdsr_plain and lf_paper verbatim, then the documented switches).
@@ -38,20 +43,6 @@ CASES = [
     ("odmt_ref", "odmt", {"kd_loss": "ce", "detach_teacher": False, "loss": "full_ce"}),
     ("sasrec_inbatch", "sasrec", {"loss": "inbatch"}),
 ]
-
-
-def _context(arch: str):
-    """The walk dataset's context with token states and, for teacher models, real PairTeachers."""
-    from mmrec.models.registry import model_class
-    from mmrec.teacher import PairTeacher
-
-    ctx = ts.context(N_ITEMS, MAX_LEN)
-    models_fit.add_tokens(ctx)
-    if model_class(arch).needs_teacher:
-        g = torch.Generator().manual_seed(3)
-        ctx.teachers = {m: PairTeacher(torch.rand(N_ITEMS + 1, 16, generator=g),
-                                       torch.randn(5, 4, generator=g), "cosine", 4) for m in ctx.features}
-    return ctx
 
 
 def _cases() -> list[tuple[str, str, dict]]:
