@@ -41,3 +41,24 @@ def test_token_states_stay_on_the_cpu_and_move_per_batch(tmp_path):
     # the real values: rows of the table, gathered on the CPU
     tok, _ = store.gather(torch.tensor([3, 1]), torch.device("cpu"))
     assert torch.equal(tok, store.tokens[[3, 1]].float())
+
+
+def test_load_model_takes_the_checkpoint_settings_and_rejects_other_encoders(tmp_path):
+    import pytest
+
+    from mmrec.models.checkpoint import load_model, save_checkpoint
+    from mmrec.models.registry import build_model
+
+    p = _project(tmp_path)
+    ctx = build_context(p, "cpu", tmp_path, max_len=4, teachers=False)
+    model = build_model("sasrec_ef", ctx, {"hidden": 8, "max_len": 4, "fst": "linear"})
+    mdir = tmp_path / "data/tiny/models/sasrec_ef"
+    save_checkpoint(mdir / "model.pt", model, arch="sasrec_ef", name="sasrec_ef",
+                    config=model.cfg.model_dump(mode="json"), ctx=ctx)
+    loaded = load_model(mdir, p, root=tmp_path)     # params say hidden 16, max_len 8
+    assert loaded.cfg.max_len == 4 and loaded.cfg.hidden == 8
+    ckpt = torch.load(mdir / "model.pt", weights_only=True)
+    ckpt["context"]["encoders"] = {"text": "another-encoder"}
+    torch.save(ckpt, mdir / "model.pt")
+    with pytest.raises(ValueError, match="encoders .*another-encoder"):
+        load_model(mdir, p, root=tmp_path)
