@@ -145,12 +145,13 @@ def run(params: IngestConfig, root: Path = Path(".")) -> dict[str, Any]:
     cuts = None if loo else time_cuts(inter.select(timestamp=pl.col("_tfine") // time_per_second),
                                       d.time_split.valid_start, d.time_split.test_start)
     seconds = pl.col("_tfine") // time_per_second
+    train_end = None if cuts is None else cuts[0]   # None: the filters see every interaction
 
     downloads: dict[str, Any] = {"requested": 0}
     if can_download and items["image_url"].is_not_null().any():
         # Only items that can still survive the user filter are worth fetching.
         pre = split_filters(inter, lambda df: core_filter(df, min_user, 0, IngestReport()),
-                            cuts and cuts[0], seconds)
+                            train_end, seconds)
         candidates = items.filter(pl.col("it").is_in(pre["it"].unique().implode()))["item_id"]
         items, downloads = _download(items, candidates, raw_dir, prefix, params)
         if "image" in d.require:
@@ -160,7 +161,7 @@ def run(params: IngestConfig, root: Path = Path(".")) -> dict[str, Any]:
 
     inter = split_filters(
         inter, lambda df: keep_recent(core_filter(df, min_user, d.item_core, report), d.max_history, report),
-        cuts and cuts[0], seconds)
+        train_end, seconds)
     if cuts is not None:
         report.notes.append("global_time: min_user_interactions, item_core and max_history apply to "
                             "the training period (before valid_start) only")
