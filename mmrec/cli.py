@@ -144,8 +144,8 @@ def recommend(model: str, user: str, k: int = 10, params_path: str = "params.yam
     # Serving, unlike the evaluation protocol (evaluate.mask_history), does not recommend what the
     # user already has unless asked (--no-mask).
     mask = True if mask_history is None else mask_history
-    max_len = model_max_len(params, model)
     net = _load_model(mdir, params, pick_device(params.device), rootp)
+    max_len = model_max_len(net)
     ids, scores = top_k(net, history, k, max_len, mask_history=mask)
     recent = history[-max_len:]
     info = item_rows(ingest / "items.parquet", sorted(set(ids) | set(recent)))

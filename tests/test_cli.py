@@ -31,7 +31,7 @@ def project(tmp_path, monkeypatch):
     mdir = tmp_path / "data/tiny/models/sasrec"
     mdir.mkdir(parents=True)
     (mdir / "model.pt").write_bytes(b"placeholder")
-    model = FakeModel(30, dim=4, seed=3)
+    model = FakeModel(30, dim=4, seed=3, max_len=3)   # the trained max_len, read from the model
     monkeypatch.setattr(cli, "_load_model", lambda *a, **k: model)
     return tmp_path, model
 

@@ -12,11 +12,17 @@ interaction), `cold_target` bool (target item never occurs in training).
   leave-one-out), and one valid/test row per target interaction whose history is ALL of that
   user's earlier kept interactions, whatever their split (a user seen only after the cut gets
   rows with `cold_user` true; nothing is dropped).
+
+  The cut comes first (`split_filters`): the user minimum, the item core and `max_history` run
+  on the training period alone, so a user's training history never depends on how active they
+  are after the cut. Valid/test interactions are all kept (their histories are the user's kept
+  earlier interactions); an item or user the training filters removed is cold there.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+from typing import Callable
 
 import polars as pl
 
@@ -86,6 +92,21 @@ def time_cuts(inter: pl.DataFrame, valid_start: str | None,
     if t < v:
         raise ValueError(f"data.time_split: test_start ({t}) is before valid_start ({v})")
     return v, t
+
+
+def split_filters(inter: pl.DataFrame, filters: Callable[[pl.DataFrame], pl.DataFrame],
+                  valid_start: int | None = None, seconds: pl.Expr | None = None) -> pl.DataFrame:
+    """Apply the user/item `filters` (min count, core, max_history) where the split asks.
+
+    Without `valid_start` (leave-one-out) they see every interaction. With it (global_time) they
+    see only the training period, rows whose `seconds` (an expression, default the `timestamp`
+    column) is before the cut; the later rows are appended untouched.
+    """
+    if valid_start is None:
+        return filters(inter)
+    before = (pl.col("timestamp") if seconds is None else seconds) < valid_start
+    train = filters(inter.filter(before))
+    return pl.concat([train, inter.filter(~before).select(train.columns)])
 
 
 def global_time(inter: pl.DataFrame, valid_start: int,

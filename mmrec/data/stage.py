@@ -38,7 +38,7 @@ from mmrec.data.images import download_images, list_images, safe_name
 from mmrec.data.manifest import write_manifest
 from mmrec.data.params import IngestConfig
 from mmrec.data.report import IngestReport
-from mmrec.data.splits import global_time, leave_one_out, time_cuts
+from mmrec.data.splits import global_time, leave_one_out, split_filters, time_cuts
 from mmrec.io import atomic_dir, write_json, write_parquet
 from mmrec.paths import image_manifest_path, ingest_dir
 
@@ -146,10 +146,17 @@ def run(params: IngestConfig, root: Path = Path(".")) -> dict[str, Any]:
     if min_user != d.min_user_interactions:
         report.notes.append(f"leave_one_out needs 3 interactions per user: min_user raised to {min_user}")
 
+    # global_time: the cut comes first, the user/item filters see the training period only.
+    cuts = None if loo else time_cuts(inter.select(timestamp=pl.col("_tfine") // time_per_second),
+                                      d.time_split.valid_start, d.time_split.test_start)
+    seconds = pl.col("_tfine") // time_per_second
+    train_end = None if cuts is None else cuts[0]   # None: the filters see every interaction
+
     downloads: dict[str, Any] = {"requested": 0}
     if can_download and items["image_url"].is_not_null().any():
         # Only items that can still survive the user filter are worth fetching.
-        pre = core_filter(inter, min_user, 0, IngestReport())
+        pre = split_filters(inter, lambda df: core_filter(df, min_user, 0, IngestReport()),
+                            train_end, seconds)
         candidates = items.filter(pl.col("it").is_in(pre["it"].unique().implode()))["item_id"]
         items, downloads = _download(items, candidates, raw_dir, prefix, params)
         if "image" in d.require:
@@ -157,19 +164,26 @@ def run(params: IngestConfig, root: Path = Path(".")) -> dict[str, Any]:
             inter = keep_items(inter, ok, "image_download_failed", report)
     items = items.with_columns(has_image=pl.col("image_path").is_not_null())
 
-    inter = core_filter(inter, min_user, d.item_core, report)
-    inter = keep_recent(inter, d.max_history, report)
+    inter = split_filters(
+        inter, lambda df: keep_recent(core_filter(df, min_user, d.item_core, report), d.max_history, report),
+        train_end, seconds)
+    if cuts is not None:
+        report.notes.append("global_time: min_user_interactions, item_core and max_history apply to "
+                            "the training period (before valid_start) only")
     if inter.height == 0:
         raise ValueError("no interactions left after filtering; see the filter counts: "
                          f"{report.filters}")
     inter, items = reindex(inter, users, items, time_per_second)
 
     split_info: dict[str, Any] = {"protocol": d.split}
-    if loo:
+    if cuts is None:
         splits, train = leave_one_out(inter)
     else:
-        v, t = time_cuts(inter, d.time_split.valid_start, d.time_split.test_start)
+        v, t = cuts
         splits, train = global_time(inter, v, t)
+        if train.height == 0:
+            raise ValueError(f"data.time_split: no training interaction left before valid_start ({v}) "
+                             f"after the filters; see the filter counts: {report.filters}")
         split_info.update(valid_start=v, test_start=t)
     for name in ("train", "valid", "test"):
         s = splits.filter(pl.col("split") == name)

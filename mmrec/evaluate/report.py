@@ -262,10 +262,13 @@ def plot_metrics(data: RunData, table: pl.DataFrame, out: Path) -> Path | None:
     for i, row in enumerate(table.iter_rows(named=True)):
         xs = [j + (i - (table.height - 1) / 2) * width for j in range(len(cols))]
         ax.bar(xs, [row[c] for c in cols], width=width, label=row["model"], color=colors[row["model"]])
-    ax.set_xticks(range(len(cols)), [_short(c) for c in cols])
+    # "MRR\n@10": two short lines per tick, so neighbouring labels never run together
+    ax.set_xticks(range(len(cols)), [_short(c).replace("@", "\n@") for c in cols], fontsize=8)
     ax.set_ylabel("test metric")
     ax.set_title("Test metrics by model (full ranking)")
-    ax.legend(fontsize=8, ncols=min(4, table.height))
+    # below the axes: inside, the legend hides the tallest bars
+    ax.legend(fontsize=8, ncols=min(4, table.height), loc="upper center", bbox_to_anchor=(0.5, -0.16),
+              frameon=False)
     ax.grid(axis="y", alpha=0.3)
     return _save(fig, out)
 
@@ -295,7 +298,7 @@ def plot_popularity(data: RunData, out: Path) -> Path | None:
     ax.set_xlabel("target popularity group (cold = never in training; Q1 least popular)")
     ax.set_ylabel(f"test Recall@{k}")
     ax.set_title(f"Recall@{k} by target popularity")
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=8, ncols=4, loc="upper center", bbox_to_anchor=(0.5, -0.3), frameon=False)
     ax.grid(alpha=0.3)
     return _save(fig, out)
 
@@ -336,7 +339,7 @@ def plot_curves(data: RunData, out: Path) -> Path | None:
     ax2.set(title="Modality retention of the item table per epoch (colour = model)", xlabel="epoch",
             ylabel="corr(learned, frozen) sim.")
     if ax1.get_legend_handles_labels()[0]:
-        ax1.legend(fontsize=7)
+        ax1.legend(fontsize=7, loc="best")    # rising curves: "best" finds the empty corner
     if kinds:
         ax2.legend([Line2D([], [], color="0.3", linestyle=styles[kd]) for kd in kinds],
                    [kd.replace("_", " / ", 1) for kd in kinds], fontsize=7, title="table / modality",
@@ -357,15 +360,21 @@ def plot_losses(data: RunData, out: Path) -> Path | None:
     n = len(logs)
     ncols = min(4, n)
     nrows = math.ceil(n / ncols)
-    fig, axes = plt.subplots(nrows, ncols, figsize=(3.3 * ncols, 2.3 * nrows + 0.4), squeeze=False)
+    comps = {m: [c for c in log.columns if c == "loss" or c.startswith("loss_")] for m, log in logs.items()}
+    # Each panel's legend sits under it (inside, it covered the curves of the many-component
+    # KDSR/ODMT panels): reserve two columns of entries' worth of height per row.
+    legend_rows = math.ceil(max(len(c) for c in comps.values()) / 2)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(3.3 * ncols, (2.3 + 0.16 * legend_rows) * nrows + 0.4),
+                             squeeze=False)
     for ax, (m, log) in zip(axes.flat, logs.items()):
-        for c in [c for c in log.columns if c == "loss" or c.startswith("loss_")]:
+        for c in comps[m]:
             # The total in black so components keep the colour cycle.
             style = {"color": "black", "linewidth": 2} if c == "loss" else {"linewidth": 1}
             ax.plot(log["epoch"], log[c], marker=".", label=c, **style)
         ax.set(title=m, xlabel="epoch")
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
+        ax.legend(fontsize=6.5, ncols=2, loc="upper center", bbox_to_anchor=(0.5, -0.3), frameon=False,
+                  handlelength=1.5, columnspacing=0.8)
     for ax in list(axes.flat)[n:]:
         ax.axis("off")
     fig.suptitle("Training loss components per epoch")
@@ -392,6 +401,14 @@ def _save(fig, out: Path) -> Path:
 # ---------------------------------------------------------------- documents
 
 
+def _group_metric(group: dict[str, Any], key: str) -> str:
+    """A breakdown cell: "–" for a group without users (a metric of nobody is not 0.0000)."""
+    value = group.get(key)
+    if group.get("n_users") == 0 or value is None or (isinstance(value, float) and math.isnan(value)):
+        return "–"
+    return f"{value:.4f}"
+
+
 def _breakdown_rows(data: RunData, key: str, k: int) -> tuple[list[str], list[list[tuple[str, bool]]]] | None:
     """Test Recall@K per group of a breakdown (`by_popularity` / `by_history_length`)."""
     labels: list[str] = []
@@ -402,7 +419,7 @@ def _breakdown_rows(data: RunData, key: str, k: int) -> tuple[list[str], list[li
         if not groups:
             continue
         labels = labels or [f"{g.get('label', g['group'])} (n={g.get('n_users', '?')})" for g in groups]
-        body.append([(m, False)] + [(f"{g.get(f'recall@{k}', math.nan):.4f}", False) for g in groups])
+        body.append([(m, False)] + [(_group_metric(g, f"recall@{k}"), False) for g in groups])
     if not body:
         return None
     return ["model"] + labels, body
@@ -490,8 +507,31 @@ def retention_at_best(data: RunData, select: str) -> tuple[list[str], list[list[
             v = row.get(c)
             cells.append(("–" if v is None or math.isnan(v) else f"{v:.3f}", False))
         body.append(cells)
-    header = ["model", "epoch"] + [c[len("retention_"):].replace("_", "/", 1) for c in cols]
+    # retention_<table>_<modality>: the modality is the last part (tables may hold "_": text_table)
+    header = ["model", "epoch"] + ["/".join(c[len("retention_"):].rsplit("_", 1)) for c in cols]
     return header, body
+
+
+# What each learned table of `SeqRecModel.retention_tables` is, for the retention columns.
+RETENTION_TABLES = {
+    "item": "the candidate vectors the model ranks with (late fusion and ODMT: its branches' "
+            "vectors side by side)",
+    "id": "the ID embedding table",
+    "text": "the text branch's item vectors (late fusion, ODMT) or the transformed text features "
+            "(early fusion)",
+    "image": "the image branch's item vectors (late fusion, ODMT) or the transformed image features "
+             "(early fusion)",
+    "text_table": "KDSR's trainable text table (initialised from the teacher's denoised features)",
+    "image_table": "KDSR's trainable image table (initialised from the teacher's denoised features)",
+}
+
+
+def retention_legend(columns: list[str]) -> str:
+    """One sentence naming every learned table among the retention `columns` (`table/modality`)."""
+    tables = list(dict.fromkeys(c.split("/", 1)[0] for c in columns))
+    parts = [f"{t} = {RETENTION_TABLES.get(t, 'a table the model reports (see its retention_tables)')}"
+             for t in tables]
+    return "Tables: " + "; ".join(parts) + "."
 
 
 def render(params: EvaluateConfig, data: RunData, plots: dict[str, Path | None]) -> tuple[str, str]:
@@ -558,7 +598,9 @@ def render(params: EvaluateConfig, data: RunData, plots: dict[str, Path | None])
         if ret:
             d.para("Modality retention = Pearson correlation between item-item cosine similarities of a "
                    "learned table and of the frozen modality features, on a fixed sample of pairs; "
-                   "at the best validation epoch (table/modality):")
+                   "at the best validation epoch. A column `table/modality` compares that learned "
+                   "table with the frozen features of that modality; – = the model has no such table.")
+            d.para(retention_legend(ret[0][2:]))
             d.table(*ret)
         d.image("curves", f"Validation Recall@{k} and modality retention per epoch", wide=True)
         d.image("losses", "Loss components per epoch", wide=True)

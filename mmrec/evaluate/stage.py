@@ -156,10 +156,13 @@ def ranks_frame(split: str, user_idx: torch.Tensor, targets: torch.Tensor, ranks
                          "target": targets.numpy().astype("int32"), "rank": ranks.numpy().astype("int32")})
 
 
-def model_max_len(params: EvaluateConfig, model_name: str) -> int:
-    """`max_len` of a trained model: its own `train.<model>` section overrides `train.common`."""
-    section = params.train.section(model_name)
-    return int(section.get("max_len", params.train.common.max_len))
+def model_max_len(model: torch.nn.Module) -> int:
+    """Input positions of a loaded model: the `max_len` its checkpoint was trained with (its
+    stored config), never params.yaml's, which may have changed since."""
+    cfg = getattr(model, "cfg", None)
+    if cfg is None or not hasattr(cfg, "max_len"):
+        raise TypeError(f"{type(model).__name__} keeps no config with max_len (.cfg.max_len)")
+    return int(cfg.max_len)
 
 
 def _load_model(model_dir: Path, params: EvaluateConfig, device: torch.device, root: Path) -> torch.nn.Module:
@@ -212,7 +215,7 @@ def evaluate_one(params: EvaluateConfig, model: str, root: Path, splits: tuple[s
     if n_items != item_pop.shape[0] - 1:
         raise ValueError(f"model {model!r} scores {n_items} items but items.parquet has "
                          f"{item_pop.shape[0] - 1}: retrain after re-ingesting")
-    max_len = model_max_len(params, model)
+    max_len = model_max_len(net)
     per_split, frames = {}, []
     for split in splits:
         data = _load_eval_split(paths.ingest_dir(params, root), split, max_len)

@@ -78,6 +78,12 @@ class SeqRecModel(nn.Module, ABC):
         `epoch` is 1-based (ramp-ups and schedules read it).
         """
 
+    def leaves_parameters_unused(self) -> bool:
+        """Whether a training step (`loss` then backward) may leave some parameter without a
+        gradient, e.g. heads an ablation switches off. DDP must then look for them every step
+        (`find_unused_parameters`, mmrec.train.ddp); the default False spares that cost."""
+        return False
+
     def score(self, history: torch.Tensor) -> torch.Tensor:
         """[B, N+1] scores for full ranking (the evaluator chunks over items instead)."""
         return self.user_repr(history) @ self.item_repr().T

@@ -48,9 +48,11 @@ def load_model(model_dir: Path, params: ContextConfig, device: torch.device | st
                root: Optional[Path] = None) -> SeqRecModel:
     """Rebuild a trained model from `<model_dir>/model.pt` and the pipeline's artifacts.
 
-    The ModelContext is rebuilt from items.parquet and the checkpoint's modalities (and KDSR
-    teachers when the model needs them); `root` defaults to the project root implied by the
-    layout `<root>/data/<name>/models/<model>`. Returns the model in eval mode on `device`.
+    Every architecture setting (the model config, max_len included) comes from the checkpoint;
+    params.yaml only locates the data, and feature encoders that differ from the checkpoint's
+    are an error. The ModelContext is rebuilt from items.parquet and the checkpoint's modalities
+    (and KDSR teachers when the model needs them); `root` defaults to the project root implied
+    by the layout `<root>/data/<name>/models/<model>`. Returns the model in eval mode on `device`.
     """
     from mmrec.models.registry import build_model, model_class
 
@@ -65,6 +67,11 @@ def load_model(model_dir: Path, params: ContextConfig, device: torch.device | st
     if ctx.n_items != int(summary["n_items"]):
         raise ValueError(f"{model_dir / CHECKPOINT_FILE}: trained on {summary['n_items']} items but "
                          f"items.parquet now has {ctx.n_items}; re-run the train stage")
+    now = context_summary(ctx)
+    for key in ("encoders", "feature_dims"):  # the frozen inputs are part of the architecture
+        if key in summary and dict(summary[key]) != now[key]:
+            raise ValueError(f"{model_dir / CHECKPOINT_FILE}: trained with feature {key} {summary[key]} "
+                             f"but params.yaml's extract settings give {now[key]}; re-run the train stage")
     model = build_model(arch, ctx, dict(ckpt["config"]), section=ckpt.get("name"))
     model.load_state_dict(ckpt["state_dict"])
     return model.to(ctx.device).eval()

@@ -58,6 +58,17 @@ def read_features(path: Path, n_items: int, tokens: bool) -> ModalityFeatures:
     return feats
 
 
+def place_features(feats: ModalityFeatures, device: torch.device) -> ModalityFeatures:
+    """Pooled vectors and masks on `device`; token states stay on the CPU, where the models'
+    token stores (mmrec.models.tokens.TokenStore) keep them pinned and move each batch's rows.
+    The whole [N+1, T, d] tensor never goes to the GPU."""
+    tokens, token_mask = feats.tokens, feats.token_mask
+    if tokens is not None and token_mask is not None:
+        tokens, token_mask = tokens.detach().cpu(), token_mask.detach().cpu()
+    return ModalityFeatures(feats.vector.to(device), feats.has_feature.to(device), tokens, token_mask,
+                            feats.encoder)
+
+
 def build_context(params: ContextConfig, device: torch.device | str = "cpu", root: Path = Path("."), *,
                   max_len: Optional[int] = None, tokens: bool = False,
                   modalities: Optional[Iterable[str]] = None, teachers: bool = True) -> ModelContext:
@@ -81,7 +92,7 @@ def build_context(params: ContextConfig, device: torch.device | str = "cpu", roo
                 f"features for {', '.join(missing)} not found under {paths.features_dir(params, root)} "
                 "(run the extract stage with the same encoders)")
         present = [m for m in MODALITIES if m in wanted]
-    features = {m: read_features(paths.feature_path(params, m, root), n_items, tokens).to(device)
+    features = {m: place_features(read_features(paths.feature_path(params, m, root), n_items, tokens), device)
                 for m in present}
     found_teachers = {}
     if teachers:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import torch
 from torch import nn
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from mmrec.models.base import ModelContext, SeqBatch, SeqRecModel
 from mmrec.models.layers import RecLossMixin, SeqModelConfig, fit_window, init_weights
@@ -18,7 +19,9 @@ class GRU4RecConfig(SeqModelConfig):
 
 
 class GRUEncoder(nn.Module):
-    """Embedding dropout -> multi-layer GRU -> Linear back to the embedding size."""
+    """Input dropout -> multi-layer GRU over the real items only -> Linear back to the embedding
+    size. Left padding never enters the GRU (packed sequences), so the state entering a user's
+    first item is the zero start state whatever the amount of padding."""
 
     def __init__(self, hidden: int, layers: int, dropout: float) -> None:
         super().__init__()
@@ -28,10 +31,22 @@ class GRUEncoder(nn.Module):
         self.out = nn.Linear(hidden, hidden)
 
     def forward(self, x: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
-        """x [B, L, D], valid [B, L] -> [B, L, D]. Left padding feeds zero vectors first, so the
-        state entering the first real item is a learned (input-independent) start state."""
-        h, _ = self.gru(self.drop(x * valid[..., None]))
-        return self.out(h)
+        """x [B, L, D], valid [B, L] (left padding: real items are a suffix) -> [B, L, D].
+
+        Rows are shifted to start at position 0, packed by length, run, and shifted back; the
+        outputs at padded positions are the projection of a zero state (never read).
+        """
+        B, L, D = x.shape
+        lengths = valid.sum(1)                                         # [B]
+        shift = (L - lengths)[:, None]                                 # left padding per row
+        pos = torch.arange(L, device=x.device)[None, :]
+        to_left = ((pos + shift) % L)[..., None].expand(B, L, D)       # row start -> position 0
+        packed = pack_padded_sequence(self.drop(x.gather(1, to_left)), lengths.clamp_min(1).cpu(),
+                                      batch_first=True, enforce_sorted=False)
+        h, _ = self.gru(packed)
+        h, _ = pad_packed_sequence(h, batch_first=True, total_length=L)  # [B, L, D], zeros after
+        back = ((pos - shift) % L)[..., None].expand(B, L, h.shape[-1])
+        return self.out(h.gather(1, back) * valid[..., None])
 
 
 @MODELS.register("gru4rec")

@@ -46,6 +46,9 @@ class KDSRConfig(SeqModelConfig):
     """`train.kdsr`."""
 
     backbone: Literal["sasrec", "gru4rec"] = "sasrec"
+    # GRU layers of `backbone: gru4rec` (1, like the GRU4Rec baseline); `layers` counts the
+    # transformer blocks of `backbone: sasrec` and does not apply to the GRU.
+    gru_layers: int = Field(1, ge=1)
     modalities: Optional[list[Literal["text", "image"]]] = None  # None = every modality with a teacher
     fusion: Literal["gate", "mean"] = "gate"
     candidates: Literal["fused", "id"] = "fused"  # id = score against ID embeddings only (reference)
@@ -103,8 +106,7 @@ class KDSR(RecLossMixin, SeqRecModel):
         if cfg.backbone == "sasrec":
             self.encoder: nn.Module = SeqTransformer(D, cfg.layers, cfg.heads, cfg.dropout, cfg.max_len)
         else:
-            self.encoder = GRUEncoder(D, cfg.layers, cfg.dropout)
-        self.drop = nn.Dropout(cfg.dropout)
+            self.encoder = GRUEncoder(D, cfg.gru_layers, cfg.dropout)
         init_weights(self)
         with torch.no_grad():
             for m in self.mods:
@@ -135,7 +137,8 @@ class KDSR(RecLossMixin, SeqRecModel):
         return self.fused(torch.arange(self.item_emb.num_embeddings, device=self.item_emb.weight.device))
 
     def encode(self, seq: torch.Tensor) -> torch.Tensor:
-        return self.encoder(self.drop(self.fused(seq)), seq > 0)       # [B, L, D]
+        # the encoder applies the (single) input dropout to the fused vectors
+        return self.encoder(self.fused(seq), seq > 0)                  # [B, L, D]
 
     def user_repr(self, history: torch.Tensor) -> torch.Tensor:
         return self.encode(fit_window(history, self.cfg.max_len))[:, -1]
@@ -172,6 +175,10 @@ class KDSR(RecLossMixin, SeqRecModel):
         return loss, comps
 
     # optimisation -----------------------------------------------------------------------------
+    def leaves_parameters_unused(self) -> bool:
+        """With `skd` or `ckd` off, the SKD projections or the CKD classifier get no gradient."""
+        return not (self.cfg.skd and self.cfg.ckd)
+
     def param_groups(self, lr: float, weight_decay: float) -> list[dict[str, Any]]:
         """Base groups plus the modality tables in their own (no-decay) group, whose lr the loop
         scales per epoch via `group_lr_scale`."""

@@ -75,9 +75,18 @@ def _log_probs(logits: torch.Tensor, temperature: float, offset: Optional[torch.
 
 
 def _kd_from_log_probs(log_q: torch.Tensor, log_p: torch.Tensor, temperature: float,
-                       kind: KdKind) -> torch.Tensor:
-    """T² · mean_rows of CE(p, q) or KL(p || q) from student/teacher log-probabilities."""
+                       kind: KdKind, offset: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """T² · mean_rows of CE(p, q) or KL(p || q) from student/teacher log-probabilities.
+
+    With multiplicity offsets (a column c standing for k_c identical slots), the per-slot CE is
+    -Σ_c P(c)·(log Q(c) - log k_c): each slot's student log-probability is log Q(c) - log k_c.
+    The Σ_c P(c)·log k_c term depends on the teacher, so it is kept (a non-detached teacher's
+    gradient would differ from the per-slot reference otherwise). KL needs no correction: the
+    log k_c of both sides cancel.
+    """
     if kind == "ce":
+        if offset is not None:
+            log_q = log_q - offset
         per_row = -(log_p.exp() * log_q).sum(-1).mean()
     elif kind == "kl":
         # exp(log_p) = 0 on masked columns and both sides are finite there, so they add 0.
@@ -94,8 +103,9 @@ def kd_loss(student: torch.Tensor, teacher: torch.Tensor, temperature: float = 1
     over rows. Masked columns (fp32 minimum in both) contribute nothing.
 
     `offset` [M, C] is added to both sides after the division by T: the column multiplicities
-    of a unique-item candidate set (mmrec.objectives.losses.row_log_mult), which makes the loss equal
-    to the one over the per-slot columns they stand for.
+    of a unique-item candidate set (mmrec.objectives.losses.row_log_mult), which makes the loss
+    (value and both gradients, CE and KL, detached teacher or not) equal to the one over the
+    per-slot columns they stand for.
     """
     if temperature <= 0:
         raise ValueError(f"temperature must be > 0, got {temperature}")
@@ -110,7 +120,7 @@ def kd_loss(student: torch.Tensor, teacher: torch.Tensor, temperature: float = 1
             log_p = _log_probs(teacher, temperature, offset)
     else:
         log_p = _log_probs(teacher, temperature, offset)
-    return _kd_from_log_probs(_log_probs(student, temperature, offset), log_p, temperature, kind)
+    return _kd_from_log_probs(_log_probs(student, temperature, offset), log_p, temperature, kind, offset)
 
 
 def ensemble_logits(logits: Sequence[torch.Tensor]) -> torch.Tensor:
@@ -162,5 +172,5 @@ def online_distillation(logits: dict[str, torch.Tensor], temperature: float = 1.
                     teachers[t] = _log_probs(source(t), temperature, offset)
             else:
                 teachers[t] = _log_probs(source(t), temperature, offset)
-    return {f"kd_{s}_{t}": _kd_from_log_probs(students[s], teachers[t], temperature, kind)
+    return {f"kd_{s}_{t}": _kd_from_log_probs(students[s], teachers[t], temperature, kind, offset)
             for s, t in edges}

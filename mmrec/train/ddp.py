@@ -82,10 +82,10 @@ def wrap_for_training(model: SeqRecModel, device: torch.device) -> nn.Module:
         from torch.nn.parallel import DistributedDataParallel
 
         ids = [device.index] if device.type == "cuda" else None
-        # A model whose step may leave parameters unused sets `ddp_find_unused_parameters = True`
-        # (the extra graph traversal costs every step otherwise). Model buffers are constants
-        # (frozen features, log-popularity): never re-broadcast them.
-        find_unused = bool(getattr(model, "ddp_find_unused_parameters", False))
+        # A model whose step may leave parameters unused (an ablation's idle heads) says so;
+        # DDP's search for them costs a graph traversal every step, so only then. Model buffers
+        # are constants (frozen features, log-popularity): never re-broadcast them.
+        find_unused = bool(model.leaves_parameters_unused())
         module = DistributedDataParallel(module, device_ids=ids, find_unused_parameters=find_unused,
                                          broadcast_buffers=False)
     return module

@@ -35,6 +35,9 @@ class TrainCommon(BaseModel):
     retention_pairs: int = Field(20_000, ge=100)
     amp: bool = True  # autocast on CUDA; ignored on CPU
     num_workers: int = Field(0, ge=0)
+    # CPU intra-op threads; results repeat bit for bit only at the same count (mmrec.train.repro).
+    # 0 = torch's default (all cores of this machine).
+    threads: int = Field(0, ge=0)
 
 
 class TrainParams(BaseModel):

@@ -9,6 +9,7 @@ from typing import Any, Optional
 from mmrec import paths
 from mmrec.io import pick_device, seed_everything
 from mmrec.train import ddp, entries
+from mmrec.train.repro import make_repeatable
 from mmrec.train.params import TrainCommon, TrainConfig
 
 
@@ -50,6 +51,7 @@ def train_entry(params: TrainConfig, entry: str, root: Path = Path("."), progres
     cls = model_class(arch)
     device = ddp.init_distributed(pick_device(params.device))
     seed_everything(params.seed)
+    make_repeatable(common.threads)
     ctx = build_context(params, device, root, max_len=common.max_len,
                         tokens=cls.wants_tokens(cfg), modalities=None if reads_features(cls) else [],
                         teachers=bool(getattr(cls, "needs_teacher", False)))

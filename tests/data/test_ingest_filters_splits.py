@@ -137,3 +137,43 @@ def test_time_cuts_parse_and_default():
     assert time_cuts(inter, None, None) == (79, 89)
     with pytest.raises(ValueError, match="before valid_start"):
         time_cuts(inter, "50", "10")
+
+
+def _time_split_pipeline(rows, min_user, max_history, cut, test_cut):
+    """What the ingest stage does for global_time: cut, filter the training period, split."""
+    from mmrec.data.splits import split_filters
+
+    inter, users, items = _encode(rows)
+    rep = IngestReport()
+    kept = split_filters(inter, lambda df: keep_recent(core_filter(df, min_user, 0, rep), max_history, rep),
+                         cut, pl.col("_tfine"))
+    return global_time(reindex(kept, users, items)[0], cut, test_cut)
+
+
+def test_global_time_cuts_first_then_filters_the_training_period():
+    # a: 6 interactions before the cut (t=1..6), 15 after (t=20..34); b: active only after the
+    # cut; c: 2 training interactions (below min_user) and one test interaction.
+    a_train = [("a", f"i{t}", t) for t in range(1, 7)]
+    a_after = [("a", f"j{t}", t) for t in range(20, 35)]
+    b_after = [("b", "i1", 21), ("b", "i2", 30)]
+    c_rows = [("c", "i3", 2), ("c", "i4", 3), ("c", "i5", 31)]
+    splits, train = _time_split_pipeline(a_train + a_after + b_after + c_rows, min_user=3,
+                                         max_history=4, cut=10, test_cut=25)
+    ids = dict(zip(["a", "b", "c"], range(3)))
+    # a keeps its 4 most recent training interactions whatever it does after the cut
+    a_tr = train.filter(pl.col("user_idx") == ids["a"]).sort("timestamp")
+    assert a_tr["timestamp"].to_list() == [3, 4, 5, 6]
+    a_row = splits.filter(pl.col("split") == "train", pl.col("user_idx") == ids["a"]).row(0, named=True)
+    assert a_row["history"] + [a_row["target"]] == a_tr["item_idx"].to_list()
+    # every later interaction of a is an evaluation row (none truncated by max_history)
+    a_eval = splits.filter(pl.col("user_idx") == ids["a"], pl.col("split") != "train")
+    assert a_eval.height == 15 and not a_eval["cold_user"].any()
+    assert a_eval["history"].list.len().to_list() == list(range(4, 19))
+    # b, active only after the cut, is a cold user with its valid and test rows
+    b_rows = splits.filter(pl.col("user_idx") == ids["b"])
+    assert b_rows["split"].to_list() == ["valid", "test"] and b_rows["cold_user"].all()
+    assert b_rows["history"].list.len().to_list() == [0, 1]
+    # c fails min_user within the training period: no training row, its test row is cold
+    c_rows_out = splits.filter(pl.col("user_idx") == ids["c"])
+    assert c_rows_out["split"].to_list() == ["test"] and c_rows_out["cold_user"].all()
+    assert train.filter(pl.col("user_idx") == ids["c"]).height == 0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from types import SimpleNamespace
 
 import torch
 
@@ -15,8 +16,9 @@ class FakeModel(SeqRecModel):
     Integer vectors make every score exact in float32, so ties are real ties.
     """
 
-    def __init__(self, n_items: int, dim: int = 4, seed: int = 0, levels: int = 3) -> None:
+    def __init__(self, n_items: int, dim: int = 4, seed: int = 0, levels: int = 3, max_len: int = 5) -> None:
         super().__init__()
+        self.cfg = SimpleNamespace(max_len=max_len)   # what the evaluator reads of a model config
         g = torch.Generator().manual_seed(seed)
         table = torch.randint(-levels, levels + 1, (n_items + 1, dim), generator=g).float()
         table[0] = 0

@@ -109,3 +109,31 @@ def test_run_all_models_skips_untrained(project):
     out = stage.run(tiny_params(), root)
     assert set(out) == {"sasrec", "skipped"} and out["skipped"] == ["kdsr"]
     assert (root / "data/tiny/results/sasrec/metrics.json").exists()
+
+
+def test_evaluation_takes_max_len_and_architecture_from_the_checkpoint(tmp_path, monkeypatch):
+    """A model trained with max_len 4 and hidden 8 is evaluated with them, whatever params.yaml
+    says now (max_len 7, hidden 16)."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "train"))
+    import train_synth as ts
+
+    from mmrec.models.checkpoint import save_checkpoint
+    from mmrec.models.registry import build_model
+
+    ts.write_dataset(tmp_path, n_users=12)
+    ctx = ts.context(24, max_len=4, modalities=())
+    model = build_model("gru4rec", ctx, {"hidden": 8, "max_len": 4})
+    mdir = tmp_path / "data/tiny/models/gru4rec"
+    save_checkpoint(mdir / "model.pt", model, arch="gru4rec", name="gru4rec",
+                    config=model.cfg.model_dump(mode="json"), ctx=ctx)
+    params = ts.params(models=("gru4rec",), max_len=7, hidden=16)
+    seen = []
+    real = stage._load_eval_split
+    monkeypatch.setattr(stage, "_load_eval_split", lambda d, s, L: (seen.append(L), real(d, s, L))[1])
+    stage.run(params, tmp_path, "gru4rec")
+    assert seen == [4, 4]
+    doc = json.loads((tmp_path / "data/tiny/results/gru4rec/metrics.json").read_text())
+    assert doc["test_users"] == 12

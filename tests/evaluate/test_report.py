@@ -98,3 +98,29 @@ def test_report_gives_intervals_and_paired_comparisons(fake):
     md = (out / "report.md").read_text()
     assert "Protocol: full ranking over all items, history not masked" in md
     assert "vs sasrec [95% CI]" in md
+
+
+def test_empty_buckets_print_a_dash_and_retention_columns_are_explained(fake):
+    import polars as pl
+
+    params, root = fake
+    # KDSR's modality tables: the table name itself holds an underscore
+    lpath = root / "data/tiny/models/kdsr/train_log.tsv"
+    log = pl.read_csv(lpath, separator="\t")
+    log.with_columns(retention_text_table_text=pl.lit(0.5)).write_csv(lpath, separator="\t")
+    run(params, root)
+    md = (root / "data/tiny/report/report.md").read_text()
+    hist = md.split("**By history length (n = test users)**")[1].split("\n\n")[1]
+    lines = [line for line in hist.splitlines() if line.startswith("| ")]
+    header = [c.strip() for c in lines[0].split("|")[1:-1]]
+    # the fake histories hold 3..14 items: bucket 1-2 has no user, every model shows "–" there
+    empty = header.index("1-2 (n=0)")
+    for line in lines[2:]:
+        cells = [c.strip() for c in line.split("|")[1:-1]]
+        assert cells[empty] == "–"
+        assert all(re.fullmatch(r"\d\.\d{4}", c) for i, c in enumerate(cells) if i not in (0, empty))
+    assert "text_table/text" in md and "table/text" not in md.replace("text_table/text", "")
+    legend = next(line for line in md.splitlines() if line.startswith("Tables: "))
+    for table in ("item", "text_table"):
+        assert f"{table} = " in legend
+    assert "KDSR's trainable text table" in legend

@@ -33,6 +33,21 @@ def add_tokens(ctx, n_tok: int = 5, seed: int = 0) -> None:
         f.tokens, f.token_mask = (tok * mask[..., None]).half(), mask
 
 
+def full_context(arch: str, n_items: int, max_len: int):
+    """The walk dataset's context with token states for every modality and, when `arch` needs
+    a teacher, real PairTeachers: enough to build any registered model with any setting."""
+    from mmrec.models.registry import model_class
+    from mmrec.teacher import PairTeacher
+
+    ctx = ts.context(n_items, max_len)
+    add_tokens(ctx)
+    if model_class(arch).needs_teacher:
+        g = torch.Generator().manual_seed(3)
+        ctx.teachers = {m: PairTeacher(torch.rand(n_items + 1, 16, generator=g),
+                                       torch.randn(5, 4, generator=g), "cosine", 4) for m in ctx.features}
+    return ctx
+
+
 def overfit(arch: str, tmp_path: Path, modalities=("text", "image"), epochs: int = 40,
             tokens: bool = False, **cfg):
     """(model, train log rows, train-set metrics) after training `arch` on the walk dataset."""

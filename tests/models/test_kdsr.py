@@ -91,3 +91,26 @@ def test_async_lr_off_survives_yaml():
     assert KDSRConfig(**raw).async_lr == "off"
     with pytest.raises(ValueError, match="async_lr"):
         KDSRConfig(async_lr=True)
+
+
+def test_kdsr_input_dropout_applies_once():
+    """Training-mode encodings: the only randomness is one dropout of the fused item vectors."""
+    from torch import nn
+
+    ctx = mf.ts.context(12, max_len=5, teachers=True)
+    torch.manual_seed(0)
+    for backbone in ("sasrec", "gru4rec"):
+        model = build_model("kdsr", ctx, {"hidden": 16, "layers": 1, "max_len": 5, "dropout": 0.5,
+                                          "backbone": backbone})
+        drops = [n for n, m in model.named_modules() if isinstance(m, nn.Dropout) and m.p > 0]
+        # the input dropout of the encoder only (plus the transformer's block dropouts)
+        assert not any(n == "drop" for n in drops), drops
+        assert "encoder.drop" in drops
+
+
+def test_kdsr_gru_backbone_layers_are_configurable():
+    ctx = mf.ts.context(12, max_len=5, teachers=True)
+    default = build_model("kdsr", ctx, {"hidden": 16, "layers": 2, "backbone": "gru4rec"})
+    assert default.encoder.gru.num_layers == 1      # like the GRU4Rec baseline, not `layers`
+    two = build_model("kdsr", ctx, {"hidden": 16, "backbone": "gru4rec", "gru_layers": 2})
+    assert two.encoder.gru.num_layers == 2

@@ -117,3 +117,72 @@ def test_online_distillation_values_equal_kd_loss_per_edge():
             ens = ensemble_logits(list(lg.values()))
             assert torch.allclose(terms["kd_text_id"], kd_loss(lg["text"], lg["id"], 0.3, kind, detach, off))
             assert torch.allclose(terms["kd_id_ensemble"], kd_loss(lg["id"], ens, 0.3, kind, detach, off))
+
+
+def _per_slot_reference_ce(seq, us, ut, ts, tt, log_pop, temperature):
+    """The reference code's distillation, written plainly: one softmax column per batch slot
+    (padding and the row user's own other slots excluded, the label slot kept), teacher not
+    detached, T² · mean over rows of CE(softmax(teacher/T), log_softmax(student/T))."""
+    B, S = seq.shape
+    slots = seq.reshape(-1).tolist()
+    losses = []
+    m = 0
+    for b in range(B):
+        own = set(seq[b].tolist())
+        for t in range(S - 1):
+            if seq[b, t] == 0 or seq[b, t + 1] == 0:
+                continue
+            label = b * S + t + 1
+            keep = [c for c, item in enumerate(slots)
+                    if c == label or (item != 0 and item not in own)]
+            items = torch.tensor([slots[c] for c in keep])
+            ls = (ts[items] @ us[m] - log_pop[items]) / temperature
+            lt = (tt[items] @ ut[m] - log_pop[items]) / temperature
+            losses.append(-(torch.softmax(lt, 0) * torch.log_softmax(ls, 0)).sum())
+            m += 1
+    return temperature ** 2 * torch.stack(losses).mean()
+
+
+def test_ce_with_live_teacher_matches_the_per_slot_reference():
+    from mmrec.data.sequences import SeqBatch
+    from mmrec.objectives.losses import (
+        candidate_logits,
+        inbatch_unique_candidates,
+        log_popularity,
+        row_log_mult,
+        training_rows,
+    )
+
+    seq = torch.tensor([[0, 0, 1, 2, 3, 2],
+                        [0, 3, 1, 4, 1, 5],
+                        [2, 2, 6, 3, 1, 4],
+                        [0, 0, 0, 5, 6, 1]])
+    batch = SeqBatch(seq)
+    rows = training_rows(batch)
+    log_pop = log_popularity(torch.tensor([0, 5, 3, 4, 2, 2, 1]))
+    g = torch.Generator().manual_seed(3)
+    base = {k: torch.randn(n, 6, generator=g) for k, n in
+            (("us", len(rows[0])), ("ut", len(rows[0])), ("ts", 7), ("tt", 7))}
+    temperature = 0.7
+
+    ref_in = {k: v.clone().requires_grad_(True) for k, v in base.items()}
+    ref = _per_slot_reference_ce(seq, ref_in["us"], ref_in["ut"], ref_in["ts"], ref_in["tt"], log_pop,
+                                 temperature)
+    ref.backward()
+
+    got_in = {k: v.clone().requires_grad_(True) for k, v in base.items()}
+    cands = inbatch_unique_candidates(seq, rows, log_pop)
+    ls = candidate_logits(got_in["us"], got_in["ts"][cands.ids], cands, multiplicity=False)
+    lt = candidate_logits(got_in["ut"], got_in["tt"][cands.ids], cands, multiplicity=False)
+    got = kd_loss(ls, lt, temperature, "ce", detach_teacher=False, offset=row_log_mult(cands))
+    got.backward()
+    assert torch.allclose(got, ref, atol=1e-5)
+    for k in base:  # student and teacher: user vectors and item tables
+        assert ref_in[k].grad.abs().max() > 0
+        assert torch.allclose(got_in[k].grad, ref_in[k].grad, atol=1e-5), k
+    # online_distillation (what ODMT calls) takes the same path
+    got_in2 = {k: v.clone().requires_grad_(True) for k, v in base.items()}
+    logits = {"id": candidate_logits(got_in2["ut"], got_in2["tt"][cands.ids], cands, multiplicity=False),
+              "text": candidate_logits(got_in2["us"], got_in2["ts"][cands.ids], cands, multiplicity=False)}
+    kd = online_distillation(logits, temperature, "ce", detach_teacher=False, offset=row_log_mult(cands))
+    assert torch.allclose(kd["kd_text_id"], ref, atol=1e-5)
