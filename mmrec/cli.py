@@ -72,10 +72,13 @@ def stage_main(main: Callable[[], Any]) -> None:
     """Run a stage script's `main` with the CLI's error path: a failure prints one
     `mmrec: error: ...` message (exit status 1) instead of a traceback, which `--debug` or
     MMREC_DEBUG=1 brings back. `--debug` is removed from sys.argv before `main` runs."""
+    from mmrec.io import stage_lock
+
     debug = debug_requested(sys.argv[1:])
     sys.argv = [a for a in sys.argv if a != "--debug"]
     try:
-        main()
+        with stage_lock("."):  # DVC runs stage scripts from the project root
+            main()
     except KeyboardInterrupt:
         print("mmrec: interrupted", file=sys.stderr)
         sys.exit(130)
@@ -107,9 +110,13 @@ def run_stage(stage: str, model: str | None, params_path: str = "params.yaml", r
         module = importlib.import_module(module_name)
     except ImportError as err:
         raise CliError(f"stage {stage!r} is not available: cannot import {module_name} ({err})") from None
-    if takes_model:
-        return module.run(params, Path(root), model)
-    return module.run(params, Path(root))
+    from mmrec.io import StageLockedError, stage_lock
+
+    try:
+        with stage_lock(root):
+            return module.run(params, Path(root), model) if takes_model else module.run(params, Path(root))
+    except StageLockedError as err:
+        raise CliError(str(err)) from None
 
 
 def _load_model(model_dir: Path, params, device, root: Path):

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import os
+import sys
 import random
 import shutil
 import tempfile
@@ -76,6 +78,42 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
         for leftover in (tmp, old):
             if leftover.exists():
                 shutil.rmtree(leftover)
+
+
+LOCK_FILE = "data/.mmrec.lock"
+
+
+class StageLockedError(RuntimeError):
+    """Another mmrec stage holds the project's lock."""
+
+
+@contextlib.contextmanager
+def stage_lock(root: str | os.PathLike = ".") -> Iterator[None]:
+    """Hold `<root>/data/.mmrec.lock` while a stage runs, so two stages (a `dvc repro` stage and an
+    `mmrec run`, or two `mmrec run`s) never write the same outputs at once: the second is refused
+    at once, naming the holder. An OS lock (flock): it dies with its process, never goes stale.
+    Under torchrun only rank 0 takes it (the ranks of one stage work together)."""
+    if os.environ.get("RANK", "0") != "0":
+        yield
+        return
+    path = Path(root) / LOCK_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a+") as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            fh.seek(0)
+            holder = fh.read().strip() or "unknown process"
+            raise StageLockedError(f"{path}: another mmrec stage is running in this project ({holder}); "
+                                   "wait for it to finish (the lock is released when it exits)") from None
+        fh.seek(0)
+        fh.truncate()
+        fh.write(f"pid {os.getpid()}: {' '.join(sys.argv)[:200]}\n")
+        fh.flush()
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
 
 
 def write_parquet(table: "pa.Table | Any", path: str | os.PathLike,

@@ -80,3 +80,30 @@ def test_sizes_are_bounded() -> None:
     with pytest.raises(ParamsError, match=r"data\.images\.workers: Input should be less than or "
                                           r"equal to 64"):
         parse_params({"data": {"images": {"workers": 1000}}})
+
+
+def test_a_second_stage_in_the_same_project_is_refused_naming_the_holder(tmp_path):
+    """`mmrec run` (and every stage script) holds data/.mmrec.lock: a concurrent stage fails at
+    once with the holder's pid instead of writing the same outputs."""
+    import os
+    import subprocess
+    import sys
+
+    from mmrec import cli
+    from mmrec.io import LOCK_FILE, StageLockedError, stage_lock
+
+    with stage_lock(tmp_path):
+        assert f"pid {os.getpid()}" in (tmp_path / LOCK_FILE).read_text()
+        with pytest.raises(StageLockedError, match=rf"another mmrec stage is running .*pid {os.getpid()}"):
+            with stage_lock(tmp_path):
+                pass
+        # the CLI refuses before touching any output (params are validated first: defaults suffice)
+        (tmp_path / "params.yaml").write_text("data: {name: locked}\n")
+        code = subprocess.run([sys.executable, "-m", "mmrec.cli", "run", "report", "--params",
+                               str(tmp_path / "params.yaml"), "--root", str(tmp_path)],
+                              capture_output=True, text=True)
+        assert code.returncode == 2 and "another mmrec stage is running" in code.stderr
+        assert not (tmp_path / "data" / "locked").exists()
+    with stage_lock(tmp_path):  # released with the holder
+        pass
+    assert cli.main(["run", "report", "--params", str(tmp_path / "params.yaml"), "--root", str(tmp_path)]) == 0
