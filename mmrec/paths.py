@@ -45,18 +45,22 @@ def modality_features_dir(p: Layout, modality: str, root: str | Path = ".") -> P
     return features_dir(p, root) / modality
 
 
+def encoder_stem(p: Layout, modality: str) -> str:
+    """`<modality>-<encoder slug>`: the name every per-encoder artifact of a modality carries, so
+    a new encoder never reads an old encoder's files."""
+    return f"{modality}-{encoder_slug(getattr(p.extract, modality).encoder)}"
+
+
 def feature_path(p: Layout, modality: str, root: str | Path = ".") -> Path:
     """`features/<modality>/<modality>-<encoder slug>.parquet` for modality `text` or `image`."""
-    enc = getattr(p.extract, modality).encoder
-    return modality_features_dir(p, modality, root) / f"{modality}-{encoder_slug(enc)}.parquet"
+    return modality_features_dir(p, modality, root) / f"{encoder_stem(p, modality)}.parquet"
 
 
 def extract_cache_path(p: Layout, modality: str, root: str | Path = ".") -> Path:
     """`cache/extract/<modality>-<encoder slug>.parquet`: vectors keyed by content hash, kept
     outside every DVC output (DVC deletes a stage's outputs before it runs), so a re-run encodes
     only the items whose text or image bytes changed."""
-    enc = getattr(p.extract, modality).encoder
-    return dataset_dir(p, root) / "cache" / "extract" / f"{modality}-{encoder_slug(enc)}.parquet"
+    return dataset_dir(p, root) / "cache" / "extract" / f"{encoder_stem(p, modality)}.parquet"
 
 
 def image_manifest_path(p: Layout, root: str | Path = ".") -> Path:
@@ -75,8 +79,7 @@ def modality_teacher_dir(p: Layout, modality: str, root: str | Path = ".") -> Pa
 
 def teacher_modality_dir(p: Layout, modality: str, root: str | Path = ".") -> Path:
     """`teacher/<modality>/<modality>-<encoder slug>/`: one modality's teacher files."""
-    enc = getattr(p.extract, modality).encoder
-    return modality_teacher_dir(p, modality, root) / f"{modality}-{encoder_slug(enc)}"
+    return modality_teacher_dir(p, modality, root) / encoder_stem(p, modality)
 
 
 def model_dir(p: Layout, model: str, root: str | Path = ".") -> Path:
