@@ -23,7 +23,7 @@ import warnings
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable
+from typing import Any, Iterable
 
 from mmrec.io import atomic_path
 
@@ -156,6 +156,26 @@ def open_checked(source: "str | Path | bytes", max_pixels: int = DEFAULT_MAX_PIX
         img.close()
         raise ImageRefused(f"{w}x{h}: aspect ratio over {MAX_ASPECT}:1 (a strip, not a product photo)")
     return img
+
+
+def unreadable_images(paths: Iterable[str], root: str | Path = ".", max_pixels: int = DEFAULT_MAX_PIXELS,
+                      examples: int = 5) -> dict[str, Any]:
+    """Pictures whose header cannot be read, or that the pixel cap refuses: {count, examples}.
+
+    Header only (no pixel is decoded), so it is cheap enough for ingest to check every picture
+    and say in its report how many will fail extraction, before any encoder runs.
+    """
+    bad: list[dict[str, str]] = []
+    count = 0
+    for rel in paths:
+        p = Path(rel) if Path(rel).is_absolute() else Path(root) / rel
+        try:
+            open_checked(p, max_pixels).close()
+        except Exception as err:  # noqa: BLE001 - any failure to open is what we count
+            count += 1
+            if len(bad) < examples:
+                bad.append({"path": str(rel), "reason": f"{type(err).__name__}: {err}"[:200]})
+    return {"count": count, "examples": bad}
 
 
 def decode_rgb(source: "str | Path | bytes", max_pixels: int = DEFAULT_MAX_PIXELS):

@@ -34,7 +34,7 @@ from mmrec.data.filters import (
     reindex,
     stream_select,
 )
-from mmrec.data.images import download_images, list_images, safe_name
+from mmrec.data.images import download_images, list_images, safe_name, unreadable_images
 from mmrec.data.manifest import write_manifest
 from mmrec.data.params import IngestConfig
 from mmrec.data.report import IngestReport
@@ -208,6 +208,9 @@ def run(params: IngestConfig, root: Path = Path(".")) -> dict[str, Any]:
               **report.to_dict(), "images": downloads,
               "items_with_text": int(items["has_text"].sum()),
               "items_with_image": int(items["has_image"].sum()),
+              # extraction will count these as failed decodes (extract.max_failed_fraction)
+              "images_unreadable": unreadable_images(items.filter(pl.col("has_image"))["image_path"].to_list(),
+                                                     root, d.images.max_pixels),
               "split": split_info, "stats": table1_stats(inter_out),
               "truncated_files": report.truncated_files()}
     with atomic_dir(out) as tmp:  # all outputs appear together, or none does

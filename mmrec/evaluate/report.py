@@ -99,9 +99,24 @@ def collect(params: EvaluateConfig, root: Path = Path(".")) -> RunData:
     rpath = paths.ingest_dir(params, root) / "report.json"
     if rpath.exists():
         try:
-            data.dataset_stats = _dataset_stats(json.loads(rpath.read_text()))
+            ingest = json.loads(rpath.read_text())
+            data.dataset_stats = _dataset_stats(ingest)
+            unreadable = (ingest.get("images_unreadable") or {}).get("count")
+            if unreadable is not None:
+                data.dataset_stats["images unreadable at ingest"] = unreadable
         except ValueError as err:
             data.problems.append(f"{rpath}: not valid JSON ({err})")
+    for modality in ("text", "image"):
+        spath = paths.modality_features_dir(params, modality, root) / "summary.json"
+        if spath.exists():
+            try:
+                s = json.loads(spath.read_text())
+            except ValueError as err:
+                data.problems.append(f"{spath}: not valid JSON ({err})")
+                continue
+            if "failed" in s:  # zero vectors stand in for these items (extract.max_failed_fraction)
+                data.dataset_stats[f"{modality} inputs that failed to decode"] = (
+                    f"{s['failed']} of {s.get('items', 0) - s.get('missing', 0)}")
     else:
         data.problems.append(f"{rpath}: not found; dataset statistics left out")
     return data

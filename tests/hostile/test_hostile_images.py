@@ -105,3 +105,31 @@ def test_too_many_failed_decodes_fail_the_stage(tmp_path: Path, monkeypatch) -> 
     on_disk = json.loads((modality_features_dir(params, "image", tmp_path) / "summary.json").read_text())
     assert on_disk["modality"] == "image" and on_disk["failed"] == 4
     assert "6 extracted, 0 missing, 4 failed" in stage.summary_line(summary)
+
+
+def test_unreadable_pictures_are_counted_at_ingest_and_shown_in_the_report(tmp_path):
+    """Below the failure threshold nothing fails, so the counts must be visible: the ingest report
+    counts pictures whose header cannot be read, the HTML report shows extraction's count."""
+    import json as _json
+
+    from mmrec.data.images import unreadable_images
+    from mmrec.evaluate.report import collect
+
+    good = tmp_path / "ok.png"
+    Image.new("RGB", (8, 8), "red").save(good)
+    (tmp_path / "broken.jpg").write_bytes(b"not an image")
+    Image.new("RGB", (6000, 1), "red").save(tmp_path / "strip.png")
+    got = unreadable_images(["ok.png", "broken.jpg", "strip.png"], tmp_path, max_pixels=10_000_000)
+    assert got["count"] == 2
+    assert [e["path"] for e in got["examples"]] == ["broken.jpg", "strip.png"]
+
+    params = parse_params({"data": {"name": "x"}, "train": {"models": ["sasrec"]}})
+    ingest = tmp_path / "data" / "x" / "ingest"
+    ingest.mkdir(parents=True)
+    (ingest / "report.json").write_text(_json.dumps({"stats": {"users": 3}, "images_unreadable": got}))
+    feats = tmp_path / "data" / "x" / "features" / "image"
+    feats.mkdir(parents=True)
+    (feats / "summary.json").write_text(_json.dumps({"modality": "image", "items": 10, "missing": 2, "failed": 2}))
+    stats = collect(params, tmp_path).dataset_stats
+    assert stats["images unreadable at ingest"] == 2
+    assert stats["image inputs that failed to decode"] == "2 of 8"
