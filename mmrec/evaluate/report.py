@@ -106,6 +106,8 @@ def collect(params: EvaluateConfig, root: Path = Path(".")) -> RunData:
                 data.dataset_stats["images unreadable at ingest"] = unreadable
         except ValueError as err:
             data.problems.append(f"{rpath}: not valid JSON ({err})")
+    else:
+        data.problems.append(f"{rpath}: not found; dataset statistics left out")
     for modality in ("text", "image"):
         spath = paths.modality_features_dir(params, modality, root) / "summary.json"
         if spath.exists():
@@ -117,8 +119,6 @@ def collect(params: EvaluateConfig, root: Path = Path(".")) -> RunData:
             if "failed" in s:  # zero vectors stand in for these items (extract.max_failed_fraction)
                 data.dataset_stats[f"{modality} inputs that failed to decode"] = (
                     f"{s['failed']} of {s.get('items', 0) - s.get('missing', 0)}")
-    else:
-        data.problems.append(f"{rpath}: not found; dataset statistics left out")
     return data
 
 

@@ -130,6 +130,8 @@ def test_unreadable_pictures_are_counted_at_ingest_and_shown_in_the_report(tmp_p
     feats = tmp_path / "data" / "x" / "features" / "image"
     feats.mkdir(parents=True)
     (feats / "summary.json").write_text(_json.dumps({"modality": "image", "items": 10, "missing": 2, "failed": 2}))
-    stats = collect(params, tmp_path).dataset_stats
-    assert stats["images unreadable at ingest"] == 2
+    data = collect(params, tmp_path)
+    assert not any("report.json" in problem for problem in data.problems)   # found and read
+    stats = data.dataset_stats
+    assert stats["users"] == 3 and stats["images unreadable at ingest"] == 2
     assert stats["image inputs that failed to decode"] == "2 of 8"
