@@ -549,12 +549,12 @@ def retention_legend(columns: list[str]) -> str:
     return "Tables: " + "; ".join(parts) + "."
 
 
-def render(params: EvaluateConfig, data: RunData, plots: dict[str, Path | None]) -> tuple[str, str]:
+def render(params: EvaluateConfig, data: RunData, plots: dict[str, Path | None],
+           comparisons: list[dict[str, Any]]) -> tuple[str, str]:
     """The Markdown and the self-contained HTML documents."""
     table = comparison_table(data)
     rel = relative_improvement(table)
     baseline = params.evaluate.baseline
-    comparisons = paired_comparisons(data, baseline, CI_METRICS, params.evaluate.bootstrap)
     k = _plot_k(data)
     title = f"mmrec report: {params.data.name}"
     d = _Doc(plots)
@@ -668,15 +668,15 @@ def run(params: EvaluateConfig, root: Path = Path(".")) -> dict[str, Any]:
     for key, p in plots.items():
         if p is None and (out_dir / PLOTS[key]).exists():
             (out_dir / PLOTS[key]).unlink()
-    md, doc = render(params, data, plots)
+    # Bootstrapped once: the same rows feed the report's table and comparison.json.
+    comparisons = paired_comparisons(data, params.evaluate.baseline, CI_METRICS, params.evaluate.bootstrap)
+    md, doc = render(params, data, plots, comparisons)
     with atomic_path(out_dir / "report.md") as tmp:
         tmp.write_text(md)
     with atomic_path(out_dir / "report.html") as tmp:
         tmp.write_text(doc)
     comparison = {"protocol": protocol_label(params.evaluate), "baseline": params.evaluate.baseline,
-                  "bootstrap": params.evaluate.bootstrap, "split": "test",
-                  "models": paired_comparisons(data, params.evaluate.baseline, CI_METRICS,
-                                               params.evaluate.bootstrap)}
+                  "bootstrap": params.evaluate.bootstrap, "split": "test", "models": comparisons}
     with atomic_path(out_dir / COMPARISON_FILE) as tmp:
         tmp.write_text(json.dumps(comparison, indent=1, sort_keys=True) + "\n")
     return {"path": str(out_dir), "reported": data.reported, "missing": data.missing,

@@ -75,14 +75,6 @@ def split_ranks(model: torch.nn.Module, split: EvalSplitLike, cfg: EvaluateParam
                           item_chunk=cfg.item_chunk, device=device, progress=bar.update)
 
 
-def evaluate_split(model: torch.nn.Module, split: EvalSplitLike, item_pop: torch.Tensor,
-                   cfg: EvaluateParams, device: torch.device | str | None = None,
-                   desc: str = "evaluate") -> dict[str, Any]:
-    """Overall metrics, counts and breakdowns of `model` on one split (see `split_ranks`)."""
-    ranks = split_ranks(model, split, cfg, device, desc)
-    return summarize_ranks(ranks, split.targets, split.full_history, item_pop, cfg)
-
-
 def summarize_ranks(ranks: torch.Tensor, targets: torch.Tensor, full_history: torch.Tensor,
                     item_pop: torch.Tensor, cfg: EvaluateParams) -> dict[str, Any]:
     """Overall metrics, repeat count and breakdowns for ranks [U] of targets [U].
