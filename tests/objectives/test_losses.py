@@ -9,6 +9,7 @@ from mmrec.objectives.losses import (
     Candidates,
     candidate_logits,
     full_candidates,
+    full_softmax_ce,
     gather_candidates,
     inbatch_candidates,
     log_popularity,
@@ -84,6 +85,31 @@ def test_full_ce_equals_cross_entropy():
     loss = softmax_ce(candidate_logits(user, table[1:], c), c)
     ref = F.cross_entropy(user @ table[1:].T, targets - 1)
     assert torch.allclose(loss, ref)
+
+
+@pytest.mark.parametrize("block_entries", [7, 64, 1 << 21])
+def test_blocked_full_ce_equals_cross_entropy_value_and_gradients(monkeypatch, block_entries):
+    """The blocked CPU path (one or many row blocks, a ragged last block) gives the value and
+    both gradients of F.cross_entropy over the materialised logits, with a temperature."""
+    import mmrec.objectives.losses as losses
+
+    monkeypatch.setattr(losses, "CE_BLOCK_ENTRIES", block_entries)
+    torch.manual_seed(0)
+    n_items, d, m, temp = 9, 5, 11, 0.7
+    batch = SeqBatch(torch.randint(1, n_items + 1, (m, 2)))
+    rows = training_rows(batch)
+    table = torch.randn(n_items + 1, d, dtype=torch.float64).float().requires_grad_()
+    user = torch.randn(len(rows[0]), d).requires_grad_()
+    loss = rec_loss("full_ce", user, table, batch, rows, None, temp)
+    g_user, g_table = torch.autograd.grad(loss, (user, table))
+    ref = F.cross_entropy(user @ table[1:].T / temp, batch.targets[rows] - 1)
+    r_user, r_table = torch.autograd.grad(ref, (user, table))
+    assert torch.allclose(loss, ref, atol=1e-6)
+    assert torch.allclose(g_user, r_user, atol=1e-6) and torch.allclose(g_table, r_table, atol=1e-6)
+    assert g_table[0].abs().sum() == 0                       # padding row gets nothing
+    # and the function alone, labels straight
+    direct = full_softmax_ce(user, table[1:], batch.targets[rows] - 1)
+    assert torch.allclose(direct, F.cross_entropy(user @ table[1:].T, batch.targets[rows] - 1), atol=1e-6)
 
 
 def test_rec_loss_both_kinds_finite_and_differentiable():
