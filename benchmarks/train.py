@@ -26,6 +26,22 @@ from pathlib import Path
 
 USERS, ITEMS, LENGTH, MAX_LEN, BATCH = 43_583, 58_900, 15, 13, 256
 RECBOLE_VENV = Path("/tmp/recbole-venv")
+ID_ONLY = ("sasrec", "gru4rec")
+# ODMT reads token states: the default encoders' shapes (MiniLM 32 x 384; EfficientNet-lite0
+# summary + 7x7 grid = 50 x 1280), all of them, as the paper (image_grid 0, 2 IMT layers).
+TOKEN_MODELS = ("odmt", "odmt_kdsr")
+TOKENS = {"text": (32, 384), "image": (50, 1280)}
+
+
+def random_half(g, n: int, t: int, d: int):
+    """[n, t, d] float16 normal noise, generated in row blocks (the float32 tensor at Arts scale
+    would be 15 GB for the image tokens alone)."""
+    import torch
+
+    out = torch.empty(n, t, d, dtype=torch.float16)
+    for s in range(0, n, 4096):
+        out[s:s + 4096] = torch.randn(min(4096, n - s), t, d, generator=g)
+    return out
 
 
 def synthetic_sequences(seed: int = 0):
@@ -37,7 +53,7 @@ def synthetic_sequences(seed: int = 0):
     return (rng.choice(ITEMS, size=(USERS, LENGTH), p=p / p.sum()) + 1).astype(np.int64)
 
 
-def child(arch: str, batches: int, loss: str) -> dict:
+def child(arch: str, batches: int, loss: str, profile: bool = False) -> dict:
     """Time `batches` training steps of one model; runs inside its own process."""
     import torch
 
@@ -55,19 +71,32 @@ def child(arch: str, batches: int, loss: str) -> dict:
     g = torch.Generator().manual_seed(0)
     has = torch.ones(ITEMS + 1, dtype=torch.bool)
     has[0] = False
+    # ID-only models get no feature tables, as in the train stage (they would only add RSS).
     feats = {m: ModalityFeatures(torch.randn(ITEMS + 1, d, generator=g), has, encoder=f"random-{d}")
-             for m, d in (("text", 384), ("image", 1280))}
+             for m, d in (("text", 384), ("image", 1280))} if arch not in ID_ONLY else {}
+    if arch in TOKEN_MODELS:
+        for m, (t, d) in TOKENS.items():
+            feats[m].tokens = random_half(g, ITEMS + 1, t, d)              # [N+1, T, d] float16
+            feats[m].token_mask = torch.ones(ITEMS + 1, t, dtype=torch.bool)
     teachers = {m: PairTeacher(torch.rand(ITEMS + 1, 128, generator=g), torch.randn(50, 8, generator=g),
-                               "cosine", 8, has) for m in feats} if arch.startswith("kdsr") else {}
+                               "cosine", 8, has) for m in feats} if "kdsr" in arch else {}
     ctx = ModelContext(n_items=ITEMS, max_len=MAX_LEN, item_pop=pop, features=feats, teachers=teachers)
     cfg = {"hidden": 64, "layers": 2, "heads": 2, "dropout": 0.2, "max_len": MAX_LEN, "loss": loss}
     if arch == "gru4rec":
         cfg["layers"] = 1
+    if arch in TOKEN_MODELS:
+        # the paper's settings (params.yaml's real-data defaults); ODMT's own loss is in-batch
+        cfg.update(loss="inbatch" if loss == "full_ce" else loss, imt_layers=2, text_tokens=32,
+                   image_grid=0)
     model = build_model(arch, ctx, cfg).train()
     opt = make_optimizer(model, 1e-3, 0.01)
     order = torch.randperm(USERS, generator=g)
     steps = []
+    profiler = None
     for k in range(batches + 2):
+        if k == 2 and profile:
+            profiler = torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU])
+            profiler.__enter__()
         seq = train[order[k * BATCH:(k + 1) * BATCH]]
         t0 = time.perf_counter()
         loss_v, _ = model.loss(SeqBatch(seq), 1)
@@ -77,6 +106,11 @@ def child(arch: str, batches: int, loss: str) -> dict:
         opt.step()
         if k >= 2:
             steps.append(time.perf_counter() - t0)
+    if profiler is not None:
+        profiler.__exit__(None, None, None)
+        # stderr: the parent reads the JSON result from stdout
+        print(profiler.key_averages().table(sort_by="self_cpu_time_total", row_limit=12),
+              file=sys.stderr)
     n_batches = -(-USERS // BATCH)
     step = sum(steps) / len(steps)
     return {"model": arch, "loss": loss, "step_s": step, "batches_per_epoch": n_batches,
@@ -162,15 +196,20 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=1, help="kept for symmetry; epochs are extrapolated")
     ap.add_argument("--loss", default="full_ce", choices=["full_ce", "inbatch"])
     ap.add_argument("--recbole", action="store_true", help="also time RecBole's SASRec")
+    ap.add_argument("--profile", action="store_true",
+                    help="print each model's torch.profiler table of the timed steps (operators by self CPU time)")
     ap.add_argument("--child", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
-        print(json.dumps(child(args.child, args.batches, args.loss)))
+        print(json.dumps(child(args.child, args.batches, args.loss, args.profile)))
         return
     results = []
     for m in args.models:
         res = subprocess.run([sys.executable, __file__, "--child", m, "--batches", str(args.batches),
-                              "--loss", args.loss], capture_output=True, text=True, env=os.environ)
+                              "--loss", args.loss] + (["--profile"] * args.profile),
+                             capture_output=True, text=True, env=os.environ)
+        if args.profile and not res.returncode:
+            print(res.stderr, flush=True)
         if res.returncode:
             results.append({"model": m, "error": res.stderr[-800:]})
         else:
