@@ -7,9 +7,10 @@ modalities first (an item property, known before any counting) is equivalent to 
 "user filter, drop items, re-apply user filter", and lets the readers drop those rows while
 streaming.
 
-After reading, raw string ids are replaced by integer codes (`u`, `it`) assigned in sorted raw-id
-order: sorts, joins and group-bys then run on integers, and the final dense indices keep the
-sorted-raw-id order the contract asks for.
+While reading, chunk by chunk, raw string ids are replaced by integer codes (`u`, `it`) that
+number the ids in sorted raw-id order: only the distinct ids are held as text, sorts, joins and
+group-bys run on integers, and the final dense indices keep the sorted-raw-id order the
+contract asks for.
 """
 
 from __future__ import annotations
