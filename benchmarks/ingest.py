@@ -5,12 +5,18 @@ into a temporary folder, runs the ingest stage in a child process, and prints ro
 child's peak RSS next to the raw file sizes.
 
     .venv/bin/python benchmarks/ingest.py --lines 5000000
+    .venv/bin/python benchmarks/ingest.py --lines 5000000 --raw /tmp/bench5m --hash
+
+`--raw DIR` keeps the generated files in DIR and reuses them on the next run with the same
+`--lines` (generation takes longer than the ingest); `--hash` prints the SHA-256 of every
+ingest output, to compare two versions of the stage on the same data byte for byte.
 """
 
 from __future__ import annotations
 
 import argparse
 import gzip
+import hashlib
 import json
 import os
 import resource
@@ -86,8 +92,13 @@ print(json.dumps({"seconds": time.time() - t, "rows_read": r["rows_read"],
 """
 
 
+# What the child holds before reading a byte: imports and params validation (parse_params
+# checks the train section against the model registry, which imports torch).
 BASELINE = PEAK + """
-import mmrec.config, mmrec.data.stage  # noqa: F401
+import sys
+from mmrec.config import parse_params
+import mmrec.data.stage  # noqa: F401
+parse_params({"data": {"name": "bench", "raw_dir": sys.argv[1]}})
 print(peak_mb())
 """
 
@@ -97,13 +108,25 @@ def main() -> None:
     ap.add_argument("--lines", type=int, default=5_000_000)
     ap.add_argument("--plain", action="store_true", help="uncompressed .json reviews")
     ap.add_argument("--keep", action="store_true", help="keep the temporary folder")
+    ap.add_argument("--raw", type=Path, help="folder for the generated files, reused when it "
+                    "already holds the same --lines/--plain dataset")
+    ap.add_argument("--hash", action="store_true", help="print the SHA-256 of every output file")
     a = ap.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="mmrec-bench-ingest-"))
     try:
-        raw = tmp / "raw"
-        raw.mkdir()
+        raw = a.raw or tmp / "raw"
+        raw.mkdir(parents=True, exist_ok=True)
         t0 = time.time()
-        reviews, meta = generate(raw, a.lines, a.plain)
+        stamp = raw / "generated.json"  # what the folder holds, so a reuse cannot mix sizes
+        want = {"lines": a.lines, "plain": a.plain}
+        reviews = raw / ("Bench.json" if a.plain else "Bench.json.gz")
+        if a.raw and stamp.is_file() and json.loads(stamp.read_text()) == want and reviews.is_file():
+            print(f"reusing {raw}")
+        else:
+            for old in raw.iterdir():
+                old.unlink()
+            reviews, _ = generate(raw, a.lines, a.plain)
+            stamp.write_text(json.dumps(want))
         gen_s = time.time() - t0
         with (gzip.open(reviews, "rb") if reviews.suffix == ".gz" else open(reviews, "rb")) as fh:
             raw_bytes = sum(len(b) for b in iter(lambda: fh.read(1 << 24), b""))
@@ -125,12 +148,18 @@ def main() -> None:
               f"CPU time of the whole child process (imports included): {cpu_s:.1f}s")
         print(f"throughput: {s['rows_read'] / s['seconds']:,.0f} raw rows/s; "
               f"{a.lines / s['seconds']:,.0f} interactions read/s")
-        base = subprocess.run([sys.executable, "-c", BASELINE], cwd=root, capture_output=True,
-                              text=True, env={**os.environ, "PYTHONPATH": str(root)})
+        base = subprocess.run([sys.executable, "-c", BASELINE, str(raw)], cwd=root,
+                              capture_output=True, text=True,
+                              env={**os.environ, "PYTHONPATH": str(root)})
         base_mb = float(base.stdout.strip() or 0)
         print(f"peak RSS of the ingest process: {peak_mb:,.0f} MiB "
               f"({peak_mb * 2**20 / raw_bytes * 100:.0f}% of the uncompressed review file); "
-              f"of which {base_mb:,.0f} MiB is the interpreter + imports alone")
+              f"of which {base_mb:,.0f} MiB is the interpreter, imports and params validation "
+              f"alone; {(peak_mb - base_mb) * 2**20 / raw_bytes * 100:.0f}% above that")
+        if a.hash:
+            out = tmp / "data" / "bench" / "ingest"
+            for f in sorted(out.iterdir()):
+                print(f"sha256 {hashlib.sha256(f.read_bytes()).hexdigest()}  {f.name}")
     finally:
         if not a.keep:
             shutil.rmtree(tmp, ignore_errors=True)

@@ -7,15 +7,17 @@ modalities first (an item property, known before any counting) is equivalent to 
 "user filter, drop items, re-apply user filter", and lets the readers drop those rows while
 streaming.
 
-After reading, raw string ids are replaced by integer codes (`u`, `it`) assigned in sorted raw-id
-order: sorts, joins and group-bys then run on integers, and the final dense indices keep the
-sorted-raw-id order the contract asks for.
+While reading, chunk by chunk, raw string ids are replaced by integer codes (`u`, `it`) that
+number the ids in sorted raw-id order: only the distinct ids are held as text, sorts, joins and
+group-bys run on integers, and the final dense indices keep the sorted-raw-id order the
+contract asks for.
 """
 
 from __future__ import annotations
 
 from typing import Iterable
 
+import numpy as np
 import polars as pl
 
 from mmrec.data.report import IngestReport
@@ -31,16 +33,23 @@ def item_codes(items: pl.DataFrame, eligible: pl.Expr) -> pl.DataFrame:
 
 
 def stream_select(chunks: Iterable[pl.DataFrame], codes: pl.DataFrame,
-                  report: IngestReport) -> pl.DataFrame:
-    """Concatenate interaction chunks as [user_id, it, _tfine, _order], eligible items only.
+                  report: IngestReport) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Read interaction chunks into integer rows [u, it, _tfine, _order], eligible items only.
 
-    Each chunk is joined to the item codes and filtered before the next is read, so memory
-    grows only with the rows kept, and item ids are held as int32 codes instead of strings.
-    Rows whose item has no metadata row and rows whose item lacks a required modality are
-    counted separately.
+    Each chunk is joined to the item codes, filtered, and its user ids replaced by integer
+    codes before the next is read: no raw id string of an interaction is held past its chunk,
+    so memory grows by 24 bytes per kept row (not by the ids' text). Rows whose item has no
+    metadata row and rows whose item lacks a required modality are counted separately.
+
+    Returns (interactions, users [u, user_id]); `u` numbers the kept users in sorted-id order,
+    as `it` does the items.
     """
     from tqdm import tqdm
 
+    # A private mapping user id -> code, filled in first-seen order as chunks arrive (a
+    # polars Categorical: the hashing runs in Rust). `kept` holds Categorical columns, which
+    # keep the mapping alive; only the distinct ids are held as text.
+    users_seen = pl.Categorical(pl.Categories.random())
     kept: list[pl.DataFrame] = []
     n_in = n_known = 0
     codes = codes.select("item_id", "it", "eligible")
@@ -51,33 +60,46 @@ def stream_select(chunks: Iterable[pl.DataFrame], codes: pl.DataFrame,
         n_in += df.height
         df = df.join(codes, on="item_id", how="inner", maintain_order="left")
         n_known += df.height
-        kept.append(df.filter(pl.col("eligible")).select("user_id", "it", "_tfine", "_order"))
+        kept.append(df.filter(pl.col("eligible")).select(
+            pl.col("user_id").cast(users_seen).alias("_uc"), "it", "_tfine", "_order"))
     bar.close()
-    out = (pl.concat(kept) if kept else
-           pl.DataFrame(schema={"user_id": pl.String, "it": pl.Int32, "_tfine": pl.Int64,
-                                "_order": pl.Int64}))
     report.dropped("item_not_in_meta", n_in, n_known)
-    report.dropped("item_lacks_required_modality", n_known, out.height)
-    return out
-
-
-def encode_users(inter: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
-    """Replace user_id by an int32 code `u` numbered in sorted user-id order.
-
-    Returns (interactions [u, it, _tfine, _order], users [u, user_id]).
-    """
-    users = (inter.select(pl.col("user_id").unique().sort())
-             .with_columns(u=pl.int_range(pl.len(), dtype=pl.Int32)))
-    out = (inter.join(users, on="user_id", maintain_order="left")
-           .select("u", "it", "_tfine", "_order"))
-    return out, users
+    if not kept:
+        empty = pl.DataFrame(schema={"_uc": users_seen, "it": pl.Int32, "_tfine": pl.Int64,
+                                     "_order": pl.Int64})
+        kept.append(empty)
+    inter = pl.concat(kept, rechunk=True)
+    del kept
+    report.dropped("item_lacks_required_modality", n_known, inter.height)
+    # Code -> rank of the id in sorted order: `u`, as numbering the sorted unique ids gives.
+    # Every id in the mapping belongs to a kept row (ids are cast after filtering).
+    names = users_seen.categories.to_series().rename("user_id")
+    if names.null_count():
+        raise RuntimeError("user id codes without an id: the mapping was written to concurrently")
+    users = pl.DataFrame({"user_id": names}).with_columns(
+        _uc=pl.col("user_id").cast(users_seen).to_physical(),
+        u=(pl.col("user_id").rank("ordinal") - 1).cast(pl.Int32))
+    lookup = pl.Series(np.full(users["_uc"].max() + 1 if users.height else 0, -1, np.int32))
+    lookup = lookup.scatter(users["_uc"], users["u"])
+    inter = pl.DataFrame({"u": lookup.gather(inter["_uc"].to_physical()), "it": inter["it"],
+                          "_tfine": inter["_tfine"], "_order": inter["_order"]})
+    return inter, users.select("user_id", "u").sort("u")
 
 
 def dedupe(inter: pl.DataFrame, report: IngestReport) -> pl.DataFrame:
-    """Drop repeated identical (user, item, timestamp) rows, keeping the first in file order."""
-    if not inter["_order"].is_sorted():
-        inter = inter.sort("_order")
-    out = inter.unique(["u", "it", "_tfine"], keep="first", maintain_order=True)
+    """Drop repeated identical (user, item, timestamp) rows, keeping the first in file order.
+
+    By sorting, not hashing: in (u, _tfine, it, _order) order a repeat directly follows the
+    row it repeats, and the first of a run is the earliest in the file. A hash-based `unique`
+    keeping file order needed ~190 bytes per row on top of the table (0.9 GiB for 4.8M rows).
+    The rows come out in user, time order; every later step sorts by (u, _tfine, _order) or
+    is indifferent to order, so no output depends on it.
+    """
+    out = inter.sort(["u", "_tfine", "it", "_order"])
+    same = pl.lit(True)
+    for key in ("u", "_tfine", "it"):
+        same = same & (pl.col(key) == pl.col(key).shift(1))
+    out = out.filter(~same.fill_null(False))
     report.dropped("duplicate_user_item_timestamp", inter.height, out.height)
     return out
 

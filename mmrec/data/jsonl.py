@@ -11,6 +11,7 @@ from __future__ import annotations
 import ast
 import io
 import json
+import re
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -20,6 +21,9 @@ from mmrec.data.lines import CHUNK_BYTES, iter_line_chunks
 from mmrec.data.report import FileReport
 
 Parser = Callable[[str], Any]
+# ast's errors quote node reprs with their memory address ("<ast.Call object at 0x7f..>"):
+# dropped, so the report of the same file is the same bytes in every run.
+_ADDRESS = re.compile(r" at 0x[0-9a-fA-F]+")
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 
 
@@ -66,7 +70,7 @@ def _records_in_blob(blob: bytes, first: int, rep: FileReport,
         try:
             rec = parser(text)
         except (ValueError, SyntaxError, MemoryError, RecursionError, TypeError, OverflowError) as err:
-            rep.fail(line, "malformed", f"{type(err).__name__}: {err}")
+            rep.fail(line, "malformed", _ADDRESS.sub("", f"{type(err).__name__}: {err}"))
             continue
         if not isinstance(rec, dict):
             rep.fail(line, "not_an_object", f"got {type(rec).__name__}")

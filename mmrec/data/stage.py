@@ -27,7 +27,6 @@ import polars as pl
 from mmrec.data.filters import (
     core_filter,
     dedupe,
-    encode_users,
     item_codes,
     keep_items,
     keep_recent,
@@ -135,11 +134,11 @@ def run(params: IngestConfig, root: Path = Path(".")) -> dict[str, Any]:
     can_download = d.source != "hm" and d.images.enabled
     time_per_second = extra.pop("time_per_second")
     items = items.sort("item_id").with_columns(it=pl.int_range(pl.len(), dtype=pl.Int32))
-    inter = stream_select(chunks, item_codes(items, _eligible(d.require, can_download)), report)
+    inter, users = stream_select(chunks, item_codes(items, _eligible(d.require, can_download)),
+                                 report)
     if inter.height == 0:
         raise ValueError(f"{raw_dir}: no usable interactions left after reading "
                          f"({report.to_dict()['files']})")
-    inter, users = encode_users(inter)
     inter = dedupe(inter, report)
     loo = d.split == "leave_one_out"
     min_user = max(d.min_user_interactions, 3) if loo else d.min_user_interactions

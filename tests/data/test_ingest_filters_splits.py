@@ -1,8 +1,7 @@
 import polars as pl
 import pytest
 
-from mmrec.data.filters import (core_filter, dedupe, encode_users, item_codes, keep_recent,
-                                reindex, stream_select)
+from mmrec.data.filters import core_filter, dedupe, item_codes, keep_recent, reindex, stream_select
 from mmrec.data.report import IngestReport
 from mmrec.data.splits import global_time, leave_one_out, parse_cut, time_cuts
 
@@ -21,8 +20,7 @@ def _encode(rows, meta=None):
     if meta is None:
         meta = pl.DataFrame({"item_id": sorted(set(raw["item_id"]))})
     items = meta.sort("item_id").with_columns(it=pl.int_range(pl.len(), dtype=pl.Int32))
-    inter = stream_select([raw], item_codes(items, pl.lit(True)), IngestReport())
-    inter, users = encode_users(inter)
+    inter, users = stream_select([raw], item_codes(items, pl.lit(True)), IngestReport())
     return inter, users, items
 
 

@@ -97,3 +97,14 @@ def test_nothing_usable_is_a_clear_error(tmp_path):
     (tmp_path / "meta_X.json").write_text('{"asin": "b", "title": "t"}\n')
     with pytest.raises(ValueError, match="no usable interactions"):
         run(_params(tmp_path, require=[]), root=tmp_path)
+
+
+def test_report_of_a_literal_meta_file_repeats_byte_for_byte(tmp_path):
+    # amazon2014's meta has a call expression: ast's error names the node with its address
+    reports = []
+    for k in range(2):
+        p = _params(FIX / "amazon2014", source="amazon2014", allow_truncated=True, require=[],
+                    min_user_interactions=1, split="global_time")
+        run(p, root=tmp_path / str(k))
+        reports.append((ingest_dir(p, tmp_path / str(k)) / "report.json").read_text())
+    assert reports[0] == reports[1] and "0x" not in reports[0]
