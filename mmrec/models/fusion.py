@@ -13,38 +13,23 @@ Whatever modalities the dataset has are used (text only, image only, or both).
 
 from __future__ import annotations
 
-from typing import Literal, Optional
+from typing import Optional
 
 import torch
-from pydantic import Field, model_validator
 from torch import nn
 
 from mmrec.models.base import ModelContext, SeqBatch, SeqRecModel
-from mmrec.models.layers import (FeatureTransform, RecLossMixin, SeqModelConfig, SeqTransformer,
-                                 fit_window, init_weights, modalities_to_use)
+from mmrec.models.configs import FusionConfig
+from mmrec.models.layers import (
+    FeatureTransform,
+    RecLossMixin,
+    SeqTransformer,
+    fit_window,
+    init_weights,
+    modalities_to_use,
+)
 from mmrec.models.registry import MODELS
 from mmrec.models.tokens import TokenFST, TokenStore
-
-
-class FusionConfig(SeqModelConfig):
-    """`train.sasrec_ef` / `train.sasrec_lf`."""
-
-    modalities: Optional[list[Literal["text", "image"]]] = None  # None = every present modality
-    # linear | mlp over the pooled vectors; transformer over the token states (the ODMT paper's
-    # SASRec+EF/LF: one transformer per modality, its summary token is the item vector)
-    fst: Literal["linear", "mlp", "transformer"] = "mlp"
-    use_id: bool = True
-    fst_layers: int = Field(1, ge=1)               # fst: transformer only
-    fst_heads: int = Field(2, ge=1)
-    text_tokens: int = Field(16, ge=1)
-    image_grid: int = Field(2, ge=0)
-    input_norm: bool = True
-
-    @model_validator(mode="after")
-    def _check(self) -> "FusionConfig":
-        if self.fst == "transformer" and self.hidden % self.fst_heads:
-            raise ValueError(f"hidden ({self.hidden}) must be divisible by fst_heads ({self.fst_heads})")
-        return self
 
 
 class _TokensFirst:

@@ -8,14 +8,9 @@ from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from mmrec.models.base import ModelContext, SeqBatch, SeqRecModel
-from mmrec.models.layers import RecLossMixin, SeqModelConfig, fit_window, init_weights
+from mmrec.models.configs import GRU4RecConfig
+from mmrec.models.layers import RecLossMixin, fit_window, init_weights
 from mmrec.models.registry import MODELS
-
-
-class GRU4RecConfig(SeqModelConfig):
-    """`train.gru4rec`: `layers` is the number of GRU layers (RecBole's default is 1)."""
-
-    layers: int = 1
 
 
 class GRUEncoder(nn.Module):

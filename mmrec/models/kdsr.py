@@ -12,17 +12,16 @@ learn at a smaller rate (asynchronous learning). Every component is a params swi
 
 from __future__ import annotations
 
-from typing import Any, Literal, Optional
+from typing import Any
 
 import torch
-from pydantic import Field, field_validator
 from torch import nn
 
 from mmrec.models.base import ModelContext, SeqBatch, SeqRecModel
+from mmrec.models.configs import KDSRConfig
 from mmrec.models.gru4rec import GRUEncoder
 from mmrec.models.layers import (
     RecLossMixin,
-    SeqModelConfig,
     SeqTransformer,
     fit_window,
     init_weights,
@@ -40,33 +39,6 @@ from mmrec.objectives.correlation_kd import (
 )
 
 MODALITY_GROUP = "modality_tables"
-
-
-class KDSRConfig(SeqModelConfig):
-    """`train.kdsr`."""
-
-    backbone: Literal["sasrec", "gru4rec"] = "sasrec"
-    # GRU layers of `backbone: gru4rec` (1, like the GRU4Rec baseline); `layers` counts the
-    # transformer blocks of `backbone: sasrec` and does not apply to the GRU.
-    gru_layers: int = Field(1, ge=1)
-    modalities: Optional[list[Literal["text", "image"]]] = None  # None = every modality with a teacher
-    fusion: Literal["gate", "mean"] = "gate"
-    candidates: Literal["fused", "id"] = "fused"  # id = score against ID embeddings only (reference)
-    skd: bool = True
-    ckd: bool = True
-    skd_form: Literal["paper", "reference"] = "paper"
-    tau: float = Field(1.5, gt=0)
-    lambda_skd: float = Field(4.0, ge=0)   # lambda1
-    lambda_ckd: float = Field(0.5, ge=0)   # lambda2
-    reference_weight_bug: bool = False
-    include_diagonal: bool = False
-    async_lr: Literal["off", "constant", "milestone"] = "constant"
-
-    @field_validator("async_lr", mode="before")
-    @classmethod
-    def _yaml_off(cls, v: Any) -> Any:
-        # YAML 1.1 reads a bare `off` as false: `async_lr: off` in params.yaml means "off"
-        return "off" if v is False else v
 
 
 class PairHeads(nn.Module):

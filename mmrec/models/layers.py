@@ -7,23 +7,9 @@ from typing import Literal
 
 import torch
 import torch.nn.functional as F
-from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
-
-class SeqModelConfig(BaseModel):
-    """Settings every sequential model reads. Keys of the same name in `train.common` fill them
-    (see mmrec.train.stage.model_config); a `train.<entry>` key overrides."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    hidden: int = Field(64, ge=8)
-    layers: int = Field(2, ge=1)
-    heads: int = Field(2, ge=1)
-    dropout: float = Field(0.2, ge=0, lt=1)
-    max_len: int = Field(13, ge=2)
-    loss: Literal["full_ce", "inbatch"] = "full_ce"
-    temperature: float = Field(1.0, gt=0)
+from mmrec.models.configs import SeqModelConfig  # noqa: F401  (re-exported)
 
 
 class CausalSelfAttention(nn.Module):

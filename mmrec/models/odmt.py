@@ -39,18 +39,17 @@ branch item vectors q^m.
 
 from __future__ import annotations
 
-from typing import Literal, Optional
+from typing import Optional
 
 import torch
 import torch.nn.functional as F
-from pydantic import Field, model_validator
 from torch import nn
 
 from mmrec.models.base import ModelContext, SeqBatch, SeqRecModel
+from mmrec.models.configs import OdmtConfig, OdmtKdsrConfig
 from mmrec.models.layers import (
     Block,
     RecLossMixin,
-    SeqModelConfig,
     SeqTransformer,
     fit_window,
     init_weights,
@@ -70,55 +69,6 @@ from mmrec.objectives.losses import (
     softmax_ce,
     training_rows,
 )
-
-Modality = Literal["text", "image"]
-
-
-class OdmtConfig(SeqModelConfig):
-    """`train.odmt`. hidden/layers/heads/dropout/max_len/loss/temperature come from train.common
-    unless set here; `layers`/`heads` are the per-branch SASRec encoders'."""
-
-    loss: Literal["full_ce", "inbatch"] = "inbatch"
-    modalities: Optional[list[Modality]] = None   # None = every modality with features
-    # IMT
-    imt: bool = True
-    imt_layers: int = Field(2, ge=1)
-    imt_heads: int = Field(2, ge=1)
-    imt_dropout: float = Field(0.1, ge=0, lt=1)
-    id_mask: bool = True                          # modality tokens cannot attend to the ID token
-    text_tokens: int = Field(32, ge=1)            # keep the first k text tokens (CLS included)
-    image_grid: int = Field(0, ge=0)              # average-pool the image grid to k x k; 0 = keep all
-    input_norm: bool = True                       # LayerNorm on frozen features before P_m
-    # ID
-    use_id: bool = True
-    id_init: Literal["mean", "text", "image", "none"] = "mean"
-    # online distillation
-    distill: bool = True
-    kd_temperature: float = Field(0.5, gt=0)
-    kd_weight: float = Field(1.0, ge=0)
-    rampup_epochs: float = Field(20.0, ge=0)
-    kd_loss: Literal["ce", "kl"] = "kl"
-    detach_teacher: bool = True
-    item_chunk: int = Field(2048, ge=1)           # items per IMT call when encoding the catalogue
-
-    @model_validator(mode="after")
-    def _check(self) -> "OdmtConfig":
-        if self.modalities is not None and len(set(self.modalities)) != len(self.modalities):
-            raise ValueError("modalities lists a modality twice")
-        if self.imt and self.hidden % self.imt_heads:
-            raise ValueError(f"hidden ({self.hidden}) must be divisible by imt_heads ({self.imt_heads})")
-        return self
-
-
-class OdmtKdsrConfig(OdmtConfig):
-    """`train.odmt_kdsr`: ODMT plus KDSR's correlation distillation on the modality branches."""
-
-    lambda_skd: float = Field(4.0, ge=0)
-    lambda_ckd: float = Field(0.5, ge=0)
-    skd_tau: float = Field(1.5, gt=0)
-    skd_form: Literal["paper", "reference"] = "paper"
-    include_diagonal: bool = False
-    reference_weight_bug: bool = False
 
 
 def imt_attention_mask(text_mask: torch.Tensor, image_mask: torch.Tensor, has_id: bool,

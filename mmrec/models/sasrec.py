@@ -7,12 +7,9 @@ import torch
 from torch import nn
 
 from mmrec.models.base import ModelContext, SeqBatch, SeqRecModel
-from mmrec.models.layers import RecLossMixin, SeqModelConfig, SeqTransformer, fit_window, init_weights
+from mmrec.models.configs import SASRecConfig
+from mmrec.models.layers import RecLossMixin, SeqTransformer, fit_window, init_weights
 from mmrec.models.registry import MODELS
-
-
-class SASRecConfig(SeqModelConfig):
-    """`train.sasrec`: the shared sequence-model settings only."""
 
 
 @MODELS.register("sasrec")

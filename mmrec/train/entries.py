@@ -28,6 +28,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from mmrec.models.configs import CONFIGS
 from mmrec.train.params import TrainCommon, TrainParams
 
 COMMON_KEYS = frozenset(TrainCommon.model_fields)
@@ -52,9 +53,7 @@ def did_you_mean(word: str, choices: list[str] | set[str] | tuple[str, ...]) -> 
 
 
 def _known_archs() -> list[str]:
-    from mmrec.models.registry import model_names
-
-    return model_names()
+    return sorted(CONFIGS)
 
 
 def _section_chain(train: TrainParams, entry: str) -> tuple[str, dict[str, Any]]:
@@ -73,18 +72,14 @@ def _section_chain(train: TrainParams, entry: str) -> tuple[str, dict[str, Any]]
 
 def resolve_entry(train: TrainParams, entry: str) -> Entry:
     """Resolve `train.<entry>` (see the module docstring for the precedence)."""
-    from mmrec.models.registry import model_class
-
     if entry not in train.models:
         raise KeyError(f"model {entry!r} is not in train.models: {', '.join(train.models)}"
                        f"{did_you_mean(entry, train.models)}")
     arch, section = _section_chain(train, entry)
-    try:
-        cls = model_class(arch)
-    except KeyError:
+    if arch not in CONFIGS:
         raise KeyError(f"train.{entry}: unknown model {arch!r}{did_you_mean(arch, _known_archs())}; "
-                       f"known: {', '.join(_known_archs())}") from None
-    declared = set(getattr(cls.config_cls, "model_fields", {}))
+                       f"known: {', '.join(_known_archs())}")
+    declared = set(CONFIGS[arch].model_fields)
     unknown = [k for k in section if k not in COMMON_KEYS and k not in declared]
     if unknown:
         raise ValueError("; ".join(
@@ -140,11 +135,8 @@ def check_train_section(train: TrainParams) -> dict[str, Entry]:
 
 def _validate_model_config(entry: Entry) -> None:
     """The entry's model config passes its class's validation (values in range, literals...)."""
-    from mmrec.models.registry import model_class
-
-    cls = model_class(entry.arch)
     try:
-        cls.config_cls.model_validate(entry.config)
+        CONFIGS[entry.arch].model_validate(entry.config)
     except ValidationError as err:
         raise ValueError("; ".join(f"train.{entry.name}.{'.'.join(map(str, e['loc']))}: {e['msg']}"
                                    for e in err.errors())) from None
