@@ -235,10 +235,19 @@ def plan_threads(params_threads: Threads | None = "auto", env: Optional[Mapping[
                       torch=budget, torch_interop=1, polars=budget, faiss=budget, blas=budget)
 
 
-def loader_split(budget: int, requested_workers: int) -> tuple[int, int]:
-    """(DataLoader workers, main-process torch threads) for a loop whose workers run beside the
-    model: workers + main threads <= budget, and the main process keeps at least one thread."""
-    workers = max(0, min(requested_workers, budget - 1))
+def loader_split(budget: int, requested_workers: int, model_on_cpu: bool = True) -> tuple[int, int]:
+    """(DataLoader workers, main-process torch threads) for a loop whose workers feed a model:
+    workers + main threads <= budget, and the main process keeps at least one thread.
+
+    When the model runs on the CPU it gets the budget first: decoding and preprocessing an
+    image costs ~10% of EfficientNet-lite0's time for it (measured, BENCHMARKS.md "Extract"),
+    so a worker that takes a whole CPU from the model starves it (on 2 CPUs, 1 worker + 1 model
+    thread ran at 0.78x the bare encoder, 0 workers + 2 threads at 1.08x). One worker per 4
+    CPUs keeps decoding ahead on larger machines. On a GPU the main process mostly waits, so
+    the workers get all but one CPU.
+    """
+    cap = budget // 4 if model_on_cpu else budget - 1
+    workers = max(0, min(requested_workers, cap))
     return workers, max(1, budget - workers)
 
 

@@ -97,7 +97,7 @@ def test_resume_after_a_crash_gives_the_same_file(minilm, tmp_path, monkeypatch)
         _extract(minilm, resumed)
     monkeypatch.setattr(ex, "write_chunk", real_write)
     cdir = ex.chunk_dir_for(resumed)
-    assert sorted(p.name for p in cdir.glob("chunk-*.parquet")) == ["chunk-000000.parquet", "chunk-000001.parquet"]
+    assert sorted(p.name for p in cdir.glob("chunk-*.arrow")) == ["chunk-000000.arrow", "chunk-000001.arrow"]
     assert not resumed.exists()
 
     res = _extract(minilm, resumed)

@@ -33,7 +33,7 @@ def test_merge_and_load_round_trip(tmp_path, monkeypatch, load_batch):
     parts = [_arrays(0, 4, seed=1), _arrays(4, 7, seed=2)]
     files = []
     for k, arrs in enumerate(parts):
-        files.append(write_chunk(features_table(*arrs), tmp_path / f"c{k}.parquet", metadata={"chunk": k}))
+        files.append(write_chunk(features_table(*arrs), tmp_path / f"c{k}.arrow", metadata={"chunk": k}))
     out = merge_chunks(files, tmp_path / "f.parquet", {"encoder": "x:y", "dims": {"vector": 3}})
 
     meta = read_parquet_metadata(out)
