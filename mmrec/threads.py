@@ -37,7 +37,7 @@ from __future__ import annotations
 import math
 import os
 import sys
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Mapping, Optional, Union
 
@@ -277,6 +277,8 @@ def configure_environment(params_threads: Threads | None = "auto") -> ThreadPlan
         current = os.environ.get(key, "")
         if not (current.isdigit() and 0 < int(current) <= int(value)):
             os.environ[key] = value
+    # torch itself sizes its intra-op pool from a pinned OMP_NUM_THREADS: keep honouring it.
+    plan = replace(plan, torch=min(plan.torch, int(os.environ["OMP_NUM_THREADS"])))
     global _configured
     _configured = plan
     return plan

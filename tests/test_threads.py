@@ -147,7 +147,7 @@ def test_configure_environment_lowers_never_raises(monkeypatch):
     monkeypatch.setattr(T, "_configured", None)
     plan = T.configure_environment("auto")
     assert plan.budget == min(2, T.available_cpus())
-    assert os.environ["OMP_NUM_THREADS"] == "1"
+    assert os.environ["OMP_NUM_THREADS"] == "1" and plan.torch == 1  # torch honours the pin
     assert os.environ["OPENBLAS_NUM_THREADS"] == str(plan.budget)
     assert os.environ["POLARS_MAX_THREADS"] == str(plan.budget)
     assert T.budget() == plan.budget
