@@ -10,8 +10,8 @@ stage holds, in the order a pipeline meets them:
   full softmax) and the extract stage's image encoder (EfficientNet-lite0) on 32 images.
 
 Modes: `before` imports the libraries with nothing set (torch, polars and FAISS size their pools
-themselves); `after` runs mmrec's stage entry first (`mmrec.cli.configure_threads`, then FAISS
-sized as the teacher does); `after-1` is `after` with MMREC_THREADS=1, the operator's override.
+themselves); `after` runs mmrec's stage entry first (`mmrec.cli.configure_threads`: pool
+sizes and OMP_WAIT_POLICY=PASSIVE, then FAISS sized as the teacher does); `after-1` is `after` with MMREC_THREADS=1, the operator's override.
 Scenarios: `quiet`; `loaded`, beside 2 busy-looping processes (load ~2 on top of ours);
 `quota1`, the child in a cgroup with a quota of 1 CPU (what `docker --cpus=1` does; needs a
 writable cgroup hierarchy, else skipped with a note); `taskset1`, pinned to one CPU.
@@ -133,7 +133,7 @@ def run_child(mode: str, scenario: str) -> Optional[dict]:
     """One child run; wall seconds, CPU seconds (user + system, from wait4) and its parts."""
     env = {k: v for k, v in os.environ.items()
            if k not in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS",
-                        "NUMEXPR_NUM_THREADS", "POLARS_MAX_THREADS", "MMREC_THREADS")}
+                        "NUMEXPR_NUM_THREADS", "POLARS_MAX_THREADS", "MMREC_THREADS", "OMP_WAIT_POLICY")}
     if mode == "after-1":
         env["MMREC_THREADS"] = "1"
     cmd = [sys.executable, __file__, "--child", mode]
@@ -148,7 +148,9 @@ def run_child(mode: str, scenario: str) -> Optional[dict]:
         preexec = lambda: (cg / "cgroup.procs").write_text(str(os.getpid()))  # noqa: E731
     hogs = []
     if scenario == "loaded":
-        hogs = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(2)]
+        # busy loops that end by themselves (10 minutes) should this script be killed
+        hog = "import time\nt = time.time()\nwhile time.time() - t < 600: pass"
+        hogs = [subprocess.Popen([sys.executable, "-c", hog]) for _ in range(2)]
         time.sleep(0.5)
     try:
         t0 = time.perf_counter()

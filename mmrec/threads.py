@@ -27,6 +27,9 @@ trained weights depend on it (bit-for-bit repeatability, mmrec.train.repro). Whe
 wins over the budget for that one pool (the stage summary then says `oversubscribed`); set it
 to 0 to let the budget decide.
 
+Idle OpenMP threads are also told to sleep rather than spin (OMP_WAIT_POLICY=PASSIVE unless set):
+a spinning thread holds a CPU that the machine's other work needs.
+
 The budget only decides sizes; it does not change which computation is done. Environment
 variables are set before the libraries that read them are imported (`configure_environment`,
 called first at every stage entry), in-process pools after (`apply_plan`).
@@ -50,6 +53,8 @@ POOL_ENV = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "NUMEX
             "POLARS_MAX_THREADS")
 
 Threads = Union[int, str]
+#: OpenMP's wait policy at every stage entry unless the environment sets one (see configure_environment).
+WAIT_POLICY = "PASSIVE"
 
 #: The plan of the last configure_environment() in this process (None before any stage entry).
 _configured: Optional["ThreadPlan"] = None
@@ -271,12 +276,19 @@ def configure_environment(params_threads: Threads | None = "auto") -> ThreadPlan
     """Compute the plan and export it to the environment: for libraries this process has not
     imported yet (polars reads POLARS_MAX_THREADS once, at import) and for child processes
     (DataLoader workers, torchrun ranks). A variable already set to fewer threads is kept:
-    lowering is always safe, and tests or launchers pin 1 on purpose."""
+    lowering is always safe, and tests or launchers pin 1 on purpose. OMP_WAIT_POLICY is set to
+    PASSIVE unless already set."""
     plan = plan_threads(params_threads)
     for key, value in plan.env().items():
         current = os.environ.get(key, "")
         if not (current.isdigit() and 0 < int(current) <= int(value)):
             os.environ[key] = value
+    # Idle OpenMP threads (torch's, FAISS's) sleep at once instead of spinning for the next
+    # parallel region: on a shared machine a spinning thread burns a CPU another process (or
+    # our own other pool) needs. Beside 2 busy processes on 2 CPUs, 12 SASRec steps took 8-11 s
+    # and 6 CPU s passive against 30-36 s and 14-16 CPU s spinning (BENCHMARKS.md, issue 14).
+    # Read by OpenMP when it loads, so only processes that have not loaded it yet see it.
+    os.environ.setdefault("OMP_WAIT_POLICY", WAIT_POLICY)
     # torch itself sizes its intra-op pool from a pinned OMP_NUM_THREADS: keep honouring it.
     plan = replace(plan, torch=min(plan.torch, int(os.environ["OMP_NUM_THREADS"])))
     global _configured
@@ -323,7 +335,7 @@ def pool_sizes() -> dict[str, Any]:
     faiss = sys.modules.get("faiss")
     if faiss is not None:
         out["faiss"] = faiss.omp_get_max_threads()
-    out.update({k.lower(): os.environ[k] for k in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS")
+    out.update({k.lower(): os.environ[k] for k in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "OMP_WAIT_POLICY")
                 if k in os.environ})
     return out
 
@@ -331,6 +343,6 @@ def pool_sizes() -> dict[str, Any]:
 def describe(sizes: Mapping[str, Any]) -> str:
     """One line for a stage's summary, e.g. `threads: budget 2 of 2 CPUs; torch 2 (+1 inter-op), ...`."""
     parts = [f"torch {sizes['torch']} (+{sizes.get('torch_interop', 1)} inter-op)"] if "torch" in sizes else []
-    parts += [f"{k} {sizes[k]}" for k in ("polars", "faiss", "omp_num_threads") if k in sizes]
+    parts += [f"{k} {sizes[k]}" for k in ("polars", "faiss", "omp_num_threads", "omp_wait_policy") if k in sizes]
     over = " OVERSUBSCRIBED (train.common.threads > budget)" if sizes.get("torch", 0) > sizes["budget"] else ""
     return f"threads: budget {sizes['budget']} of {sizes['cpus_available']} CPUs; " + ", ".join(parts) + over

@@ -144,6 +144,7 @@ def test_configure_environment_lowers_never_raises(monkeypatch):
     monkeypatch.setenv("OPENBLAS_NUM_THREADS", "64")  # more than the budget: lowered
     monkeypatch.setenv("MMREC_THREADS", "2")
     monkeypatch.delenv("POLARS_MAX_THREADS", raising=False)
+    monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
     monkeypatch.setattr(T, "_configured", None)
     plan = T.configure_environment("auto")
     assert plan.budget == min(2, T.available_cpus())
@@ -151,6 +152,7 @@ def test_configure_environment_lowers_never_raises(monkeypatch):
     assert os.environ["OPENBLAS_NUM_THREADS"] == str(plan.budget)
     assert os.environ["POLARS_MAX_THREADS"] == str(plan.budget)
     assert T.budget() == plan.budget
+    assert os.environ["OMP_WAIT_POLICY"] == "PASSIVE"  # idle OpenMP threads sleep, not spin
 
 
 def test_stage_entry_sizes_polars_before_import(tmp_path):
@@ -160,7 +162,7 @@ def test_stage_entry_sizes_polars_before_import(tmp_path):
     code = ("from mmrec.cli import configure_threads, threads_line; configure_threads('params.yaml'); "
             "import polars, torch; print(polars.thread_pool_size(), torch.get_num_threads(), "
             "torch.get_num_interop_threads()); print(threads_line())")
-    env = {k: v for k, v in os.environ.items() if k not in (*T.POOL_ENV, T.ENV)}
+    env = {k: v for k, v in os.environ.items() if k not in (*T.POOL_ENV, T.ENV, "OMP_WAIT_POLICY")}
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          env={**env, "PYTHONPATH": str(ROOT)}, cwd=tmp_path)
     sizes, line = out.stdout.strip().splitlines()
