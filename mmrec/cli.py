@@ -68,17 +68,44 @@ def _report(err: BaseException) -> None:
     print(f"mmrec: error: {error_message(err)}\n{_HINT}", file=sys.stderr)
 
 
+def configure_threads(params_path: str | os.PathLike = "params.yaml"):
+    """Size every thread pool of this process from its CPU budget (mmrec.threads): the
+    environment first, so polars, BLAS and child processes read it when they load, then torch's
+    and FAISS's pools. Called at every stage entry before anything imports polars or numpy."""
+    from mmrec.threads import apply_plan, configure_environment, read_params_threads
+
+    try:
+        plan = configure_environment(read_params_threads(params_path))
+    except ValueError as err:
+        raise CliError(str(err)) from None
+    apply_plan(plan)
+    return plan
+
+
+def threads_line() -> str:
+    """The pool sizes in effect, as one summary line (`threads: budget 2 of 2 CPUs; ...`)."""
+    from mmrec.threads import describe, pool_sizes
+
+    return describe(pool_sizes())
+
+
 def stage_main(main: Callable[[], Any]) -> None:
     """Run a stage script's `main` with the CLI's error path: a failure prints one
     `mmrec: error: ...` message (exit status 1) instead of a traceback, which `--debug` or
-    MMREC_DEBUG=1 brings back. `--debug` is removed from sys.argv before `main` runs."""
-    from mmrec.io import stage_lock
+    MMREC_DEBUG=1 brings back. `--debug` is removed from sys.argv before `main` runs.
 
+    Thread pools are sized first (configure_threads), so stage scripts import the library
+    inside `main`, after that; the sizes in effect are printed after the stage's own summary."""
     debug = debug_requested(sys.argv[1:])
     sys.argv = [a for a in sys.argv if a != "--debug"]
     try:
-        with stage_lock("."):  # DVC runs stage scripts from the project root
+        configure_threads("params.yaml")  # DVC runs stage scripts from the project root
+        from mmrec.io import stage_lock
+
+        with stage_lock("."):
             main()
+        if os.environ.get("RANK", "0") == "0":
+            print(threads_line())
     except KeyboardInterrupt:
         print("mmrec: interrupted", file=sys.stderr)
         sys.exit(130)
@@ -105,6 +132,7 @@ def run_stage(stage: str, model: str | None, params_path: str = "params.yaml", r
     module_name, takes_model = STAGES[stage]
     if model is not None and not takes_model:
         raise CliError(f"stage {stage!r} takes no model argument")
+    configure_threads(params_path)  # before _params: validation imports torch and polars
     params = _params(params_path)
     try:
         module = importlib.import_module(module_name)
@@ -114,9 +142,14 @@ def run_stage(stage: str, model: str | None, params_path: str = "params.yaml", r
 
     try:
         with stage_lock(root):
-            return module.run(params, Path(root), model) if takes_model else module.run(params, Path(root))
+            result = module.run(params, Path(root), model) if takes_model else module.run(params, Path(root))
     except StageLockedError as err:
         raise CliError(str(err)) from None
+    if isinstance(result, dict):
+        from mmrec.threads import pool_sizes
+
+        result["threads"] = pool_sizes()  # what the run used (train.common.threads included)
+    return result
 
 
 def _load_model(model_dir: Path, params, device, root: Path):

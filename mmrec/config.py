@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Literal, Optional
+from typing import Any, Literal, Optional, Union
 
 import yaml
-from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, PositiveInt, ValidationError, model_validator
 
 from mmrec.data.params import DataParams
 from mmrec.evaluate.params import EvaluateParams
@@ -32,6 +32,11 @@ class Params(BaseModel):
 
     seed: int = 2026
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    # CPU threads each stage process may keep busy (mmrec.threads): "auto" = its affinity bounded
+    # by its cgroup quota. MMREC_THREADS in the environment wins over this. Not a DVC dependency:
+    # it sizes thread pools, it does not choose what is computed (train.common.threads does that
+    # for training's intra-op count, and wins over this for that one pool).
+    threads: Union[Literal["auto"], PositiveInt] = "auto"
     data: DataParams = DataParams()
     extract: ExtractParams = ExtractParams()
     teacher: TeacherParams = TeacherParams()

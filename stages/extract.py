@@ -14,12 +14,14 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a clone without installing
 
 from mmrec.cli import stage_main  # noqa: E402
-from mmrec.config import load_params  # noqa: E402
-from mmrec.features.extract import MODALITIES  # noqa: E402
-from mmrec.features.stage import run, summary_line  # noqa: E402
 
 
 def main() -> None:
+    # Imported here, after stage_main has sized the thread pools (polars reads its size at import).
+    from mmrec.config import load_params
+    from mmrec.features.extract import MODALITIES
+    from mmrec.features.stage import run, summary_line
+
     wanted = sys.argv[1:] or list(MODALITIES)
     if any(m not in MODALITIES for m in wanted):
         sys.exit(f"usage: python stages/extract.py [{'|'.join(MODALITIES)}] ...  (got {' '.join(wanted)})")

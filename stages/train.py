@@ -6,14 +6,16 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from mmrec.cli import stage_main  # noqa: E402
-from mmrec.config import load_params  # noqa: E402
-from mmrec.train.stage import run  # noqa: E402
 
 
 def main() -> None:
+    # Imported here, after stage_main has sized the thread pools (polars reads its size at import).
+    from mmrec.config import load_params
+    from mmrec.train import ddp
+    from mmrec.train.stage import run
+
     if len(sys.argv) != 2:
         sys.exit("usage: python stages/train.py <model>   (a name listed in train.models)")
-    from mmrec.train import ddp
 
     params = load_params()
     try:

@@ -25,8 +25,9 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
 from mmrec.features.encoders import Encoder, library_versions
-from mmrec.features.store import features_table, merge_chunks, write_chunk
-from mmrec.io import read_parquet_metadata, write_json
+from mmrec.features.store import features_table, merge_chunks, read_chunk_metadata, write_chunk
+from mmrec.io import write_json
+from mmrec.threads import budget, loader_split
 
 MODALITIES = ("text", "image")
 MAX_FAILED_EXAMPLES = 20  # failures listed by item in summary/metadata (all are counted)
@@ -144,7 +145,7 @@ def fingerprint(encoder: Encoder, sources: list[Optional[str]], batch_size: int,
     replaced under the same name invalidates the chunks of an interrupted run."""
     h = hashlib.sha256()
     h.update(json.dumps({"encoder": encoder.name, "tokens": encoder.n_tokens, "batch_size": batch_size,
-                         "chunk_size": chunk_size, "device": encoder.device.type,
+                         "chunk_size": chunk_size, "device": encoder.device.type, "chunk_format": "arrow-ipc",
                          "versions": library_versions()}, sort_keys=True).encode())
     for s in sources:
         h.update(b"\x00" if s is None else s.encode() + b"\x01")
@@ -160,7 +161,7 @@ def chunk_dir_for(out_path: Path) -> Path:
 
 
 def _chunk_file(cdir: Path, k: int) -> Path:
-    return cdir / f"chunk-{k:06d}.parquet"
+    return cdir / f"chunk-{k:06d}.arrow"
 
 
 def extract_modality(
@@ -223,20 +224,29 @@ def extract_modality(
     bar = tqdm(total=n_todo, unit="item", desc=f"extract {encoder.modality} [{encoder.name}]",
                disable=not progress or not dist.is_main, dynamic_ncols=True, smoothing=0.1)
     it = iter(())
+    on_cpu = encoder.device.type == "cpu"
+    # Text on a CPU is tokenised in this process: tokenising is cheap next to the model, and
+    # worker processes would only compete with it for the same cores. Images decode in workers
+    # when the CPU budget leaves room beside the model (loader_split); so does text on a GPU.
+    requested = num_workers if encoder.modality == "image" or not on_cpu else 0
+    workers, model_threads = loader_split(budget(), requested, model_on_cpu=on_cpu)
+    # Never more model threads than the caller set (a test or torchrun rank pinning 1, say).
+    model_threads = min(model_threads, torch.get_num_threads())
     if batches:
-        # Text on a CPU is tokenised in this process: tokenising is cheap next to the model, and
-        # worker processes would only compete with it for the same cores. Images always decode
-        # in workers; so does text when the model runs on a GPU.
-        workers = num_workers if encoder.modality == "image" or encoder.device.type != "cpu" else 0
         loader = DataLoader(_Items(sources, encoder), batch_sampler=batches, num_workers=workers,
                             collate_fn=_Collate(encoder), pin_memory=encoder.device.type == "cuda",
                             prefetch_factor=4 if workers > 0 else None)
         it = iter(loader)
     encoded = 0
-    with torch.inference_mode():
-        for k, bs in plan:
-            _encode_chunk(k, bs, it, encoder, sources, chunk_size, cdir, bar)
-            encoded += sum(len(b) for b in bs)
+    threads_before = torch.get_num_threads()
+    torch.set_num_threads(model_threads)  # workers + model threads stay within the budget
+    try:
+        with torch.inference_mode():
+            for k, bs in plan:
+                _encode_chunk(k, bs, it, encoder, sources, chunk_size, cdir, bar)
+                encoded += sum(len(b) for b in bs)
+    finally:
+        torch.set_num_threads(threads_before)
     bar.close()
     seconds = time.perf_counter() - t0
     dist.barrier()
@@ -244,6 +254,7 @@ def extract_modality(
     complete = all(_chunk_file(cdir, k).exists() for k in range(n_chunks))
     result: dict[str, Any] = {"encoder": encoder.name, "path": str(out_path), "items": n, "chunks": n_chunks,
                               "chunks_resumed": len(done), "encoded_here": encoded, "seconds": seconds,
+                              "pools": {"loader_workers": workers, "model_threads": model_threads},
                               "complete": complete}
     if not complete or not dist.is_main:
         dist.barrier()
@@ -253,7 +264,7 @@ def extract_modality(
     counts = {"items": n, "extracted": 0, "missing": 0, "failed": 0}
     failed_examples: list[dict[str, Any]] = []
     for f in files:
-        m = read_parquet_metadata(f)["chunk"]
+        m = read_chunk_metadata(f)["chunk"]
         for key in ("extracted", "missing", "failed"):
             counts[key] += m[key]
         failed_examples += m["failed_examples"][:MAX_FAILED_EXAMPLES - len(failed_examples)]

@@ -97,7 +97,7 @@ def _splice(out_path: Path, cache: Path, reused_rows: np.ndarray, cache_rows: np
     counts["extracted"] = counts.get("extracted", 0) + len(reused_rows)
     counts["missing"] = counts.get("missing", 0) - len(reused_rows)
     meta["counts"] = counts
-    chunks = [cache.with_name(f".{out_path.stem}.splice-{k:06d}.parquet")
+    chunks = [cache.with_name(f".{out_path.stem}.splice-{k:06d}.arrow")
               for k in range((merged.num_rows + chunk_size - 1) // chunk_size)]
     try:
         for k, f in enumerate(chunks):

@@ -93,6 +93,7 @@ def run(params: ExtractConfig, root: Path = Path("."), *, modalities: Sequence[s
         device = _device(params, d)
         summary: dict[str, Any] = {"items": 0, "modalities": {}}
         timings: dict[str, float] = {}
+        pools: dict[str, dict[str, int]] = {}
         inputs = {m: modality_inputs(params, m, root) for m in modalities}
         # Every encoder that will run must resolve (weights found) before minutes are spent.
         check_encoders({m: getattr(params.extract, m).encoder for m, (sources, _, _) in inputs.items()
@@ -114,6 +115,7 @@ def run(params: ExtractConfig, root: Path = Path("."), *, modalities: Sequence[s
                     num_workers=params.extract.num_workers, dist=d, progress=progress, max_chunks=max_chunks,
                     max_failed_fraction=params.extract.max_failed_fraction)
                 timings[modality] = res.pop("seconds")
+                pools[modality] = res.pop("pools")  # like timings: machine-dependent, not in summary.json
                 res.pop("encoded_here")
                 res["path"] = str(feature_path(params, modality, Path(".")))  # root-relative: portable summary
                 res["dims"] = {"vector": encoder.dim, "tokens": encoder.n_tokens,
@@ -128,6 +130,7 @@ def run(params: ExtractConfig, root: Path = Path("."), *, modalities: Sequence[s
                            modality_features_dir(params, modality, root) / "summary.json")
         summary["seconds"] = time.perf_counter() - t0
         summary["timings"] = timings
+        summary["pools"] = pools
         summary["complete"] = all(m.get("complete", True) for m in summary["modalities"].values())
         return summary
     finally:
@@ -147,9 +150,12 @@ def summary_line(summary: dict[str, Any]) -> str:
             parts.append(f"{mod}: partial ({r['chunks_resumed']}/{r['chunks']} chunks before this run)")
         else:
             secs = summary.get("timings", {}).get(mod, 0.0)
+            pool = summary.get("pools", {}).get(mod)
+            threads = (f", {pool['model_threads']} model threads + {pool['loader_workers']} loader workers"
+                       if pool else "")
             parts.append(f"{mod}: {r['extracted']} extracted, {r['missing']} missing, {r['failed']} failed, "
                          f"{r.get('reused', 0)} reused "
                          f"[{r['encoder']}, d={r['dims']['vector']}, {r['dims']['tokens']} tokens] "
-                         f"-> {r['path']} ({secs:.1f}s)")
+                         f"-> {r['path']} ({secs:.1f}s{threads})")
     return (f"extract: {summary['items']} items; " + "; ".join(parts)
             + f"; total {summary.get('seconds', 0.0):.1f}s")

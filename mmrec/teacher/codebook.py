@@ -9,6 +9,7 @@ import torch
 from tqdm.auto import tqdm
 
 from mmrec.teacher.targets import dissected, nearest_code
+from mmrec.threads import size_faiss
 
 
 @torch.no_grad()
@@ -40,6 +41,7 @@ def fit_codebook(x: np.ndarray, k: int, iters: int, seed: int, use_gpu: bool = F
     """
     import faiss
 
+    size_faiss(faiss)  # FAISS's OpenMP pool otherwise takes every core of the machine
     if len(x) < k:
         raise ValueError(f"codebook: {len(x)} sampled pairs for teacher.codes={k} centroids; "
                          f"raise teacher.random_pairs or lower teacher.codes")

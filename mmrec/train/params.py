@@ -36,7 +36,8 @@ class TrainCommon(BaseModel):
     amp: bool = True  # autocast on CUDA; ignored on CPU
     num_workers: int = Field(0, ge=0)
     # CPU intra-op threads; results repeat bit for bit only at the same count (mmrec.train.repro).
-    # 0 = torch's default (all cores of this machine).
+    # 0 = the stage's CPU budget (top-level `threads:` / MMREC_THREADS, mmrec.threads). Non-zero
+    # wins over that budget for training's intra-op pool: the weights depend on it.
     threads: int = Field(0, ge=0)
 
 

@@ -17,8 +17,9 @@ import torch
 def make_repeatable(threads: int) -> None:
     """Deterministic kernels (CUDA included) and a fixed intra-op thread count.
 
-    threads: torch's intra-op threads; 0 keeps torch's default (the machine's cores), which
-    repeats on that machine only.
+    threads: torch's intra-op threads; 0 keeps what the stage entry chose (the process's CPU
+    budget, mmrec.threads), which repeats only where that budget is the same. A non-zero count
+    wins over the budget, because the weights depend on it (see mmrec.threads for precedence).
     """
     # cuBLAS reads this when its handle is created (first CUDA matmul, after this call).
     os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")

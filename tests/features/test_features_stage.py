@@ -97,7 +97,7 @@ def test_resume_after_a_crash_gives_the_same_file(minilm, tmp_path, monkeypatch)
         _extract(minilm, resumed)
     monkeypatch.setattr(ex, "write_chunk", real_write)
     cdir = ex.chunk_dir_for(resumed)
-    assert sorted(p.name for p in cdir.glob("chunk-*.parquet")) == ["chunk-000000.parquet", "chunk-000001.parquet"]
+    assert sorted(p.name for p in cdir.glob("chunk-*.arrow")) == ["chunk-000000.arrow", "chunk-000001.arrow"]
     assert not resumed.exists()
 
     res = _extract(minilm, resumed)
@@ -126,3 +126,26 @@ def test_batches_never_mix_chunks_so_vectors_match_a_plain_call(minilm, tmp_path
     with torch.inference_mode():
         ref = minilm.encode(minilm.collate([TEXTS[i] for i in present])).vector
     assert torch.allclose(f.vector[np.array(present) + 1], ref, atol=1e-5)
+
+
+@pytest.mark.parametrize("cpus", [2, 8])
+def test_image_workers_fit_the_budget_and_do_not_change_the_file(project, effnet, tmp_path, monkeypatch, cpus):
+    """Decoding in the main process (2 CPUs: no room beside the model) or in workers (8 CPUs)
+    gives the same bytes, and workers + model threads never exceed the budget."""
+    items = ex.read_items(project / "data" / "t" / "ingest" / "items.parquet")
+    sources = ex.modality_sources(items, "image", project)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # the encoder's float sums depend on it: fixed for both budgets
+    try:
+        ref = tmp_path / "ref" / "features" / "image.parquet"
+        monkeypatch.setattr(ex, "budget", lambda: 1)
+        ex.extract_modality(sources, effnet, ref, batch_size=2, chunk_size=3, num_workers=2, progress=False)
+        monkeypatch.setattr(ex, "budget", lambda: cpus)
+        out = tmp_path / str(cpus) / "features" / "image.parquet"
+        res = ex.extract_modality(sources, effnet, out, batch_size=2, chunk_size=3, num_workers=2, progress=False)
+    finally:
+        torch.set_num_threads(threads)
+    pools = res["pools"]
+    assert pools["loader_workers"] == (0 if cpus == 2 else 2)
+    assert pools["loader_workers"] + pools["model_threads"] <= cpus
+    assert out.read_bytes() == ref.read_bytes()
