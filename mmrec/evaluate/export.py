@@ -124,7 +124,8 @@ def batch_inputs(seqs: UserSequences, users: np.ndarray, max_len: int,
 
 class _GroupedWriter:
     """A ParquetWriter whose row groups hold exactly `users_per_group` users each (the last one
-    fewer), whatever the batches fed to it: the file does not depend on recommend.batch_users."""
+    fewer), whatever the batches fed to it: the file does not depend on recommend.batch_users.
+    `add` takes a table of consecutive users' rows and each user's row count."""
 
     def __init__(self, path: Path, schema: pa.Schema, users_per_group: int) -> None:
         self.writer = pq.ParquetWriter(path, schema, compression="zstd")
@@ -184,7 +185,7 @@ def export_recommendations(model: torch.nn.Module, seqs: UserSequences, item_ids
     recs = _GroupedWriter(out_dir / RECS_FILE, schema, cfg.row_group_users)
     user_schema = pa.schema([("user_id", pa.string()), ("user_idx", pa.int32()),
                              ("vector", pa.list_(pa.float32(), dim))])
-    users_out = pq.ParquetWriter(out_dir / USER_VECTORS_FILE, user_schema, compression="zstd")
+    users_out = _GroupedWriter(out_dir / USER_VECTORS_FILE, user_schema, cfg.row_group_users)
     n_rows = 0
     k = min(cfg.k, n_items)
     try:
@@ -212,11 +213,11 @@ def export_recommendations(model: torch.nn.Module, seqs: UserSequences, item_ids
                 "item_idx": pa.array(flat_idx),
                 "score": pa.array(vals[keep].numpy().astype(np.float32)),
             }, schema=RECS_SCHEMA), per_user)
-            users_out.write_table(pa.table({
+            users_out.add(pa.table({
                 "user_id": seqs.user_id.take(pa.array(users)),
                 "user_idx": pa.array(seqs.user_idx[users]),
                 "vector": pa.FixedSizeListArray.from_arrays(u.cpu().reshape(-1).numpy(), dim),
-            }, schema=user_schema))
+            }, schema=user_schema), np.ones(len(users), dtype=np.int64))
             n_rows += int(per_user.sum())
     finally:
         recs.close()
