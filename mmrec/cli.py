@@ -157,9 +157,13 @@ def recommend(model: str, user: str | None = None, k: int = 10, params_path: str
     """
     from mmrec import paths
     from mmrec.evaluate.lookup import (
+        ITEM_VECTORS_FILE,
+        USER_VECTORS_FILE,
         ExportUnusable,
         export_inputs,
+        export_user,
         item_rows,
+        known_ids,
         lookup_user,
         usable_export,
         user_history,
@@ -180,15 +184,9 @@ def recommend(model: str, user: str | None = None, k: int = 10, params_path: str
     # Serving, unlike the evaluation protocol (evaluate.mask_history), does not recommend what the
     # user already has unless asked (recommend.mask_history, --no-mask).
     mask = params.recommend.mask_history if mask_history is None else mask_history
-    user_idx, times, ids, scores, max_len = None, None, None, None, None
+    export_dir = paths.recommend_dir(params, model, rootp)
+    user_idx, times, ids, scores, max_len, n_interactions = None, None, None, None, None, None
     if user is not None:
-        try:
-            user_idx, rows = user_history(ingest / "interactions.parquet", user)
-        except (KeyError, FileNotFoundError) as err:
-            raise CliError(str(err.args[0] if err.args else err)) from None
-        items = [int(i) for i in rows["item_idx"].to_pylist()]
-        times = rows["timestamp"].to_pylist() if "timestamp" in rows.column_names else None
-        export_dir = paths.recommend_dir(params, model, rootp)
         try:
             info = usable_export(export_dir, export_inputs(params, model, rootp), model=model, k=k,
                                  mask_history=mask)
@@ -196,9 +194,23 @@ def recommend(model: str, user: str | None = None, k: int = 10, params_path: str
             _note(f"{why}; scoring with the model instead (seconds; `dvc repro recommend@{model}` "
                   f"or `mmrec run recommend {model}` writes the export)")
         else:
+            # Everything shown comes from the export's small row groups, not the ingest tables.
+            row = export_user(export_dir, user)
+            if row is None:
+                raise CliError(f"user {user!r} is not in {export_dir / USER_VECTORS_FILE} (nor, as the "
+                               f"export is fresh, in {ingest / 'interactions.parquet'}); known ids look like: "
+                               f"{', '.join(known_ids(export_dir / USER_VECTORS_FILE, 'user_id'))}")
             found = lookup_user(export_dir, user).slice(0, k)
             ids, scores = found["item_idx"].to_pylist(), found["score"].to_pylist()
-            max_len = int(info["max_len"])
+            user_idx, n_interactions = row["user_idx"], row["n_interactions"]
+            items, times, max_len = row["history"], row["history_timestamp"], int(info["max_len"])
+        if ids is None:
+            try:
+                user_idx, rows = user_history(ingest / "interactions.parquet", user)
+            except (KeyError, FileNotFoundError) as err:
+                raise CliError(str(err.args[0] if err.args else err)) from None
+            items = [int(i) for i in rows["item_idx"].to_pylist()]
+            times = rows["timestamp"].to_pylist() if "timestamp" in rows.column_names else None
     else:
         items = _item_indices(ingest / "items.parquet", history)
     source = "export" if ids is not None else "model"
@@ -215,7 +227,8 @@ def recommend(model: str, user: str | None = None, k: int = 10, params_path: str
         max_len = model_max_len(net)
         ids, scores = top_k(net, items, k, max_len, mask_history=mask)
     recent = items[-max_len:]
-    info_rows = item_rows(ingest / "items.parquet", sorted(set(ids) | set(recent)))
+    shown = export_dir / ITEM_VECTORS_FILE if source == "export" else ingest / "items.parquet"
+    info_rows = item_rows(shown, sorted(set(ids) | set(recent)))
     times = times[-max_len:] if times is not None else [None] * len(recent)
 
     def item(i: int) -> dict[str, Any]:
@@ -223,7 +236,8 @@ def recommend(model: str, user: str | None = None, k: int = 10, params_path: str
         return {"item_idx": i, "item_id": r.get("item_id"), "text": r.get("text"), "image_path": r.get("image_path")}
 
     return {
-        "model": model, "user_id": user, "user_idx": user_idx, "n_interactions": len(items),
+        "model": model, "user_id": user, "user_idx": user_idx,
+        "n_interactions": len(items) if n_interactions is None else n_interactions,
         "mask_history": mask, "source": source,
         "history": [{**item(i), "timestamp": t} for i, t in zip(recent, times)],
         "recommendations": [{"rank": r + 1, "score": s, **item(i)} for r, (i, s) in enumerate(zip(ids, scores))],

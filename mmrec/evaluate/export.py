@@ -3,13 +3,18 @@
 Writes `recommendations/<model>/` (one folder, swapped in whole):
 
 - `recommendations.parquet`: `user_id`, `user_idx`, `rank` (1-based), `item_id`, `item_idx`,
-  `score`; sorted by `user_id` then rank, `recommend.row_group_users` users per row group, so a
+  `score`; sorted by `user_id` then rank, `recommend.row_group_size` users per row group, so a
   reader filtering on one user_id reads one small group. The schema metadata `mmrec_recommend`
   records the model, k, masking, the model's max_len and fingerprints of the inputs, which
   `mmrec recommend` checks before answering from the file.
-- `item_vectors.parquet`: `item_idx`, `item_id`, `vector` (the model's item table, padding row
-  left out) and `user_vectors.parquet`: `user_id`, `user_idx`, `vector`; a score is the dot
-  product of the two, so anyone can rescore or filter without the model.
+- `user_vectors.parquet`: `user_id`, `user_idx`, `n_interactions`, `history` and
+  `history_timestamp` (the model's input: the last max_len items, oldest first), `vector`;
+  same order and row groups.
+- `item_vectors.parquet`: `item_idx`, `item_id`, `text`, `image_path`, `vector` (the model's item
+  table without the padding row), row_group_size items per group. A score is the dot product of
+  a user's and an item's vector, so anyone can rescore or filter without the model; and
+  `mmrec recommend` reads the user and item rows it shows from these two files (a few small
+  groups) instead of the whole ingest tables.
 
 Each user's input is their whole known history (train + valid + test: every interaction in
 interactions.parquet), its last max_len items as the model input; with `recommend.mask_history`
@@ -45,7 +50,7 @@ from mmrec.evaluate.lookup import (
 from mmrec.evaluate.params import RecommendConfig, RecommendParams
 from mmrec.evaluate.recommend import top_k_scores
 from mmrec.evaluate.stage import model_max_len
-from mmrec.io import atomic_dir, pick_device, write_parquet
+from mmrec.io import atomic_dir, pick_device
 
 
 @dataclass
@@ -61,6 +66,7 @@ class UserSequences:
     starts: np.ndarray       # [U] int64
     lengths: np.ndarray      # [U] int64
     items: np.ndarray        # [M] int64 item_idx, grouped by user, time order inside a user
+    timestamps: np.ndarray   # [M] int64 seconds (0 when interactions.parquet has none)
 
 
 def load_user_sequences(interactions_path: Path) -> UserSequences:
@@ -73,7 +79,7 @@ def load_user_sequences(interactions_path: Path) -> UserSequences:
     missing = [c for c in need if c not in names]
     if missing:
         raise ValueError(f"{path}: missing column(s) {', '.join(missing)} (columns: {', '.join(names)})")
-    table = pq.read_table(path, columns=need)
+    table = pq.read_table(path, columns=need + (["timestamp"] if "timestamp" in names else []))
     uidx = table["user_idx"].to_numpy().astype(np.int64)
     if len(uidx) and bool((np.diff(uidx) < 0).any()):
         raise ValueError(f"{path}: rows are not grouped by user_idx (ingest writes them sorted by "
@@ -88,28 +94,43 @@ def load_user_sequences(interactions_path: Path) -> UserSequences:
     order = np.asarray(pc.sort_indices(user_id))
     return UserSequences(user_id=user_id.take(pa.array(order)), user_idx=uidx[first][order].astype(np.int32),
                          starts=first[order].astype(np.int64), lengths=lengths[order].astype(np.int64),
-                         items=table["item_idx"].to_numpy().astype(np.int64))
+                         items=table["item_idx"].to_numpy().astype(np.int64),
+                         timestamps=(table["timestamp"].to_numpy().astype(np.int64) if "timestamp" in names
+                                     else np.zeros(table.num_rows, dtype=np.int64)))
 
 
-def load_item_ids(items_path: Path) -> pa.Array:
-    """items.parquet's raw `item_id` of item_idx 1..N, in item_idx order (checked dense)."""
+ITEM_COLUMNS = ["item_idx", "item_id", "text", "image_path"]
+
+
+def load_items(items_path: Path) -> pa.Table:
+    """items.parquet's item_idx, item_id, text, image_path in item_idx order (checked 1..N)."""
     path = Path(items_path)
     if not path.exists():
         raise FileNotFoundError(f"{path}: not found (run the ingest stage first)")
-    table = pq.read_table(path, columns=["item_idx", "item_id"]).sort_by("item_idx")
+    names = pq.read_schema(path).names
+    missing = [c for c in ITEM_COLUMNS if c not in names]
+    if missing:
+        raise ValueError(f"{path}: missing column(s) {', '.join(missing)} (columns: {', '.join(names)})")
+    table = pq.read_table(path, columns=ITEM_COLUMNS).sort_by("item_idx").combine_chunks()
     idx = table["item_idx"].to_numpy()
     if len(idx) == 0 or not np.array_equal(idx, np.arange(1, len(idx) + 1)):
         raise ValueError(f"{path}: item_idx must be exactly 1..N (0 is padding)")
-    return table["item_id"].combine_chunks()
+    return table
 
 
-def batch_inputs(seqs: UserSequences, users: np.ndarray, max_len: int,
-                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Model inputs and history cells of the users at positions `users` of `seqs`.
+@dataclass
+class Batch:
+    """Model inputs and history cells of a batch of users (see `batch_inputs`)."""
 
-    Returns (inputs [B, max_len] long: the last max_len items, left-padded with 0, most recent
-    last; rows [M] and items [M]: every (row, item) of the users' full histories, to mask).
-    """
+    inputs: torch.Tensor     # [B, L] long: the last L items, left-padded with 0, most recent last
+    rows: torch.Tensor       # [M] batch row of every item of the users' full histories
+    seen: torch.Tensor       # [M] those items (what masking removes)
+    window: torch.Tensor     # [W] positions in `seqs.items` of the input cells, row-major
+    window_len: torch.Tensor  # [B] input cells per user (min(history length, L))
+
+
+def batch_inputs(seqs: UserSequences, users: np.ndarray, max_len: int) -> Batch:
+    """The model inputs and full-history cells of the users at positions `users` of `seqs`."""
     starts = torch.from_numpy(seqs.starts[users])                    # [B]
     lengths = torch.from_numpy(seqs.lengths[users])                  # [B]
     flat = torch.from_numpy(seqs.items)
@@ -119,7 +140,12 @@ def batch_inputs(seqs: UserSequences, users: np.ndarray, max_len: int,
     rows = torch.repeat_interleave(torch.arange(len(users)), lengths)     # [M]
     offsets = torch.cumsum(lengths, 0) - lengths                          # [B]
     cells = starts[rows] + torch.arange(len(rows)) - offsets[rows]
-    return inputs, rows, flat[cells]
+    return Batch(inputs=inputs, rows=rows, seen=flat[cells], window=pos[valid], window_len=valid.sum(1))
+
+
+def _list_array(values: np.ndarray, lengths: np.ndarray, type_: pa.DataType) -> pa.Array:
+    offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int32)
+    return pa.ListArray.from_arrays(pa.array(offsets), pa.array(values, type=type_))
 
 
 class _GroupedWriter:
@@ -158,7 +184,7 @@ RECS_SCHEMA = pa.schema([("user_id", pa.string()), ("user_idx", pa.int32()), ("r
 
 
 @torch.inference_mode()
-def export_recommendations(model: torch.nn.Module, seqs: UserSequences, item_ids: pa.Array, out_dir: Path,
+def export_recommendations(model: torch.nn.Module, seqs: UserSequences, items_table: pa.Table, out_dir: Path,
                            cfg: RecommendParams, max_len: int, metadata: dict[str, Any] | None = None,
                            device: torch.device | str | None = None) -> dict[str, Any]:
     """Write recommendations.parquet, item_vectors.parquet and user_vectors.parquet into
@@ -168,37 +194,38 @@ def export_recommendations(model: torch.nn.Module, seqs: UserSequences, item_ids
     device = torch.device(device) if device is not None else next(model.parameters()).device
     items = model.item_repr().float()                                  # [N+1, D]
     n_items, dim = items.shape[0] - 1, items.shape[1]
-    if n_items != len(item_ids):
-        raise ValueError(f"the model scores {n_items} items but items.parquet has {len(item_ids)}: "
+    if n_items != items_table.num_rows:
+        raise ValueError(f"the model scores {n_items} items but items.parquet has {items_table.num_rows}: "
                          "retrain after re-ingesting")
+    item_ids = items_table["item_id"].combine_chunks()
     if not bool(torch.isfinite(items).all()):
         raise ValueError("the model's item vectors hold NaN/inf: the export would be meaningless")
     items_cpu = items.cpu()
-    write_parquet(pa.table({"item_idx": pa.array(np.arange(1, n_items + 1, dtype=np.int32)),
-                            "item_id": item_ids,
-                            "vector": pa.FixedSizeListArray.from_arrays(items_cpu[1:].reshape(-1).numpy(), dim)}),
-                  out_dir / ITEM_VECTORS_FILE)
+    vectors = pa.FixedSizeListArray.from_arrays(items_cpu[1:].reshape(-1).numpy(), dim)
+    pq.write_table(items_table.append_column("vector", vectors), out_dir / ITEM_VECTORS_FILE,
+                   compression="zstd", row_group_size=cfg.row_group_size)
     meta = {**(metadata or {}), "format_version": FORMAT_VERSION, "k": cfg.k,
             "mask_history": cfg.mask_history, "max_len": max_len, "n_users": len(seqs.user_idx),
             "n_items": n_items, "dim": dim}
     schema = RECS_SCHEMA.with_metadata({META_KEY: json.dumps(meta, sort_keys=True)})
-    recs = _GroupedWriter(out_dir / RECS_FILE, schema, cfg.row_group_users)
-    user_schema = pa.schema([("user_id", pa.string()), ("user_idx", pa.int32()),
+    recs = _GroupedWriter(out_dir / RECS_FILE, schema, cfg.row_group_size)
+    user_schema = pa.schema([("user_id", pa.string()), ("user_idx", pa.int32()), ("n_interactions", pa.int32()),
+                             ("history", pa.list_(pa.int32())), ("history_timestamp", pa.list_(pa.int64())),
                              ("vector", pa.list_(pa.float32(), dim))])
-    users_out = _GroupedWriter(out_dir / USER_VECTORS_FILE, user_schema, cfg.row_group_users)
+    users_out = _GroupedWriter(out_dir / USER_VECTORS_FILE, user_schema, cfg.row_group_size)
     n_rows = 0
     k = min(cfg.k, n_items)
     try:
         for start in range(0, len(seqs.user_idx), cfg.batch_users):
             users = np.arange(start, min(start + cfg.batch_users, len(seqs.user_idx)))
-            inputs, rows, hist = batch_inputs(seqs, users, max_len)
-            u = model.user_repr(inputs.to(device)).float()             # [B, D]
+            b = batch_inputs(seqs, users, max_len)
+            u = model.user_repr(b.inputs.to(device)).float()           # [B, D]
             if not bool(torch.isfinite(u).all()):
                 raise ValueError(f"the model's user vectors hold NaN/inf (users {start}..{start + len(users) - 1})")
             scores = u @ items.T                                       # [B, N+1]
             scores[:, 0] = -math.inf                                   # padding
             if cfg.mask_history:
-                scores[rows.to(device), hist.to(device)] = -math.inf
+                scores[b.rows.to(device), b.seen.to(device)] = -math.inf
             vals, idx = top_k_scores(scores, k)
             vals, idx = vals.cpu(), idx.cpu()
             keep = torch.isfinite(vals)                                # fewer unseen items than k
@@ -213,9 +240,13 @@ def export_recommendations(model: torch.nn.Module, seqs: UserSequences, item_ids
                 "item_idx": pa.array(flat_idx),
                 "score": pa.array(vals[keep].numpy().astype(np.float32)),
             }, schema=RECS_SCHEMA), per_user)
+            window, window_len = b.window.numpy(), b.window_len.numpy()
             users_out.add(pa.table({
                 "user_id": seqs.user_id.take(pa.array(users)),
                 "user_idx": pa.array(seqs.user_idx[users]),
+                "n_interactions": pa.array(seqs.lengths[users].astype(np.int32)),
+                "history": _list_array(seqs.items[window].astype(np.int32), window_len, pa.int32()),
+                "history_timestamp": _list_array(seqs.timestamps[window], window_len, pa.int64()),
                 "vector": pa.FixedSizeListArray.from_arrays(u.cpu().reshape(-1).numpy(), dim),
             }, schema=user_schema), np.ones(len(users), dtype=np.int64))
             n_rows += int(per_user.sum())
@@ -258,9 +289,9 @@ def run(params: RecommendConfig, root: Path = Path("."), model: str | None = Non
     device = pick_device(params.device)
     net = _load_model(inputs["model.pt"].parent, params, device, root)
     seqs = load_user_sequences(inputs["interactions.parquet"])
-    item_ids = load_item_ids(inputs["items.parquet"])
+    items_table = load_items(inputs["items.parquet"])
     out_dir = paths.recommend_dir(params, model, root)
     with atomic_dir(out_dir) as tmp:
-        summary = export_recommendations(net, seqs, item_ids, tmp, params.recommend, model_max_len(net),
+        summary = export_recommendations(net, seqs, items_table, tmp, params.recommend, model_max_len(net),
                                          metadata={"model": model, "inputs": recorded}, device=device)
     return {"model": model, "path": str(out_dir / RECS_FILE), **summary}

@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping
 
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from mmrec import paths
@@ -147,13 +146,24 @@ def read_matching(path: Path, column: str, values: Iterable[Any],
         table = pf.read_row_groups(groups, columns=read_cols)
     else:
         table = pf.schema_arrow.empty_table().select(read_cols or pf.schema_arrow.names)
-    value_set = pa.array(wanted, type=table.schema.field(column).type)
-    out = table.filter(pc.is_in(table[column], value_set=value_set))
+    # Rows are selected by slicing runs of matching rows rather than with a compute filter:
+    # building any Arrow value from Python objects (the filter's value set, a scalar) makes
+    # pyarrow import pandas, a third of a second `mmrec recommend` would pay for nothing.
+    wanted_set = set(wanted)
+    hits = [i for i, v in enumerate(table[column].to_pylist()) if v in wanted_set]
+    runs: list[list[int]] = []
+    for i in hits:
+        if runs and runs[-1][1] == i:
+            runs[-1][1] = i + 1
+        else:
+            runs.append([i, i + 1])
+    out = pa.concat_tables([table.slice(a, b - a) for a, b in runs]) if runs else table.slice(0, 0)
     return out if columns is None else out.select(columns)
 
 
-def _known_ids(path: Path, column: str, n: int = 5) -> list[str]:
-    """The first `n` distinct values of `column` (read from the first row group only)."""
+def known_ids(path: Path, column: str, n: int = 5) -> list[str]:
+    """The first `n` distinct values of `column` (read from the first row group only): examples
+    for an error message about an unknown id."""
     pf = pq.ParquetFile(path)
     if pf.metadata.num_row_groups == 0:
         return []
@@ -173,18 +183,30 @@ def user_history(interactions_path: Path, user_id: str) -> tuple[int, pa.Table]:
     rows = read_matching(interactions_path, "user_id", [str(user_id)])
     if rows.num_rows == 0:
         raise KeyError(f"user {user_id!r} is not in {interactions_path}; known ids look like: "
-                       f"{', '.join(_known_ids(interactions_path, 'user_id'))}")
+                       f"{', '.join(known_ids(interactions_path, 'user_id'))}")
     return int(rows["user_idx"][0].as_py()), rows
 
 
 def item_rows(items_path: Path, ids: list[int]) -> dict[int, dict[str, Any]]:
-    """item_idx -> {item_idx, item_id, text, image_path} for the given ids."""
+    """item_idx -> {item_idx, item_id, text, image_path} for the given ids, from ingest's
+    items.parquet or an export's item_vectors.parquet (same columns, small row groups)."""
     items_path = Path(items_path)
     if not items_path.exists():
         raise FileNotFoundError(f"{items_path}: not found (run the ingest stage first)")
     table = read_matching(items_path, "item_idx", [int(i) for i in ids],
                           ["item_idx", "item_id", "text", "image_path"])
     return {int(r["item_idx"]): r for r in table.to_pylist()}
+
+
+USER_COLUMNS = ["user_id", "user_idx", "n_interactions", "history", "history_timestamp"]
+
+
+def export_user(export_dir: Path, user_id: str) -> dict[str, Any] | None:
+    """One user's row of the export's user_vectors.parquet without the vector (user_id, user_idx,
+    n_interactions, history, history_timestamp: the model's input, oldest first), or None for a
+    user the export does not hold."""
+    rows = read_matching(Path(export_dir) / USER_VECTORS_FILE, "user_id", [str(user_id)], USER_COLUMNS)
+    return rows.to_pylist()[0] if rows.num_rows else None
 
 
 def lookup_user(export_dir: Path, user_id: str) -> pa.Table:

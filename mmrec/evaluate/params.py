@@ -78,8 +78,9 @@ class RecommendParams(BaseModel):
     mask_history: bool = True
     # Users scored per matmul: the working set is batch_users x (N+1) float32 scores.
     batch_users: int = Field(512, ge=1)
-    # Users per Parquet row group: a lookup reads one group (row_group_users x k rows).
-    row_group_users: int = Field(64, ge=1)
+    # Users (items in item_vectors.parquet) per Parquet row group: a lookup reads one group of
+    # each file (row_group_size x k rows of recommendations.parquet).
+    row_group_size: int = Field(64, ge=1)
 
 
 class EvaluateConfig(Protocol):

@@ -13,7 +13,7 @@ import torch
 from evaluate_fakes import FakeModel, tiny_params, write_interactions, write_items
 
 import mmrec.evaluate.export as export
-from mmrec.evaluate.export import export_recommendations, load_item_ids, load_user_sequences
+from mmrec.evaluate.export import export_recommendations, load_items, load_user_sequences
 from mmrec.evaluate.lookup import ITEM_VECTORS_FILE, META_KEY, RECS_FILE, USER_VECTORS_FILE
 from mmrec.evaluate.params import RecommendParams
 from mmrec.evaluate.recommend import left_pad, top_k, top_k_scores
@@ -48,9 +48,9 @@ def tiny(tmp_path):
     inter = write_interactions(tmp_path, N_USERS, N_ITEMS)
     ingest = tmp_path / "data" / "tiny" / "ingest"
     seqs = load_user_sequences(ingest / "interactions.parquet")
-    item_ids = load_item_ids(ingest / "items.parquet")
+    items = load_items(ingest / "items.parquet")
     # levels=1: item vectors in {-1, 0, 1}^4, so many scores tie exactly
-    return tmp_path, inter, seqs, item_ids, FakeModel(N_ITEMS, dim=4, seed=5, levels=1, max_len=MAX_LEN)
+    return tmp_path, inter, seqs, items, FakeModel(N_ITEMS, dim=4, seed=5, levels=1, max_len=MAX_LEN)
 
 
 def _export(tmp_path, name, model, seqs, item_ids, **cfg):
@@ -106,15 +106,26 @@ def test_cli_model_path_gives_the_exported_rows(tiny, tmp_path):
 
 def test_batching_does_not_change_the_file(tiny, tmp_path):
     _, _, seqs, item_ids, model = tiny
-    outs = [_export(tmp_path, f"b{b}", model, seqs, item_ids, k=5, batch_users=b, row_group_users=4)
+    outs = [_export(tmp_path, f"b{b}", model, seqs, item_ids, k=5, batch_users=b, row_group_size=4)
             for b in (1, 3, 7, 1000)]
     first = (outs[0] / RECS_FILE).read_bytes()
     assert all((o / RECS_FILE).read_bytes() == first for o in outs[1:])
     assert all((o / USER_VECTORS_FILE).read_bytes() == (outs[0] / USER_VECTORS_FILE).read_bytes() for o in outs)
     meta = pq.ParquetFile(outs[0] / RECS_FILE).metadata
-    assert meta.num_row_groups == math.ceil(N_USERS / 4)      # row_group_users users per group
+    assert meta.num_row_groups == math.ceil(N_USERS / 4)      # row_group_size users per group
     groups = [pq.ParquetFile(outs[0] / RECS_FILE).read_row_group(g)["user_id"].unique() for g in range(3)]
     assert [len(u) for u in groups] == [4, 4, 4]
+
+
+def test_user_rows_hold_the_model_input(tiny, tmp_path):
+    _, inter, seqs, item_ids, model = tiny
+    users = pl.read_parquet(_export(tmp_path, "out", model, seqs, item_ids, k=5) / USER_VECTORS_FILE)
+    assert users["user_id"].is_sorted() and users.height == N_USERS
+    for row in users.iter_rows(named=True):
+        mine = inter.filter(pl.col("user_id") == row["user_id"])
+        assert row["n_interactions"] == mine.height
+        assert row["history"] == mine["item_idx"].to_list()[-MAX_LEN:]
+        assert row["history_timestamp"] == mine["timestamp"].to_list()[-MAX_LEN:]
 
 
 def test_vectors_reproduce_the_scores(tiny, tmp_path):
@@ -124,6 +135,7 @@ def test_vectors_reproduce_the_scores(tiny, tmp_path):
     users = pl.read_parquet(out / USER_VECTORS_FILE)
     assert items["item_idx"].to_list() == list(range(1, N_ITEMS + 1))
     assert items["item_id"].to_list() == [f"I{i:04d}" for i in range(1, N_ITEMS + 1)]
+    assert items["text"][2] == "item number 3" and items["image_path"][3] is None
     assert np.array_equal(np.stack(items["vector"].to_list()), model.item_repr().detach()[1:].numpy())
     recs = pl.read_parquet(out / RECS_FILE)
     item_vec = dict(zip(items["item_idx"].to_list(), np.stack(items["vector"].to_list())))
@@ -187,8 +199,12 @@ def test_bad_interactions_are_named(tmp_path):
     with pytest.raises(FileNotFoundError, match="run the ingest stage"):
         load_user_sequences(tmp_path / "missing.parquet")
     write_parquet(pl.DataFrame({"item_idx": [1, 3], "item_id": ["a", "c"]}), tmp_path / "items.parquet")
+    with pytest.raises(ValueError, match=r"items.parquet: missing column\(s\) text, image_path"):
+        load_items(tmp_path / "items.parquet")
+    write_parquet(pl.DataFrame({"item_idx": [1, 3], "item_id": ["a", "c"], "text": ["x", "y"],
+                                "image_path": [None, None]}), tmp_path / "items.parquet")
     with pytest.raises(ValueError, match=r"items.parquet: item_idx must be exactly 1..N"):
-        load_item_ids(tmp_path / "items.parquet")
+        load_items(tmp_path / "items.parquet")
 
 
 def test_model_item_count_must_match_items(tiny, tmp_path):

@@ -34,7 +34,7 @@ def exported(tmp_path, monkeypatch):
     mdir = tmp_path / "data" / "tiny" / "models" / "sasrec"
     mdir.mkdir(parents=True)
     (mdir / "model.pt").write_bytes(b"weights-v1")
-    params = tiny_params().model_copy(update={"recommend": RecommendParams(k=6, row_group_users=4)})
+    params = tiny_params().model_copy(update={"recommend": RecommendParams(k=6, row_group_size=4)})
     monkeypatch.setattr(export, "_load_model", lambda *a, **k: FakeModel(N_ITEMS, dim=4, seed=1, max_len=5))
     export.run(params, tmp_path, "sasrec")
     return tmp_path, params, tmp_path / "data" / "tiny" / "recommendations" / "sasrec"
