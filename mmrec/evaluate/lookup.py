@@ -9,6 +9,7 @@ a fraction of a second and stays far below the model's memory.
 
 from __future__ import annotations
 
+import bisect
 import os
 from pathlib import Path
 from typing import Any, Iterable, Mapping
@@ -136,10 +137,17 @@ def read_matching(path: Path, column: str, values: Iterable[Any],
             raise ValueError(f"no column {missing[0]!r}")
     except ValueError as err:
         raise ValueError(f"{path}: {err} (columns: {', '.join(pf.schema_arrow.names)})") from None
+    # A group is read when some wanted value lies in its [min, max]: a bisection in the sorted
+    # values per group, so many values against many groups stays cheap.
+    ordered = sorted(wanted)
     groups = []
     for g in range(meta.num_row_groups):
         stats = meta.row_group(g).column(leaf).statistics
-        if stats is None or not stats.has_min_max or any(stats.min <= v <= stats.max for v in wanted):
+        if stats is None or not stats.has_min_max:
+            groups.append(g)
+            continue
+        at = bisect.bisect_left(ordered, stats.min)
+        if at < len(ordered) and ordered[at] <= stats.max:
             groups.append(g)
     read_cols = None if columns is None else list(dict.fromkeys([*columns, column]))
     if groups:

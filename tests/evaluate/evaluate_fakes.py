@@ -118,3 +118,13 @@ def write_interactions(root, n_users: int, n_items: int, seed: int = 0, max_hist
     path.parent.mkdir(parents=True, exist_ok=True)
     write_parquet(df, path)
     return df
+
+
+def write_trained_project(root, n_users: int, n_items: int, weights: bytes = b"placeholder") -> None:
+    """Items, interactions and a stand-in `models/sasrec/model.pt` (its bytes are what the
+    export fingerprints; tests patch the loader) of the dataset `tiny` under `root`."""
+    write_items(root, n_items)
+    write_interactions(root, n_users, n_items)
+    mdir = root / "data" / "tiny" / "models" / "sasrec"
+    mdir.mkdir(parents=True)
+    (mdir / "model.pt").write_bytes(weights)

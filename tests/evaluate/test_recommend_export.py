@@ -10,7 +10,7 @@ import polars as pl
 import pyarrow.parquet as pq
 import pytest
 import torch
-from evaluate_fakes import FakeModel, tiny_params, write_interactions, write_items
+from evaluate_fakes import FakeModel, tiny_params, write_interactions, write_items, write_trained_project
 
 import mmrec.evaluate.export as export
 from mmrec.evaluate.export import export_recommendations, load_items, load_user_sequences
@@ -145,11 +145,7 @@ def test_vectors_reproduce_the_scores(tiny, tmp_path):
 
 
 def test_stage_writes_the_folder_atomically(tmp_path, monkeypatch):
-    write_items(tmp_path, N_ITEMS)
-    write_interactions(tmp_path, N_USERS, N_ITEMS)
-    mdir = tmp_path / "data" / "tiny" / "models" / "sasrec"
-    mdir.mkdir(parents=True)
-    (mdir / "model.pt").write_bytes(b"placeholder")
+    write_trained_project(tmp_path, N_USERS, N_ITEMS)
     params = tiny_params()
     model = FakeModel(N_ITEMS, dim=4, seed=5, max_len=MAX_LEN)
     monkeypatch.setattr(export, "_load_model", lambda *a, **k: model)

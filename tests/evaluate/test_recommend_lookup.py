@@ -8,7 +8,7 @@ import os
 import polars as pl
 import pyarrow.parquet as pq
 import pytest
-from evaluate_fakes import FakeModel, tiny_params, write_interactions, write_items
+from evaluate_fakes import FakeModel, tiny_params, write_interactions, write_trained_project
 
 import mmrec.evaluate.export as export
 from mmrec.evaluate.lookup import (
@@ -29,11 +29,7 @@ N_ITEMS, N_USERS = 15, 30
 @pytest.fixture
 def exported(tmp_path, monkeypatch):
     """A tiny project with sasrec's export (k 6, 4 users per row group)."""
-    write_items(tmp_path, N_ITEMS)
-    write_interactions(tmp_path, N_USERS, N_ITEMS)
-    mdir = tmp_path / "data" / "tiny" / "models" / "sasrec"
-    mdir.mkdir(parents=True)
-    (mdir / "model.pt").write_bytes(b"weights-v1")
+    write_trained_project(tmp_path, N_USERS, N_ITEMS, weights=b"weights-v1")
     params = tiny_params().model_copy(update={"recommend": RecommendParams(k=6, row_group_size=4)})
     monkeypatch.setattr(export, "_load_model", lambda *a, **k: FakeModel(N_ITEMS, dim=4, seed=1, max_len=5))
     export.run(params, tmp_path, "sasrec")
