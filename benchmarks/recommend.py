@@ -9,7 +9,7 @@ randomly initialised SASRec (hidden 64, 2 layers, max_len 50: the real model's u
 the export pays its forward pass) saved as model.pt. Then:
 
 1. exports every user's top-k as the stage does (same function, same files, same fingerprints)
-   and prints users/s and the process's peak RSS;
+   and prints users/s, the process's peak RSS and what the user encoder alone takes of it;
 2. runs `python -m mmrec.cli recommend --user <id> --json` as fresh processes for random users:
    wall time per process and peak RSS over them (and the floor: a process importing what the
    fast path imports, doing nothing);
@@ -121,6 +121,17 @@ def main() -> None:
               f"scoring and writing {s['seconds']:.1f} s, {s['users_per_s']:,.0f} users/s), "
               f"peak RSS {peak_rss_mib():,.0f} MiB; files (MiB): "
               + ", ".join(f"{n} {v:.1f}" for n, v in sorted(sizes.items())))
+
+        # What the user encoder alone costs (SASRec forward on the same batches): the rest of the
+        # export is scoring against all items, the top-k and writing.
+        from mmrec.evaluate.export import batch_inputs
+
+        t = time.perf_counter()
+        with torch.inference_mode():
+            for start in range(0, args.users, args.batch_users):
+                model.user_repr(batch_inputs(seqs, np.arange(start, min(start + args.batch_users, args.users)),
+                                             args.max_len).inputs)
+        print(f"of which the user encoder alone (SASRec forward, same batches): {time.perf_counter() - t:.1f} s")
 
         # 2. fresh processes
         rng = random.Random(0)
