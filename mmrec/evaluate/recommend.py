@@ -19,11 +19,15 @@ def top_k_scores(scores: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tens
     only when a row has fewer than k finite scores; callers drop them.
     """
     k = min(k, scores.shape[1])
-    vals, idx = torch.topk(scores, k, dim=1)                          # [B, k]
+    # One more than asked: the (k+1)-th score tells whether the boundary is tied, far cheaper
+    # than counting the scores >= the k-th over every item.
+    extra = k < scores.shape[1]
+    vals, idx = torch.topk(scores, k + extra, dim=1)                  # [B, k(+1)], sorted
+    ambiguous = vals[:, k] == vals[:, k - 1] if extra else torch.zeros(len(vals), dtype=torch.bool)
+    vals, idx = vals[:, :k].contiguous(), idx[:, :k].contiguous()
     kth = vals[:, -1:]                                                # [B, 1]
     # torch.topk picks arbitrarily among scores tied with the k-th: redo the rows where more
     # items than fit tie at the boundary, taking the lowest ids among the tied ones.
-    ambiguous = (scores >= kth).sum(1) > k                            # [B]
     if bool(ambiguous.any()):
         rows = ambiguous.nonzero().flatten()
         s = scores[rows]                                              # [R, N]
