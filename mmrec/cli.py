@@ -1,7 +1,8 @@
 """The `mmrec` command: run pipeline stages, recommend for a user, inspect any Parquet artifact.
 
-    mmrec run <stage> [model]          ingest | extract | teacher | train | evaluate | report
-    mmrec recommend --model sasrec --user A1B2C3 -k 10 [--json]
+    mmrec run <stage> [model]          ingest | extract | teacher | train | evaluate | report | recommend
+    mmrec recommend --model sasrec --user A1B2C3 -k 10 [--json]     (from recommend@sasrec's export)
+    mmrec recommend --model sasrec --history ITEM1,ITEM2 -k 10      (ad hoc: scored by the model)
     mmrec inspect data/sample/ingest/items.parquet [-n 5]
 
 A failure prints one `mmrec: error: ...` line naming the file, line or key; add --debug (or set
@@ -28,6 +29,7 @@ STAGES: dict[str, tuple[str, bool]] = {
     "train": ("mmrec.train.stage", True),
     "evaluate": ("mmrec.evaluate.stage", True),
     "report": ("mmrec.evaluate.report", False),
+    "recommend": ("mmrec.evaluate.export", True),
 }
 
 
@@ -116,11 +118,11 @@ def stage_main(main: Callable[[], Any]) -> None:
         sys.exit(1)
 
 
-def _params(path: str):
+def _params(path: str, check_entries: bool = True):
     from mmrec.config import ParamsError, load_params
 
     try:
-        return load_params(path)
+        return load_params(path, check_entries)
     except ParamsError as err:
         raise CliError(str(err)) from None
 
@@ -158,46 +160,118 @@ def _load_model(model_dir: Path, params, device, root: Path):
     return load_model(model_dir, params, device, root=root)
 
 
-def recommend(model: str, user: str, k: int = 10, params_path: str = "params.yaml", root: str = ".",
-              mask_history: bool | None = None) -> dict[str, Any]:
-    """Top-k items for a raw user id, with the user's recent history, as a JSON-ready dict."""
+def _note(text: str) -> None:
+    print(f"mmrec: note: {text}", file=sys.stderr)
+
+
+def _item_indices(items_path: Path, raw_ids: list[str]) -> list[int]:
+    """item_idx of raw item ids, in the given order; an unknown id is a CliError naming it."""
+    from mmrec.evaluate.lookup import read_matching
+
+    if not items_path.exists():
+        raise CliError(f"{items_path}: not found (run the ingest stage first)")
+    found = read_matching(items_path, "item_id", raw_ids, ["item_id", "item_idx"]).to_pylist()
+    index = {r["item_id"]: int(r["item_idx"]) for r in found}
+    unknown = [i for i in raw_ids if i not in index]
+    if unknown:
+        raise CliError(f"--history: item id(s) {', '.join(map(repr, unknown[:5]))} not in {items_path}")
+    return [index[i] for i in raw_ids]
+
+
+def recommend(model: str, user: str | None = None, k: int = 10, params_path: str = "params.yaml",
+              root: str = ".", mask_history: bool | None = None,
+              history: list[str] | None = None) -> dict[str, Any]:
+    """Top-k items for a raw user id, with the user's recent history, as a JSON-ready dict.
+
+    A known user is answered from `recommend@<model>`'s export (recommendations.parquet: a few
+    row groups read, no torch, no model) when it is there, fresh, holds at least k items and was
+    masked the same way; otherwise (said on stderr) the model scores the user's history. An ad-hoc
+    `history` (raw item ids, oldest first) is always scored by the model.
+    """
     from mmrec import paths
-    from mmrec.evaluate.recommend import item_rows, top_k, user_history
-    from mmrec.evaluate.stage import model_max_len
-    from mmrec.io import pick_device
+    from mmrec.evaluate.lookup import (
+        ITEM_VECTORS_FILE,
+        USER_VECTORS_FILE,
+        ExportUnusable,
+        export_inputs,
+        export_user,
+        item_rows,
+        known_ids,
+        lookup_user,
+        usable_export,
+        user_history,
+    )
 
     if k < 1:
         raise CliError(f"-k must be >= 1, got {k}")
-    params = _params(params_path)
+    if (user is None) == (history is None):
+        raise CliError("give exactly one of --user (a known user) or --history (ad-hoc item ids)")
+    if history is not None and not history:
+        raise CliError("--history: give at least one item id")
+    # The model entries' own checks import torch; they run below only when a model is built.
+    params = _params(params_path, check_entries=False)
     rootp = Path(root)
     if model not in params.train.models:
         raise CliError(f"model {model!r} is not in train.models; known: {', '.join(params.train.models)}")
-    mdir = paths.model_dir(params, model, rootp)
-    if not (mdir / "model.pt").exists():
-        raise CliError(f"{mdir / 'model.pt'}: not found (run `mmrec run train {model}` first)")
     ingest = paths.ingest_dir(params, rootp)
-    try:
-        user_idx, rows = user_history(ingest / "interactions.parquet", user)
-    except (KeyError, FileNotFoundError) as err:
-        raise CliError(str(err.args[0] if err.args else err)) from None
-    history = [int(i) for i in rows["item_idx"].to_list()]
     # Serving, unlike the evaluation protocol (evaluate.mask_history), does not recommend what the
-    # user already has unless asked (--no-mask).
-    mask = True if mask_history is None else mask_history
-    net = _load_model(mdir, params, pick_device(params.device), rootp)
-    max_len = model_max_len(net)
-    ids, scores = top_k(net, history, k, max_len, mask_history=mask)
-    recent = history[-max_len:]
-    info = item_rows(ingest / "items.parquet", sorted(set(ids) | set(recent)))
-    times = rows["timestamp"].to_list()[-max_len:] if "timestamp" in rows.columns else [None] * len(recent)
+    # user already has unless asked (recommend.mask_history, --no-mask).
+    mask = params.recommend.mask_history if mask_history is None else mask_history
+    export_dir = paths.recommend_dir(params, model, rootp)
+    user_idx, times, ids, scores, max_len, n_interactions = None, None, None, None, None, None
+    if user is not None:
+        try:
+            info = usable_export(export_dir, export_inputs(params, model, rootp), model=model, k=k,
+                                 mask_history=mask)
+        except ExportUnusable as why:
+            _note(f"{why}; scoring with the model instead (seconds; `dvc repro recommend@{model}` "
+                  f"or `mmrec run recommend {model}` writes the export)")
+        else:
+            # Everything shown comes from the export's small row groups, not the ingest tables.
+            row = export_user(export_dir, user)
+            if row is None:
+                raise CliError(f"user {user!r} is not in {export_dir / USER_VECTORS_FILE} (nor, as the "
+                               f"export is fresh, in {ingest / 'interactions.parquet'}); known ids look like: "
+                               f"{', '.join(known_ids(export_dir / USER_VECTORS_FILE, 'user_id'))}")
+            found = lookup_user(export_dir, user).slice(0, k)
+            ids, scores = found["item_idx"].to_pylist(), found["score"].to_pylist()
+            user_idx, n_interactions = row["user_idx"], row["n_interactions"]
+            items, times, max_len = row["history"], row["history_timestamp"], int(info["max_len"])
+        if ids is None:
+            try:
+                user_idx, rows = user_history(ingest / "interactions.parquet", user)
+            except (KeyError, FileNotFoundError) as err:
+                raise CliError(str(err.args[0] if err.args else err)) from None
+            items = [int(i) for i in rows["item_idx"].to_pylist()]
+            times = rows["timestamp"].to_pylist() if "timestamp" in rows.column_names else None
+    else:
+        items = _item_indices(ingest / "items.parquet", history)
+    source = "export" if ids is not None else "model"
+    if ids is None:
+        from mmrec.evaluate.recommend import top_k
+        from mmrec.evaluate.stage import model_max_len
+        from mmrec.io import pick_device
+
+        params = _params(params_path)
+        mdir = paths.model_dir(params, model, rootp)
+        if not (mdir / "model.pt").exists():
+            raise CliError(f"{mdir / 'model.pt'}: not found (run `mmrec run train {model}` first)")
+        net = _load_model(mdir, params, pick_device(params.device), rootp)
+        max_len = model_max_len(net)
+        ids, scores = top_k(net, items, k, max_len, mask_history=mask)
+    recent = items[-max_len:]
+    shown = export_dir / ITEM_VECTORS_FILE if source == "export" else ingest / "items.parquet"
+    info_rows = item_rows(shown, sorted(set(ids) | set(recent)))
+    times = times[-max_len:] if times is not None else [None] * len(recent)
 
     def item(i: int) -> dict[str, Any]:
-        r = info.get(i, {})
+        r = info_rows.get(i, {})
         return {"item_idx": i, "item_id": r.get("item_id"), "text": r.get("text"), "image_path": r.get("image_path")}
 
     return {
-        "model": model, "user_id": user, "user_idx": user_idx, "n_interactions": len(history),
-        "mask_history": mask,
+        "model": model, "user_id": user, "user_idx": user_idx,
+        "n_interactions": len(items) if n_interactions is None else n_interactions,
+        "mask_history": mask, "source": source,
         "history": [{**item(i), "timestamp": t} for i, t in zip(recent, times)],
         "recommendations": [{"rank": r + 1, "score": s, **item(i)} for r, (i, s) in enumerate(zip(ids, scores))],
     }
@@ -212,13 +286,17 @@ def _clip(text: Any, width: int = 80) -> str:
 
 
 def print_recommendations(rec: dict[str, Any]) -> None:
-    print(f"user {_clip(rec['user_id'])} (user_idx {rec['user_idx']}): {rec['n_interactions']} interactions; "
-          f"recent history, oldest first:")
+    if rec["user_id"] is None:
+        print(f"ad-hoc history of {rec['n_interactions']} items; as the model reads it, oldest first:")
+    else:
+        print(f"user {_clip(rec['user_id'])} (user_idx {rec['user_idx']}): {rec['n_interactions']} interactions; "
+              f"recent history, oldest first:")
     for n, h in enumerate(rec["history"], 1):
         print(f"  {n:>3}. [{_clip(h['item_id'])}] {_clip(h['text'])}\n"
               f"       image: {_clip(h['image_path'], 200) or '-'}")
     masked = "history masked" if rec["mask_history"] else "history not masked"
-    print(f"top-{len(rec['recommendations'])} by {rec['model']} ({masked}):")
+    source = {"export": ", from the export", "model": ", scored by the model"}.get(rec.get("source", ""), "")
+    print(f"top-{len(rec['recommendations'])} by {rec['model']} ({masked}){source}:")
     for r in rec["recommendations"]:
         print(f"  {r['rank']:>3}. score {r['score']:8.4f} [{_clip(r['item_id'])}] {_clip(r['text'])}\n"
               f"       image: {_clip(r['image_path'], 200) or '-'}")
@@ -269,12 +347,16 @@ def build_parser() -> argparse.ArgumentParser:
     p_run.add_argument("model", nargs="?", help="train/evaluate: one train.models entry (default: all)")
     common(p_run)
 
-    p_rec = sub.add_parser("recommend", help="top-k items for one user")
+    p_rec = sub.add_parser("recommend", help="top-k items for one user (or an ad-hoc history)")
     p_rec.add_argument("--model", required=True, help="a train.models entry with a trained model.pt")
-    p_rec.add_argument("--user", required=True, help="raw user id (as in the source data)")
+    who = p_rec.add_mutually_exclusive_group(required=True)
+    who.add_argument("--user", help="raw user id (as in the source data): read from recommend@<model>'s export")
+    who.add_argument("--history", type=lambda v: [i.strip() for i in v.split(",") if i.strip()],
+                     help="comma-separated raw item ids, oldest first: scored by the model")
     p_rec.add_argument("-k", type=int, default=10)
     p_rec.add_argument("--json", action="store_true", help="machine-readable output")
-    p_rec.add_argument("--no-mask", action="store_true", help="allow items already in the history")
+    p_rec.add_argument("--mask", action=argparse.BooleanOptionalAction, default=None,
+                       help="leave out items already in the history (default: recommend.mask_history)")
     common(p_rec)
 
     p_ins = sub.add_parser("inspect", help="schema, row count and head of a Parquet artifact")
@@ -293,7 +375,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(json.dumps(result, default=str, sort_keys=True))
         elif args.command == "recommend":
             rec = recommend(args.model, args.user, args.k, args.params, args.root,
-                            mask_history=False if args.no_mask else None)
+                            mask_history=args.mask, history=args.history)
             if args.json:
                 print(json.dumps(rec, default=str))
             else:

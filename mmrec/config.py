@@ -17,7 +17,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, PositiveInt, ValidationError, model_validator
 
 from mmrec.data.params import DataParams
-from mmrec.evaluate.params import EvaluateParams
+from mmrec.evaluate.params import EvaluateParams, RecommendParams
 from mmrec.features.params import ExtractParams
 from mmrec.teacher.params import TeacherParams
 from mmrec.train.params import TrainParams
@@ -42,6 +42,7 @@ class Params(BaseModel):
     teacher: TeacherParams = TeacherParams()
     train: TrainParams = TrainParams()
     evaluate: EvaluateParams = EvaluateParams()
+    recommend: RecommendParams = RecommendParams()
     # dataset name -> settings merged over the sections above (see the module docstring)
     profiles: dict[str, dict[str, Any]] = {}
     profile: Optional[str] = None  # set on load: the profile applied, if any
@@ -105,12 +106,20 @@ def format_validation_error(err: ValidationError, source: str) -> str:
     return "\n".join(lines)
 
 
-def parse_params(raw: dict[str, Any], source: str = "params") -> Params:
-    """Validate a params mapping; raise ParamsError naming each bad key."""
+def parse_params(raw: dict[str, Any], source: str = "params", check_entries: bool = True) -> Params:
+    """Validate a params mapping; raise ParamsError naming each bad key.
+
+    `check_entries=False` skips resolving each `train.models` entry against its model class,
+    which imports torch and the model registry (seconds): for readers that never build a model,
+    like `mmrec recommend` answering from the exported file. Every section's own schema is still
+    checked.
+    """
     try:
         params = Params.model_validate(raw or {})
     except ValidationError as err:
         raise ParamsError(format_validation_error(err, source)) from None
+    if not check_entries:
+        return params
     from mmrec.train.entries import check_train_section  # imports the model registry (torch)
 
     try:
@@ -120,8 +129,8 @@ def parse_params(raw: dict[str, Any], source: str = "params") -> Params:
     return params
 
 
-def load_params(path: str | os.PathLike = "params.yaml") -> Params:
-    """Read and validate params.yaml."""
+def load_params(path: str | os.PathLike = "params.yaml", check_entries: bool = True) -> Params:
+    """Read and validate params.yaml (`check_entries`: see `parse_params`)."""
     path = Path(path)
     if not path.exists():
         raise ParamsError(f"{path}: file not found (run from the project root or pass a path)")
@@ -131,4 +140,4 @@ def load_params(path: str | os.PathLike = "params.yaml") -> Params:
         raise ParamsError(f"{path}: not valid YAML: {err}") from None
     if raw is not None and not isinstance(raw, dict):
         raise ParamsError(f"{path}: top level must be a mapping")
-    return parse_params(raw or {}, str(path))
+    return parse_params(raw or {}, str(path), check_entries)

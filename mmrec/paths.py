@@ -90,6 +90,12 @@ def results_dir(p: Layout, model: str, root: str | Path = ".") -> Path:
     return dataset_dir(p, root) / "results" / model
 
 
+def recommend_dir(p: Layout, model: str, root: str | Path = ".") -> Path:
+    """`recommendations/<model>/`: the DVC output of `recommend@<model>` (every user's top-k,
+    item and user vectors)."""
+    return dataset_dir(p, root) / "recommendations" / model
+
+
 def report_dir(p: Layout, root: str | Path = ".") -> Path:
     return dataset_dir(p, root) / "report"
 

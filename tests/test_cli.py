@@ -117,3 +117,89 @@ def test_run_missing_module_fails_only_when_used(project, monkeypatch, capsys):
     monkeypatch.setitem(cli.STAGES, "teacher", ("mmrec.no_such_package.stage", False))
     assert cli.main(["run", "teacher", *_args(root)]) == 2
     assert "not available" in capsys.readouterr().err
+
+
+def _export(root, monkeypatch, model):
+    """`mmrec run recommend sasrec` with the fake model (the stage's own loader patched)."""
+    import mmrec.evaluate.export as export
+
+    monkeypatch.setattr(export, "_load_model", lambda *a, **k: model)
+    assert cli.main(["run", "recommend", "sasrec", *_args(root)]) == 0
+
+
+def _recommend(root, capsys, *extra):
+    code = cli.main(["recommend", "--model", "sasrec", "--json", *extra, *_args(root)])
+    out = capsys.readouterr()
+    return code, (json.loads(out.out) if code == 0 else None), out.err
+
+
+def test_recommend_reads_the_export_without_the_model(project, monkeypatch, capsys):
+    root, model = project
+    code, slow, err = _recommend(root, capsys, "--user", "alice", "-k", "6")
+    assert code == 0 and slow["source"] == "model"
+    assert "recommendations.parquet: not found; scoring with the model instead" in err
+    _export(root, monkeypatch, model)
+    capsys.readouterr()
+
+    def no_model(*a, **k):
+        raise AssertionError("the fast path must not load the model")
+
+    monkeypatch.setattr(cli, "_load_model", no_model)
+    code, fast, err = _recommend(root, capsys, "--user", "alice", "-k", "6")
+    assert code == 0 and err == "" and fast["source"] == "export"
+    assert {k: v for k, v in fast.items() if k != "source"} == {k: v for k, v in slow.items() if k != "source"}
+    code, _, err = _recommend(root, capsys, "--user", "carol")
+    assert code == 2 and "user 'carol' is not in" in err and "known ids look like: alice, bob" in err
+
+
+def test_recommend_falls_back_when_the_export_cannot_answer(project, monkeypatch, capsys):
+    root, model = project
+    _export(root, monkeypatch, model)
+    capsys.readouterr()
+    code, rec, err = _recommend(root, capsys, "--user", "bob", "-k", "51")     # recommend.k is 50
+    assert code == 0 and rec["source"] == "model" and "fewer than -k 51" in err
+    code, rec, err = _recommend(root, capsys, "--user", "bob", "--no-mask")
+    assert code == 0 and rec["source"] == "model" and "exported with history masked" in err
+    inter = root / "data/tiny/ingest/interactions.parquet"
+    write_parquet(pl.read_parquet(inter).vstack(pl.DataFrame(                  # bob bought another item
+        {"user_idx": [2], "user_id": ["bob"], "item_idx": [8], "timestamp": [7]},
+        schema=pl.read_parquet_schema(inter))), inter)
+    code, rec, err = _recommend(root, capsys, "--user", "bob")
+    assert code == 0 and rec["source"] == "model" and rec["n_interactions"] == 3
+    assert "stale: interactions.parquet changed since the export" in err
+    assert 8 not in [r["item_idx"] for r in rec["recommendations"]]
+
+
+def test_recommend_ad_hoc_history(project, capsys):
+    root, model = project
+    code, rec, err = _recommend(root, capsys, "--history", "I0004, I0009,I0002", "-k", "3")
+    assert code == 0 and rec["source"] == "model" and rec["user_id"] is None and err == ""
+    assert [h["item_idx"] for h in rec["history"]] == [4, 9, 2]
+    scores = (model.user_repr(torch.tensor([[4, 9, 2]])) @ model.item_repr().T)[0].detach()
+    scores[[0, 4, 9, 2]] = -float("inf")
+    order = sorted(range(31), key=lambda i: (-scores[i].item(), i))[:3]
+    assert [r["item_idx"] for r in rec["recommendations"]] == order
+    assert cli.main(["recommend", "--model", "sasrec", "--history", "I0004,X1", *_args(root)]) == 2
+    assert "item id(s) 'X1' not in" in capsys.readouterr().err
+    assert cli.main(["recommend", "--model", "sasrec", "--history", "I0004", "-k", "2", *_args(root)]) == 0
+    assert "ad-hoc history of 1 items" in capsys.readouterr().out
+    with pytest.raises(SystemExit):                                            # one or the other
+        cli.main(["recommend", "--model", "sasrec", "--user", "bob", "--history", "I0004", *_args(root)])
+
+
+def test_recommend_fast_path_does_not_import_torch(project, monkeypatch, capsys):
+    """A fresh process answering from the export never imports torch (nor polars)."""
+    import os
+    import subprocess
+
+    root, model = project
+    _export(root, monkeypatch, model)
+    code = ("import sys, mmrec.cli as c; "
+            f"rc = c.main(['recommend', '--model', 'sasrec', '--user', 'alice', '--json', '--params', "
+            f"{str(root / 'params.yaml')!r}, '--root', {str(root)!r}]); "
+            "print(sorted(m for m in ('torch', 'polars') if m in sys.modules)); sys.exit(rc)")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         env={**os.environ, "PYTHONPATH": str(Path(cli.__file__).parents[1])})
+    assert res.returncode == 0, res.stderr
+    assert json.loads(res.stdout.splitlines()[0])["source"] == "export"
+    assert res.stdout.splitlines()[-1] == "[]"

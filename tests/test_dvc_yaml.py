@@ -63,6 +63,12 @@ def test_resolved_stages_depend_only_on_what_they_read():
     assert [o.def_path for o in stages["evaluate@kdsr"].outs] == [
         "data/sample/results/kdsr/metrics.json", "metrics/kdsr.json"]
     assert not stages["evaluate@kdsr"].outs[1].use_cache                    # git tracks the headline
+    # recommend@<model>: the serving export reads the full history (interactions), not the splits
+    assert "data/sample/ingest/interactions.parquet" in deps("recommend@sasrec")
+    assert not any(d.startswith(("data/sample/features", "data/sample/teacher")) for d in deps("recommend@sasrec"))
+    assert {"data/sample/features", "data/sample/teacher"} <= deps("recommend@kdsr")
+    assert params("recommend@odmt") == {"device", "recommend", "profiles"}
+    assert [o.def_path for o in stages["recommend@odmt"].outs] == ["data/sample/recommendations/odmt"]
 
 
 def test_gitignore_keeps_metrics_and_lock_tracked_and_plots_out():

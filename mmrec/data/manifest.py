@@ -12,7 +12,6 @@ extraction then counts that item as failed and names it in its summary).
 
 from __future__ import annotations
 
-import hashlib
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Optional
@@ -20,16 +19,10 @@ from typing import Optional
 import numpy as np
 import polars as pl
 
-from mmrec.io import write_parquet
+from mmrec.io import file_sha256, write_parquet
 
 SCHEMA = {"item_idx": pl.Int32, "path": pl.String, "size": pl.Int64, "sha256": pl.String}
 HASH_THREADS = 8  # hashing is I/O-bound on cold caches; hashlib releases the GIL on large reads
-
-
-def file_sha256(path: str | Path) -> str:
-    """Hex sha256 of a file's bytes (streamed)."""
-    with open(path, "rb") as f:
-        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 def _stat_hash(path: Optional[str], root: Path) -> tuple[Optional[int], Optional[str]]:

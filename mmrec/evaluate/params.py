@@ -65,6 +65,24 @@ class EvaluateParams(BaseModel):
         return v
 
 
+class RecommendParams(BaseModel):
+    """The `recommend` section: what `recommend@<model>` exports for serving."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    # Items per user in recommendations.parquet; `mmrec recommend -k` up to this reads the file.
+    k: int = Field(50, ge=1)
+    # Serving does not recommend what a user already has (their whole known history, train +
+    # valid + test); false keeps those items in the ranking. Unlike evaluate.mask_history there
+    # is no target, so the setting is on or off.
+    mask_history: bool = True
+    # Users scored per matmul: the working set is batch_users x (N+1) float32 scores.
+    batch_users: int = Field(512, ge=1)
+    # Users (items in item_vectors.parquet) per Parquet row group: a lookup reads one group of
+    # each file (row_group_size x k rows of recommendations.parquet).
+    row_group_size: int = Field(64, ge=1)
+
+
 class EvaluateConfig(Protocol):
     """The sections of params.yaml the evaluate and report stages read (`mmrec.config.Params`
     fits). `train` is the train section (`models`, `common`, per-model sections), read here
@@ -76,3 +94,9 @@ class EvaluateConfig(Protocol):
     extract: ExtractParams
     train: Any
     evaluate: EvaluateParams
+
+
+class RecommendConfig(EvaluateConfig, Protocol):
+    """What the recommend stage reads: the evaluate stage's sections plus `recommend`."""
+
+    recommend: RecommendParams

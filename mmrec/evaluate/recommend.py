@@ -1,31 +1,48 @@
-"""Top-k recommendations for one user from a trained model (used by `mmrec recommend`)."""
+"""Top-k recommendations from a trained model: the batched selection the export stage streams
+(`mmrec.evaluate.export`), and one user's list for `mmrec recommend --history`.
+
+Ties are broken by item id (lower first), so the same scores give the same list whatever the
+batch a user is scored in, and the export and the model path agree row for row.
+"""
 
 from __future__ import annotations
 
 import math
-from pathlib import Path
-from typing import Any
 
-import polars as pl
 import torch
 
 
-def user_history(interactions_path: Path, user_id: str) -> tuple[int, pl.DataFrame]:
-    """(user_idx, the user's interactions oldest first) for a raw user id.
+def top_k_scores(scores: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(values [B, k'], item ids [B, k']) of each row's k best scores, k' = min(k, columns).
 
-    interactions.parquet is sorted by user then time with a stable tie-break, so the file order
-    is the history order. An unknown id is an error that shows a few known ones.
+    Order: score descending, then item id ascending. Excluded items (score -inf) can appear
+    only when a row has fewer than k finite scores; callers drop them.
     """
-    if not interactions_path.exists():
-        raise FileNotFoundError(f"{interactions_path}: not found (run the ingest stage first)")
-    lf = pl.scan_parquet(interactions_path)
-    rows = (lf.with_row_index("_row").filter(pl.col("user_id") == str(user_id))
-            .sort("_row").drop("_row").collect())
-    if rows.is_empty():
-        sample = lf.select("user_id").unique(maintain_order=True).head(5).collect()["user_id"].to_list()
-        raise KeyError(f"user {user_id!r} is not in {interactions_path}; known ids look like: "
-                       f"{', '.join(map(str, sample))}")
-    return int(rows["user_idx"][0]), rows
+    k = min(k, scores.shape[1])
+    # One more than asked: the (k+1)-th score tells whether the boundary is tied, far cheaper
+    # than counting the scores >= the k-th over every item.
+    extra = k < scores.shape[1]
+    vals, idx = torch.topk(scores, k + extra, dim=1)                  # [B, k(+1)], sorted
+    ambiguous = vals[:, k] == vals[:, k - 1] if extra else torch.zeros(len(vals), dtype=torch.bool)
+    vals, idx = vals[:, :k].contiguous(), idx[:, :k].contiguous()
+    kth = vals[:, -1:]                                                # [B, 1]
+    # torch.topk picks arbitrarily among scores tied with the k-th: redo the rows where more
+    # items than fit tie at the boundary, taking the lowest ids among the tied ones.
+    if bool(ambiguous.any()):
+        rows = ambiguous.nonzero().flatten()
+        s = scores[rows]                                              # [R, N]
+        above = s > kth[rows]
+        tied = s == kth[rows]
+        need = k - above.sum(1, keepdim=True)
+        chosen = above | (tied & (tied.cumsum(1) <= need))            # exactly k per row
+        cols = chosen.nonzero()[:, 1].view(len(rows), k)              # ascending ids per row
+        idx[rows] = cols
+        vals[rows] = s.gather(1, cols)
+    # Order inside the k: ids ascending first, then a stable sort by score keeps that among ties.
+    idx, order = idx.sort(dim=1)
+    vals = vals.gather(1, order)
+    vals, order = vals.sort(dim=1, descending=True, stable=True)
+    return vals, idx.gather(1, order)
 
 
 def left_pad(items: list[int], width: int) -> torch.Tensor:
@@ -42,19 +59,10 @@ def top_k(model: torch.nn.Module, history: list[int], k: int, max_len: int,
     device = next(model.parameters()).device
     items = model.item_repr().float()                                  # [N+1, D]
     user = model.user_repr(left_pad(history, max_len).to(device)).float()  # [1, D]
-    scores = (user @ items.T)[0]                                       # [N+1]
-    scores[0] = -math.inf
+    scores = user @ items.T                                            # [1, N+1]
+    scores[:, 0] = -math.inf
     if mask_history and history:
-        scores[torch.tensor(sorted(set(history)), device=device)] = -math.inf
-    k = min(k, int(torch.isfinite(scores).sum()))
-    val, idx = torch.topk(scores, k)
-    return idx.cpu().tolist(), val.cpu().tolist()
-
-
-def item_rows(items_path: Path, ids: list[int]) -> dict[int, dict[str, Any]]:
-    """item_idx -> {item_id, text, image_path} for the given ids."""
-    if not items_path.exists():
-        raise FileNotFoundError(f"{items_path}: not found (run the ingest stage first)")
-    df = (pl.scan_parquet(items_path).filter(pl.col("item_idx").is_in(ids))
-          .select("item_idx", "item_id", "text", "image_path").collect())
-    return {int(r["item_idx"]): r for r in df.iter_rows(named=True)}
+        scores[0, torch.tensor(sorted(set(history)), device=device)] = -math.inf
+    vals, idx = top_k_scores(scores, k)
+    keep = torch.isfinite(vals[0])
+    return idx[0][keep].cpu().tolist(), vals[0][keep].cpu().tolist()

@@ -93,3 +93,38 @@ def write_items(root, n_items: int, seed: int = 0):
     path.parent.mkdir(parents=True, exist_ok=True)
     write_parquet(df, path)
     return df
+
+
+def write_interactions(root, n_users: int, n_items: int, seed: int = 0, max_history: int = 9):
+    """A minimal interactions.parquet under data/tiny/ingest/ as ingest writes it (sorted by
+    user then time): user ids are random strings, numbered in sorted-id order like ingest does.
+    User 0 (in id order) has interacted with every item but two."""
+    import random
+
+    import polars as pl
+
+    from mmrec.io import write_parquet
+
+    rng = random.Random(seed)
+    ids = sorted({f"U{rng.randrange(10**6):06d}" for _ in range(3 * n_users)})[:n_users]
+    rows = []
+    for u, uid in enumerate(ids):
+        items = (list(range(1, n_items - 1)) if u == 0 else
+                 [rng.randrange(1, n_items + 1) for _ in range(rng.randrange(1, max_history + 1))])
+        rows += [(u, uid, i, 1000 * u + t) for t, i in enumerate(items)]
+    df = pl.DataFrame(rows, schema={"user_idx": pl.Int32, "user_id": pl.String, "item_idx": pl.Int32,
+                                    "timestamp": pl.Int64}, orient="row")
+    path = root / "data" / "tiny" / "ingest" / "interactions.parquet"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_parquet(df, path)
+    return df
+
+
+def write_trained_project(root, n_users: int, n_items: int, weights: bytes = b"placeholder") -> None:
+    """Items, interactions and a stand-in `models/sasrec/model.pt` (its bytes are what the
+    export fingerprints; tests patch the loader) of the dataset `tiny` under `root`."""
+    write_items(root, n_items)
+    write_interactions(root, n_users, n_items)
+    mdir = root / "data" / "tiny" / "models" / "sasrec"
+    mdir.mkdir(parents=True)
+    (mdir / "model.pt").write_bytes(weights)

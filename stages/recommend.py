@@ -1,0 +1,22 @@
+"""DVC stage `recommend@<model>`: every user's top-k items for serving (see mmrec.evaluate.export)."""
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a clone without installing
+
+from mmrec.cli import stage_main  # noqa: E402
+from mmrec.config import load_params  # noqa: E402
+from mmrec.evaluate.export import run  # noqa: E402
+
+
+def main() -> None:
+    if len(sys.argv) != 2:
+        sys.exit("usage: python stages/recommend.py <model>")
+    s = run(load_params(), Path("."), sys.argv[1])
+    print(f"recommend {s['model']}: top-{s['k']} of {s['items']} items for {s['users']} users "
+          f"({s['rows']} rows), {s['seconds']:.1f}s ({s['users_per_s']} users/s) -> {s['path']}")
+
+
+if __name__ == "__main__":
+    stage_main(main)
