@@ -118,11 +118,11 @@ def stage_main(main: Callable[[], Any]) -> None:
         sys.exit(1)
 
 
-def _params(path: str, check_entries: bool = True):
+def _params(path: str):
     from mmrec.config import ParamsError, load_params
 
     try:
-        return load_params(path, check_entries)
+        return load_params(path)
     except ParamsError as err:
         raise CliError(str(err)) from None
 
@@ -208,8 +208,7 @@ def recommend(model: str, user: str | None = None, k: int = 10, params_path: str
         raise CliError("give exactly one of --user (a known user) or --history (ad-hoc item ids)")
     if history is not None and not history:
         raise CliError("--history: give at least one item id")
-    # The model entries' own checks import torch; they run below only when a model is built.
-    params = _params(params_path, check_entries=False)
+    params = _params(params_path)
     rootp = Path(root)
     if model not in params.train.models:
         raise CliError(f"model {model!r} is not in train.models; known: {', '.join(params.train.models)}")

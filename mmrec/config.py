@@ -106,21 +106,17 @@ def format_validation_error(err: ValidationError, source: str) -> str:
     return "\n".join(lines)
 
 
-def parse_params(raw: dict[str, Any], source: str = "params", check_entries: bool = True) -> Params:
+def parse_params(raw: dict[str, Any], source: str = "params") -> Params:
     """Validate a params mapping; raise ParamsError naming each bad key.
 
-    `check_entries=False` skips resolving each `train.models` entry against its model class,
-    which imports torch and the model registry (seconds): for readers that never build a model,
-    like `mmrec recommend` answering from the exported file. Every section's own schema is still
-    checked.
+    Every `train.models` entry is resolved against its model's settings
+    (mmrec.models.configs, which imports no torch, so every reader can afford the full check).
     """
     try:
         params = Params.model_validate(raw or {})
     except ValidationError as err:
         raise ParamsError(format_validation_error(err, source)) from None
-    if not check_entries:
-        return params
-    from mmrec.train.entries import check_train_section  # imports the model registry (torch)
+    from mmrec.train.entries import check_train_section
 
     try:
         check_train_section(params.train)
@@ -129,8 +125,8 @@ def parse_params(raw: dict[str, Any], source: str = "params", check_entries: boo
     return params
 
 
-def load_params(path: str | os.PathLike = "params.yaml", check_entries: bool = True) -> Params:
-    """Read and validate params.yaml (`check_entries`: see `parse_params`)."""
+def load_params(path: str | os.PathLike = "params.yaml") -> Params:
+    """Read and validate params.yaml (see `parse_params`)."""
     path = Path(path)
     if not path.exists():
         raise ParamsError(f"{path}: file not found (run from the project root or pass a path)")
@@ -140,4 +136,4 @@ def load_params(path: str | os.PathLike = "params.yaml", check_entries: bool = T
         raise ParamsError(f"{path}: not valid YAML: {err}") from None
     if raw is not None and not isinstance(raw, dict):
         raise ParamsError(f"{path}: top level must be a mapping")
-    return parse_params(raw or {}, str(path), check_entries)
+    return parse_params(raw or {}, str(path))

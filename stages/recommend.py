@@ -6,11 +6,13 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a clone without installing
 
 from mmrec.cli import stage_main  # noqa: E402
-from mmrec.config import load_params  # noqa: E402
-from mmrec.evaluate.export import run  # noqa: E402
 
 
 def main() -> None:
+    # Imported here, after stage_main has sized the thread pools (polars reads its size at import).
+    from mmrec.config import load_params
+    from mmrec.evaluate.export import run
+
     if len(sys.argv) != 2:
         sys.exit("usage: python stages/recommend.py <model>")
     s = run(load_params(), Path("."), sys.argv[1])
