@@ -10,15 +10,19 @@ the export pays its forward pass) saved as model.pt. Then:
 
 1. exports every user's top-k as the stage does (same function, same files, same fingerprints)
    and prints users/s, the process's peak RSS and what the user encoder alone takes of it;
-2. runs `python -m mmrec.cli recommend --user <id> --json` as fresh processes for random users:
-   wall time per process and peak RSS over them (and the floor: a process importing what the
-   fast path imports, doing nothing);
-3. times the same lookup in-process (`mmrec.cli.recommend`, imports already paid).
+2. runs `mmrec recommend --user <id> --json` (the installed console script; `python -m
+   mmrec.cli` without one) as fresh processes for random users: wall time per process and peak
+   RSS over them, and two floors: `python -c pass`, and a process importing what the fast path
+   imports, doing nothing;
+3. times the same lookup in-process: the fast path (`mmrec.cli.quick_recommend`: plain YAML,
+   the SQLite index), the validating path (`mmrec.cli.recommend`: pydantic params, same index)
+   and the index read alone.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import random
@@ -41,7 +45,7 @@ sys.path.insert(0, str(ROOT))
 from mmrec import paths  # noqa: E402
 from mmrec.config import parse_params  # noqa: E402
 from mmrec.evaluate.export import export_recommendations, load_items, load_user_sequences  # noqa: E402
-from mmrec.evaluate.lookup import export_inputs, fingerprint  # noqa: E402
+from mmrec.evaluate.serving import INDEX_FILE, answer_from_index, export_inputs, fingerprint  # noqa: E402
 from mmrec.io import atomic_dir, write_parquet  # noqa: E402
 from mmrec.models.base import ModelContext  # noqa: E402
 from mmrec.models.registry import build_model  # noqa: E402
@@ -88,9 +92,14 @@ def main() -> None:
     ap.add_argument("--batch-users", type=int, default=512)
     ap.add_argument("--lookups", type=int, default=10, help="fresh `mmrec recommend` processes")
     ap.add_argument("--in-process", type=int, default=200, help="lookups timed inside this process")
+    ap.add_argument("--keep", type=Path, help="build the project in this new folder and keep it (to time "
+                                              "`mmrec recommend` by hand afterwards)")
     args = ap.parse_args()
     torch.manual_seed(0)
-    with tempfile.TemporaryDirectory(prefix="mmrec-bench-recommend-") as tmp:
+    if args.keep is not None:
+        args.keep.mkdir(parents=True)
+    with contextlib.nullcontext(args.keep) if args.keep else tempfile.TemporaryDirectory(
+            prefix="mmrec-bench-recommend-") as tmp:
         root = Path(tmp)
         make_project(root, args.users, args.items)
         params = parse_params({**yaml.safe_load((root / "params.yaml").read_text()),
@@ -137,7 +146,9 @@ def main() -> None:
         rng = random.Random(0)
         users = [seqs.user_id[rng.randrange(args.users)].as_py() for _ in range(max(args.lookups, args.in_process))]
         env = {**os.environ, "PYTHONPATH": str(ROOT)}
-        cmd = [sys.executable, "-m", "mmrec.cli", "recommend", "--model", "sasrec", "-k", "10", "--json",
+        script = Path(sys.executable).parent / "mmrec"
+        entry = [str(script)] if script.exists() else [sys.executable, "-m", "mmrec.cli"]
+        cmd = [*entry, "recommend", "--model", "sasrec", "-k", "10", "--json",
                "--params", str(root / "params.yaml"), "--root", str(root)]
 
         def fresh(argv: list[str]) -> tuple[float, float]:
@@ -149,8 +160,9 @@ def main() -> None:
                 raise RuntimeError(res.stderr)
             return wall, int(res.stderr.strip().splitlines()[-1]) / 1024
 
-        floor = [fresh([sys.executable, "-c", "import mmrec.cli, mmrec.config, mmrec.evaluate.lookup"])
-                 for _ in range(3)]
+        bare = [fresh([sys.executable, "-c", "pass"]) for _ in range(5)]
+        floor = [fresh([sys.executable, "-c", "import mmrec.cli, mmrec.evaluate.serving, mmrec.rawparams"])
+                 for _ in range(5)]
         runs = []
         for uid in users[:args.lookups]:
             runs.append(fresh([*cmd, "--user", uid]))
@@ -159,29 +171,34 @@ def main() -> None:
         walls = sorted(w for w, _ in runs)
         print(f"fresh `mmrec recommend --user`: median {statistics.median(walls) * 1000:.0f} ms, "
               f"max {walls[-1] * 1000:.0f} ms, peak RSS {max(r for _, r in runs):.0f} MiB over {len(runs)} "
-              f"processes; floor (python + the fast path's imports, no work): "
+              f"processes ({' '.join(entry[:1])}); floors: `python -c pass` "
+              f"{statistics.median(w for w, _ in bare) * 1000:.0f} ms, {max(r for _, r in bare):.0f} MiB; "
+              f"python + the fast path's imports, no work: "
               f"{statistics.median(w for w, _ in floor) * 1000:.0f} ms, {max(r for _, r in floor):.0f} MiB")
 
         # 3. in-process: what a long-lived server using these functions pays per user
         from mmrec import cli
-        from mmrec.evaluate.lookup import lookup_user
 
-        cli.recommend("sasrec", users[0], 10, str(root / "params.yaml"), str(root))      # warm-up
-        times, lookups = [], []
-        for uid in users[:args.in_process]:
-            t = time.perf_counter()
-            rec = cli.recommend("sasrec", uid, 10, str(root / "params.yaml"), str(root))
-            times.append(time.perf_counter() - t)
-            assert rec["source"] == "export"
-            t = time.perf_counter()
-            lookup_user(out, uid)
-            lookups.append(time.perf_counter() - t)
-        times.sort()
-        lookups.sort()
-        p95 = times[int(0.95 * (len(times) - 1))]
-        print(f"in-process `mmrec.cli.recommend` (params, freshness check, history, lookup, item texts): "
-              f"median {statistics.median(times) * 1000:.1f} ms, p95 {p95 * 1000:.1f} ms over {len(times)} users; "
-              f"lookup_user alone median {statistics.median(lookups) * 1000:.2f} ms")
+        pfile = str(root / "params.yaml")
+        inputs = export_inputs(params, "sasrec", root)
+        timed: dict[str, list[float]] = {"quick": [], "validating": [], "index": []}
+        calls = {"quick": lambda u: cli.quick_recommend("sasrec", u, 10, pfile, str(root)),
+                 "validating": lambda u: cli.recommend("sasrec", u, 10, pfile, str(root)),
+                 "index": lambda u: answer_from_index(out / INDEX_FILE, inputs, model="sasrec", user=u, k=10,
+                                                      mask_history=True)}
+        for name, call in calls.items():
+            call(users[0])                                                              # warm-up
+            for uid in users[:args.in_process]:
+                t = time.perf_counter()
+                rec = call(uid)
+                timed[name].append(time.perf_counter() - t)
+                assert rec["source"] == "export"
+        for name, what in (("quick", "fast path `mmrec.cli.quick_recommend` (plain YAML, index)"),
+                           ("validating", "validating `mmrec.cli.recommend` (pydantic params, index)"),
+                           ("index", "`answer_from_index` alone")):
+            t = sorted(timed[name])
+            print(f"in-process {what}: median {statistics.median(t) * 1000:.2f} ms, "
+                  f"p95 {t[int(0.95 * (len(t) - 1))] * 1000:.2f} ms over {len(t)} users")
 
 
 if __name__ == "__main__":

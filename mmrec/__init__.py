@@ -3,7 +3,7 @@
 The import graph runs one way (tests/test_layering.py checks it on every module):
 
     stages/, cli  ->  config  ->  train  ->  evaluate  ->  models  ->  objectives
-        ->  teacher  ->  features  ->  data  ->  io, paths, registry, threads
+        ->  teacher  ->  features  ->  data  ->  io, hashing, paths, rawparams, registry, threads
 
 A package imports only packages to its right. `config` assembles the full `Params` from each
 package's own section schema (`<package>/params.py`); only the entry points (stage scripts, the

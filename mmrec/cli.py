@@ -183,97 +183,100 @@ def recommend(model: str, user: str | None = None, k: int = 10, params_path: str
               history: list[str] | None = None) -> dict[str, Any]:
     """Top-k items for a raw user id, with the user's recent history, as a JSON-ready dict.
 
-    A known user is answered from `recommend@<model>`'s export (recommendations.parquet: a few
-    row groups read, no torch, no model) when it is there, fresh, holds at least k items and was
+    A known user is answered from `recommend@<model>`'s index (recommendations.sqlite: a few
+    primary-key reads, no torch, no model) when it is there, fresh, holds at least k items and was
     masked the same way; otherwise (said on stderr) the model scores the user's history. An ad-hoc
     `history` (raw item ids, oldest first) is always scored by the model.
     """
     from mmrec import paths
-    from mmrec.evaluate.lookup import (
-        ITEM_VECTORS_FILE,
-        USER_VECTORS_FILE,
-        ExportUnusable,
-        export_inputs,
-        export_user,
-        item_rows,
-        known_ids,
-        lookup_user,
-        usable_export,
-        user_history,
-    )
+    from mmrec.evaluate.lookup import item_rows, user_history
+    from mmrec.evaluate.serving import INDEX_FILE, ExportUnusable, answer, answer_from_index, export_inputs
 
+    _check_request(user, history, k)
+    params = _params(params_path)
+    rootp = Path(root)
+    _check_model(model, params.train.models)
+    ingest = paths.ingest_dir(params, rootp)
+    # Serving, unlike the evaluation protocol (evaluate.mask_history), does not recommend what the
+    # user already has unless asked (recommend.mask_history, --no-mask).
+    mask = params.recommend.mask_history if mask_history is None else mask_history
+    times = user_idx = None
+    if user is not None:
+        index = paths.recommend_dir(params, model, rootp) / INDEX_FILE
+        try:
+            return answer_from_index(index, export_inputs(params, model, rootp), model=model, user=user, k=k,
+                                     mask_history=mask)
+        except ExportUnusable as why:
+            _note(f"{why}; scoring with the model instead (seconds; `dvc repro recommend@{model}` "
+                  f"or `mmrec run recommend {model}` writes the export)")
+        except KeyError as err:
+            raise CliError(str(err.args[0])) from None
+        try:
+            user_idx, rows = user_history(ingest / "interactions.parquet", user)
+        except (KeyError, FileNotFoundError) as err:
+            raise CliError(str(err.args[0] if err.args else err)) from None
+        items = [int(i) for i in rows["item_idx"].to_pylist()]
+        times = rows["timestamp"].to_pylist() if "timestamp" in rows.column_names else None
+    else:
+        items = _item_indices(ingest / "items.parquet", history)
+    from mmrec.evaluate.recommend import top_k
+    from mmrec.evaluate.stage import model_max_len
+    from mmrec.io import pick_device
+
+    mdir = paths.model_dir(params, model, rootp)
+    if not (mdir / "model.pt").exists():
+        raise CliError(f"{mdir / 'model.pt'}: not found (run `mmrec run train {model}` first)")
+    net = _load_model(mdir, params, pick_device(params.device), rootp)
+    max_len = model_max_len(net)
+    ids, scores = top_k(net, items, k, max_len, mask_history=mask)
+    shown = item_rows(ingest / "items.parquet", sorted(set(ids) | set(items[-max_len:])))
+    return answer(model, user, user_idx, len(items), mask, "model", items, times, max_len, ids, scores, shown)
+
+
+def _check_request(user: str | None, history: list[str] | None, k: int) -> None:
     if k < 1:
         raise CliError(f"-k must be >= 1, got {k}")
     if (user is None) == (history is None):
         raise CliError("give exactly one of --user (a known user) or --history (ad-hoc item ids)")
     if history is not None and not history:
         raise CliError("--history: give at least one item id")
-    params = _params(params_path)
-    rootp = Path(root)
-    if model not in params.train.models:
-        raise CliError(f"model {model!r} is not in train.models; known: {', '.join(params.train.models)}")
-    ingest = paths.ingest_dir(params, rootp)
-    # Serving, unlike the evaluation protocol (evaluate.mask_history), does not recommend what the
-    # user already has unless asked (recommend.mask_history, --no-mask).
-    mask = params.recommend.mask_history if mask_history is None else mask_history
-    export_dir = paths.recommend_dir(params, model, rootp)
-    user_idx, times, ids, scores, max_len, n_interactions = None, None, None, None, None, None
-    if user is not None:
-        try:
-            info = usable_export(export_dir, export_inputs(params, model, rootp), model=model, k=k,
+
+
+def _check_model(model: str, models: list[str]) -> None:
+    if model not in models:
+        raise CliError(f"model {model!r} is not in train.models; known: {', '.join(models)}")
+
+
+def quick_recommend(model: str, user: str, k: int, params_path: str = "params.yaml", root: str = ".",
+                    mask_history: bool | None = None) -> dict[str, Any] | None:
+    """`recommend` for a known user from the export's index, reading params.yaml as plain YAML
+    (no validation: pydantic alone costs more than the whole answer), or None when this path
+    cannot answer (a setting it needs is not written out, no usable index): `recommend` then
+    validates params, explains on stderr and falls back to the model."""
+    from mmrec import paths
+    from mmrec.evaluate.serving import (
+        DEFAULT_MASK_HISTORY,
+        INDEX_FILE,
+        ExportUnusable,
+        answer_from_index,
+        export_inputs,
+    )
+    from mmrec.rawparams import serving_view
+
+    view = serving_view(params_path)
+    if view is None or k < 1 or model not in view.train.models:
+        return None
+    mask = view.recommend.get("mask_history", DEFAULT_MASK_HISTORY) if mask_history is None else mask_history
+    if not isinstance(mask, bool):
+        return None
+    index = paths.recommend_dir(view, model, root) / INDEX_FILE
+    try:
+        return answer_from_index(index, export_inputs(view, model, root), model=model, user=user, k=k,
                                  mask_history=mask)
-        except ExportUnusable as why:
-            _note(f"{why}; scoring with the model instead (seconds; `dvc repro recommend@{model}` "
-                  f"or `mmrec run recommend {model}` writes the export)")
-        else:
-            # Everything shown comes from the export's small row groups, not the ingest tables.
-            row = export_user(export_dir, user)
-            if row is None:
-                raise CliError(f"user {user!r} is not in {export_dir / USER_VECTORS_FILE} (nor, as the "
-                               f"export is fresh, in {ingest / 'interactions.parquet'}); known ids look like: "
-                               f"{', '.join(known_ids(export_dir / USER_VECTORS_FILE, 'user_id'))}")
-            found = lookup_user(export_dir, user).slice(0, k)
-            ids, scores = found["item_idx"].to_pylist(), found["score"].to_pylist()
-            user_idx, n_interactions = row["user_idx"], row["n_interactions"]
-            items, times, max_len = row["history"], row["history_timestamp"], int(info["max_len"])
-        if ids is None:
-            try:
-                user_idx, rows = user_history(ingest / "interactions.parquet", user)
-            except (KeyError, FileNotFoundError) as err:
-                raise CliError(str(err.args[0] if err.args else err)) from None
-            items = [int(i) for i in rows["item_idx"].to_pylist()]
-            times = rows["timestamp"].to_pylist() if "timestamp" in rows.column_names else None
-    else:
-        items = _item_indices(ingest / "items.parquet", history)
-    source = "export" if ids is not None else "model"
-    if ids is None:
-        from mmrec.evaluate.recommend import top_k
-        from mmrec.evaluate.stage import model_max_len
-        from mmrec.io import pick_device
-
-        params = _params(params_path)
-        mdir = paths.model_dir(params, model, rootp)
-        if not (mdir / "model.pt").exists():
-            raise CliError(f"{mdir / 'model.pt'}: not found (run `mmrec run train {model}` first)")
-        net = _load_model(mdir, params, pick_device(params.device), rootp)
-        max_len = model_max_len(net)
-        ids, scores = top_k(net, items, k, max_len, mask_history=mask)
-    recent = items[-max_len:]
-    shown = export_dir / ITEM_VECTORS_FILE if source == "export" else ingest / "items.parquet"
-    info_rows = item_rows(shown, sorted(set(ids) | set(recent)))
-    times = times[-max_len:] if times is not None else [None] * len(recent)
-
-    def item(i: int) -> dict[str, Any]:
-        r = info_rows.get(i, {})
-        return {"item_idx": i, "item_id": r.get("item_id"), "text": r.get("text"), "image_path": r.get("image_path")}
-
-    return {
-        "model": model, "user_id": user, "user_idx": user_idx,
-        "n_interactions": len(items) if n_interactions is None else n_interactions,
-        "mask_history": mask, "source": source,
-        "history": [{**item(i), "timestamp": t} for i, t in zip(recent, times)],
-        "recommendations": [{"rank": r + 1, "score": s, **item(i)} for r, (i, s) in enumerate(zip(ids, scores))],
-    }
+    except ExportUnusable:
+        return None
+    except KeyError as err:
+        raise CliError(str(err.args[0])) from None
 
 
 def _clip(text: Any, width: int = 80) -> str:
@@ -373,8 +376,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             result = run_stage(args.stage, args.model, args.params, args.root)
             print(json.dumps(result, default=str, sort_keys=True))
         elif args.command == "recommend":
-            rec = recommend(args.model, args.user, args.k, args.params, args.root,
-                            mask_history=args.mask, history=args.history)
+            rec = None
+            if args.user is not None:
+                rec = quick_recommend(args.model, args.user, args.k, args.params, args.root, args.mask)
+            if rec is None:
+                rec = recommend(args.model, args.user, args.k, args.params, args.root,
+                                mask_history=args.mask, history=args.history)
             if args.json:
                 print(json.dumps(rec, default=str))
             else:

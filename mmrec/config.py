@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, PositiveInt, ValidationError, model_
 from mmrec.data.params import DataParams
 from mmrec.evaluate.params import EvaluateParams, RecommendParams
 from mmrec.features.params import ExtractParams
+from mmrec.rawparams import deep_merge
 from mmrec.teacher.params import TeacherParams
 from mmrec.train.params import TrainParams
 
@@ -70,14 +71,6 @@ class Params(BaseModel):
         merged = deep_merge(raw, profiles[name])
         merged["profile"] = name
         return merged
-
-
-def deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
-    """`over` merged into a copy of `base`: mappings merge key by key, other values replace."""
-    out = dict(base)
-    for key, value in over.items():
-        out[key] = deep_merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
-    return out
 
 
 def _did_you_mean(loc: tuple) -> str:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import hashlib
 import json
 import os
 import sys
@@ -134,12 +133,6 @@ def write_parquet(table: "pa.Table | Any", path: str | os.PathLike,
     with atomic_path(path) as tmp:
         pq.write_table(table, tmp, compression="zstd")
     return path
-
-
-def file_sha256(path: str | os.PathLike) -> str:
-    """Hex sha256 of a file's bytes (streamed)."""
-    with open(path, "rb") as f:
-        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 def read_parquet_metadata(path: str | os.PathLike) -> dict[str, Any]:

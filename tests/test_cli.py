@@ -137,7 +137,7 @@ def test_recommend_reads_the_export_without_the_model(project, monkeypatch, caps
     root, model = project
     code, slow, err = _recommend(root, capsys, "--user", "alice", "-k", "6")
     assert code == 0 and slow["source"] == "model"
-    assert "recommendations.parquet: not found; scoring with the model instead" in err
+    assert "recommendations.sqlite: not found; scoring with the model instead" in err
     _export(root, monkeypatch, model)
     capsys.readouterr()
 
@@ -148,6 +148,11 @@ def test_recommend_reads_the_export_without_the_model(project, monkeypatch, caps
     code, fast, err = _recommend(root, capsys, "--user", "alice", "-k", "6")
     assert code == 0 and err == "" and fast["source"] == "export"
     assert {k: v for k, v in fast.items() if k != "source"} == {k: v for k, v in slow.items() if k != "source"}
+    # the same answer on the validating path (what `recommend` does when the fast path cannot read
+    # params.yaml plainly), and the fast path never validates params
+    assert cli.recommend("sasrec", "alice", 6, str(root / "params.yaml"), str(root)) == fast
+    monkeypatch.setattr(cli, "_params", no_model)
+    assert _recommend(root, capsys, "--user", "alice", "-k", "6")[1] == fast
     code, _, err = _recommend(root, capsys, "--user", "carol")
     assert code == 2 and "user 'carol' is not in" in err and "known ids look like: alice, bob" in err
 

@@ -19,7 +19,8 @@ from typing import Optional
 import numpy as np
 import polars as pl
 
-from mmrec.io import file_sha256, write_parquet
+from mmrec.hashing import file_sha256
+from mmrec.io import write_parquet
 
 SCHEMA = {"item_idx": pl.Int32, "path": pl.String, "size": pl.Int64, "sha256": pl.String}
 HASH_THREADS = 8  # hashing is I/O-bound on cold caches; hashlib releases the GIL on large reads

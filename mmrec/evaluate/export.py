@@ -12,9 +12,10 @@ Writes `recommendations/<model>/` (one folder, swapped in whole):
   same order and row groups.
 - `item_vectors.parquet`: `item_idx`, `item_id`, `text`, `image_path`, `vector` (the model's item
   table without the padding row), row_group_size items per group. A score is the dot product of
-  a user's and an item's vector, so anyone can rescore or filter without the model; and
-  `mmrec recommend` reads the user and item rows it shows from these two files (a few small
-  groups) instead of the whole ingest tables.
+  a user's and an item's vector, so anyone can rescore or filter without the model.
+- `recommendations.sqlite`: the same top-k rows, the users' model inputs and the item texts,
+  keyed for point reads (`serving.py`): `mmrec recommend --user` answers from it with the
+  standard library only, in tens of milliseconds from a fresh process.
 
 Each user's input is their whole known history (train + valid + test: every interaction in
 interactions.parquet), its last max_len items as the model input; with `recommend.mask_history`
@@ -38,17 +39,10 @@ import pyarrow.parquet as pq
 import torch
 
 from mmrec import paths
-from mmrec.evaluate.lookup import (
-    FORMAT_VERSION,
-    ITEM_VECTORS_FILE,
-    META_KEY,
-    RECS_FILE,
-    USER_VECTORS_FILE,
-    export_inputs,
-    fingerprint,
-)
+from mmrec.evaluate.lookup import ITEM_VECTORS_FILE, META_KEY, RECS_FILE, USER_VECTORS_FILE
 from mmrec.evaluate.params import RecommendConfig, RecommendParams
 from mmrec.evaluate.recommend import top_k_scores
+from mmrec.evaluate.serving import FORMAT_VERSION, INDEX_FILE, IndexWriter, export_inputs, fingerprint
 from mmrec.evaluate.stage import model_max_len
 from mmrec.io import atomic_dir, pick_device
 
@@ -187,8 +181,9 @@ RECS_SCHEMA = pa.schema([("user_id", pa.string()), ("user_idx", pa.int32()), ("r
 def export_recommendations(model: torch.nn.Module, seqs: UserSequences, items_table: pa.Table, out_dir: Path,
                            cfg: RecommendParams, max_len: int, metadata: dict[str, Any] | None = None,
                            device: torch.device | str | None = None) -> dict[str, Any]:
-    """Write recommendations.parquet, item_vectors.parquet and user_vectors.parquet into
-    `out_dir` (an existing folder; the caller makes the swap atomic). Returns counts and timings."""
+    """Write recommendations.parquet, item_vectors.parquet, user_vectors.parquet and the serving
+    index recommendations.sqlite into `out_dir` (an existing folder; the caller makes the swap
+    atomic). Returns counts and timings."""
     t0 = time.perf_counter()
     model.eval()
     device = torch.device(device) if device is not None else next(model.parameters()).device
@@ -209,6 +204,9 @@ def export_recommendations(model: torch.nn.Module, seqs: UserSequences, items_ta
             "n_items": n_items, "dim": dim}
     schema = RECS_SCHEMA.with_metadata({META_KEY: json.dumps(meta, sort_keys=True)})
     recs = _GroupedWriter(out_dir / RECS_FILE, schema, cfg.row_group_size)
+    index = IndexWriter(out_dir / INDEX_FILE, meta)
+    index.add_items(zip(items_table["item_idx"].to_pylist(), item_ids.to_pylist(),
+                        items_table["text"].to_pylist(), items_table["image_path"].to_pylist()))
     user_schema = pa.schema([("user_id", pa.string()), ("user_idx", pa.int32()), ("n_interactions", pa.int32()),
                              ("history", pa.list_(pa.int32())), ("history_timestamp", pa.list_(pa.int64())),
                              ("vector", pa.list_(pa.float32(), dim))])
@@ -232,27 +230,33 @@ def export_recommendations(model: torch.nn.Module, seqs: UserSequences, items_ta
             per_user = keep.sum(1).numpy().astype(np.int64)
             flat_idx = idx[keep].numpy().astype(np.int32)
             user_pos = np.repeat(users, per_user)
-            recs.add(pa.table({
+            rec_table = pa.table({
                 "user_id": seqs.user_id.take(pa.array(user_pos)),
                 "user_idx": pa.array(seqs.user_idx[user_pos]),
                 "rank": pa.array((torch.cumsum(keep, 1)[keep]).numpy().astype(np.int32)),
                 "item_id": item_ids.take(pa.array(flat_idx - 1)),
                 "item_idx": pa.array(flat_idx),
                 "score": pa.array(vals[keep].numpy().astype(np.float32)),
-            }, schema=RECS_SCHEMA), per_user)
+            }, schema=RECS_SCHEMA)
+            recs.add(rec_table, per_user)
+            index.add_recs(*(rec_table[c].to_pylist() for c in ("user_idx", "rank", "item_idx", "score")))
             window, window_len = b.window.numpy(), b.window_len.numpy()
-            users_out.add(pa.table({
+            user_table = pa.table({
                 "user_id": seqs.user_id.take(pa.array(users)),
                 "user_idx": pa.array(seqs.user_idx[users]),
                 "n_interactions": pa.array(seqs.lengths[users].astype(np.int32)),
                 "history": _list_array(seqs.items[window].astype(np.int32), window_len, pa.int32()),
                 "history_timestamp": _list_array(seqs.timestamps[window], window_len, pa.int64()),
                 "vector": pa.FixedSizeListArray.from_arrays(u.cpu().reshape(-1).numpy(), dim),
-            }, schema=user_schema), np.ones(len(users), dtype=np.int64))
+            }, schema=user_schema)
+            users_out.add(user_table, np.ones(len(users), dtype=np.int64))
+            index.add_users(*(user_table[c].to_pylist() for c in
+                              ("user_id", "user_idx", "n_interactions", "history", "history_timestamp")))
             n_rows += int(per_user.sum())
     finally:
         recs.close()
         users_out.close()
+        index.close()
     seconds = time.perf_counter() - t0
     n_users = len(seqs.user_idx)
     return {"users": n_users, "items": n_items, "rows": n_rows, "k": cfg.k, "seconds": round(seconds, 2),

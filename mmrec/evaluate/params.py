@@ -7,6 +7,7 @@ from typing import Any, Literal, Protocol, get_args
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from mmrec.data.params import DataParams
+from mmrec.evaluate.serving import DEFAULT_MASK_HISTORY
 from mmrec.features.params import ExtractParams
 
 #: How a user's earlier items take part in the ranking of their next item:
@@ -75,7 +76,7 @@ class RecommendParams(BaseModel):
     # Serving does not recommend what a user already has (their whole known history, train +
     # valid + test); false keeps those items in the ranking. Unlike evaluate.mask_history there
     # is no target, so the setting is on or off.
-    mask_history: bool = True
+    mask_history: bool = DEFAULT_MASK_HISTORY
     # Users scored per matmul: the working set is batch_users x (N+1) float32 scores.
     batch_users: int = Field(512, ge=1)
     # Users (items in item_vectors.parquet) per Parquet row group: a lookup reads one group of

@@ -128,3 +128,16 @@ def write_trained_project(root, n_users: int, n_items: int, weights: bytes = b"p
     mdir = root / "data" / "tiny" / "models" / "sasrec"
     mdir.mkdir(parents=True)
     (mdir / "model.pt").write_bytes(weights)
+
+
+def export_tiny_project(root, monkeypatch, n_users: int = 30, n_items: int = 15):
+    """A tiny project with sasrec's export (k 6, 4 users per row group, FakeModel behind the
+    stage's patched loader): (root, params, the export folder)."""
+    import mmrec.evaluate.export as export
+    from mmrec.evaluate.params import RecommendParams
+
+    write_trained_project(root, n_users, n_items, weights=b"weights-v1")
+    params = tiny_params().model_copy(update={"recommend": RecommendParams(k=6, row_group_size=4)})
+    monkeypatch.setattr(export, "_load_model", lambda *a, **k: FakeModel(n_items, dim=4, seed=1, max_len=5))
+    export.run(params, root, "sasrec")
+    return root, params, root / "data" / "tiny" / "recommendations" / "sasrec"

@@ -1,0 +1,210 @@
+"""The serving index of `recommend@<model>`: one user's answer from SQLite, standard library only.
+
+`recommendations.parquet` is the export users open with polars or duckdb; `recommendations.sqlite`
+beside it holds the same top-k rows keyed for point lookups, the users' model inputs and the
+item texts, so `mmrec recommend --user` answers a known user without importing numpy, pyarrow,
+pydantic or torch: a fresh process is Python start-up plus a few B-tree reads (BENCHMARKS.md).
+
+Tables (all written once by the export, read-only afterwards):
+
+- `meta(key, value)`: key `export` holds the JSON the Parquet file's `mmrec_recommend` metadata
+  holds too (model, k, mask_history, max_len, input fingerprints, format_version).
+- `users(user_id PK, user_idx, n_interactions, history, history_timestamp)`: the model's input,
+  the last max_len items oldest first, as JSON lists.
+- `recs(user_idx, rank, item_idx, score)`, primary key (user_idx, rank).
+- `items(item_idx PK, item_id, text, image_path)`.
+
+Nothing here imports anything beyond the standard library, `mmrec.paths` and `mmrec.hashing`; keep it so
+(tests/evaluate/test_serving.py checks it in a fresh interpreter).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+from pathlib import Path
+from typing import Any, Iterable, Mapping, Sequence
+
+from mmrec import paths
+from mmrec.hashing import file_sha256
+
+INDEX_FILE = "recommendations.sqlite"
+FORMAT_VERSION = 1
+#: The inputs an export depends on, by the name its metadata records them under.
+INPUT_NAMES = ("model.pt", "interactions.parquet", "items.parquet")
+#: `recommend.mask_history`'s default (RecommendParams uses it), read here when params.yaml
+#: leaves the key out, so the fast path and the validated params cannot disagree.
+DEFAULT_MASK_HISTORY = True
+
+_SCHEMA = """
+CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
+CREATE TABLE users (user_id TEXT PRIMARY KEY, user_idx INTEGER NOT NULL,
+                    n_interactions INTEGER NOT NULL, history TEXT NOT NULL,
+                    history_timestamp TEXT NOT NULL) WITHOUT ROWID;
+CREATE TABLE recs (user_idx INTEGER NOT NULL, rank INTEGER NOT NULL, item_idx INTEGER NOT NULL,
+                   score REAL NOT NULL, PRIMARY KEY (user_idx, rank)) WITHOUT ROWID;
+CREATE TABLE items (item_idx INTEGER PRIMARY KEY, item_id TEXT, text TEXT, image_path TEXT);
+"""
+
+
+class ExportUnusable(Exception):
+    """The export cannot answer this request; the message says why (missing, stale, ...)."""
+
+
+def fingerprint(path: Path) -> dict[str, Any]:
+    """{size, mtime_ns, sha256} of a file: what `stale_inputs` compares."""
+    st = Path(path).stat()
+    return {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "sha256": file_sha256(path)}
+
+
+def stale_inputs(recorded: Mapping[str, Mapping[str, Any]], current: Mapping[str, Path]) -> list[str]:
+    """The names in `current` whose file differs from its recorded fingerprint (or is missing).
+
+    Size first, then modification time; only a file of the same size with another mtime is
+    hashed, because `dvc checkout` rewrites files with new mtimes but the same bytes: those are
+    not stale, and hashing only then keeps the usual lookup free of reading the model.
+    """
+    stale = []
+    for name, path in current.items():
+        rec = recorded.get(name)
+        try:
+            st = os.stat(path)
+        except OSError:
+            stale.append(name)
+            continue
+        if rec is None or st.st_size != rec.get("size"):
+            stale.append(name)
+        elif st.st_mtime_ns != rec.get("mtime_ns") and file_sha256(path) != rec.get("sha256"):
+            stale.append(name)
+    return stale
+
+
+def export_inputs(layout: paths.Layout, model: str, root: str | Path = ".") -> dict[str, Path]:
+    """The files an export of `model` is made from, under the names its metadata records."""
+    ingest = paths.ingest_dir(layout, root)
+    return {"model.pt": paths.model_dir(layout, model, root) / "model.pt",
+            "interactions.parquet": ingest / "interactions.parquet",
+            "items.parquet": ingest / "items.parquet"}
+
+
+def check_usable(meta: Mapping[str, Any], where: Path, inputs: Mapping[str, Path], *, model: str, k: int,
+                 mask_history: bool) -> None:
+    """ExportUnusable saying why an export with metadata `meta` (read from `where`) cannot answer
+    a request for `k` items of `model` under `mask_history`: another format or model, stale
+    inputs, too few items per user, or the other masking."""
+    if meta.get("format_version") != FORMAT_VERSION:
+        raise ExportUnusable(f"{where}: written by another mmrec version (format "
+                             f"{meta.get('format_version')!r}, not {FORMAT_VERSION}); re-run the recommend stage")
+    if meta.get("model") != model:
+        raise ExportUnusable(f"{where} was exported for model {meta.get('model')!r}, not {model!r}")
+    stale = stale_inputs(meta.get("inputs", {}), inputs)
+    if stale:
+        raise ExportUnusable(f"{where} is stale: {', '.join(stale)} changed since the export")
+    if k > int(meta["k"]):
+        raise ExportUnusable(f"{where} holds the top {meta['k']} items per user, fewer than -k {k}")
+    if bool(meta["mask_history"]) != mask_history:
+        state = "masked" if meta["mask_history"] else "not masked"
+        raise ExportUnusable(f"{where} was exported with history {state} (recommend.mask_history)")
+
+
+class IndexWriter:
+    """Writes `recommendations.sqlite` in one transaction. The caller writes into a folder it
+    swaps in whole (the export's atomic_dir), so no journal or fsync is needed here."""
+
+    def __init__(self, path: Path, meta: Mapping[str, Any]) -> None:
+        self.path = Path(path)
+        self._con = sqlite3.connect(self.path)
+        self._con.execute("PRAGMA journal_mode = OFF")
+        self._con.execute("PRAGMA synchronous = OFF")
+        self._con.executescript(_SCHEMA)
+        self._con.execute("BEGIN")
+        self._con.execute("INSERT INTO meta VALUES ('export', ?)", (json.dumps(dict(meta), sort_keys=True),))
+
+    def add_items(self, rows: Iterable[tuple[int, Any, Any, Any]]) -> None:
+        """(item_idx, item_id, text, image_path) rows."""
+        self._con.executemany("INSERT INTO items VALUES (?, ?, ?, ?)", rows)
+
+    def add_users(self, user_id: Sequence[str], user_idx: Sequence[int], n_interactions: Sequence[int],
+                  histories: Sequence[Sequence[int]], timestamps: Sequence[Sequence[int]]) -> None:
+        """One row per user: the model input (item_idx list) and its timestamps, oldest first."""
+        self._con.executemany("INSERT INTO users VALUES (?, ?, ?, ?, ?)", zip(
+            user_id, user_idx, n_interactions, map(json.dumps, histories), map(json.dumps, timestamps)))
+
+    def add_recs(self, user_idx: Sequence[int], rank: Sequence[int], item_idx: Sequence[int],
+                 score: Sequence[float]) -> None:
+        """Top-k rows, any number of users at once."""
+        self._con.executemany("INSERT INTO recs VALUES (?, ?, ?, ?)", zip(user_idx, rank, item_idx, score))
+
+    def close(self) -> None:
+        try:
+            self._con.commit()
+        finally:
+            self._con.close()
+
+
+def answer(model: str, user: str | None, user_idx: int | None, n_interactions: int, mask_history: bool,
+           source: str, history: Sequence[int], timestamps: Sequence[Any] | None, max_len: int,
+           ids: Sequence[int], scores: Sequence[float], items: Mapping[int, Mapping[str, Any]]) -> dict[str, Any]:
+    """The JSON-ready answer of `mmrec recommend`, from either source (the index or the model):
+    the last max_len history items with their timestamps, and the ranked items, each shown with
+    its item_id, text and image_path from `items` (item_idx -> row)."""
+    recent = list(history)[-max_len:]
+    times = list(timestamps)[-max_len:] if timestamps is not None else [None] * len(recent)
+
+    def item(i: int) -> dict[str, Any]:
+        r = items.get(i, {})
+        return {"item_idx": i, "item_id": r.get("item_id"), "text": r.get("text"), "image_path": r.get("image_path")}
+
+    return {
+        "model": model, "user_id": user, "user_idx": user_idx, "n_interactions": n_interactions,
+        "mask_history": mask_history, "source": source,
+        "history": [{**item(i), "timestamp": t} for i, t in zip(recent, times)],
+        "recommendations": [{"rank": r + 1, "score": s, **item(i)} for r, (i, s) in enumerate(zip(ids, scores))],
+    }
+
+
+def _connect_read_only(path: Path) -> sqlite3.Connection:
+    return sqlite3.connect(f"{Path(path).resolve().as_uri()}?mode=ro", uri=True)
+
+
+def answer_from_index(index: Path, inputs: Mapping[str, Path], *, model: str, user: str, k: int,
+                      mask_history: bool) -> dict[str, Any]:
+    """`answer` for a known user from the export's index: a few primary-key reads.
+
+    ExportUnusable when the index cannot answer (missing, unreadable, stale, fewer than k items,
+    other masking: the caller falls back to the model); KeyError, with a few known ids, when the
+    export is fresh and does not hold the user (so neither does interactions.parquet).
+    """
+    index = Path(index)
+    if not index.exists():
+        raise ExportUnusable(f"{index}: not found")
+    try:
+        con = _connect_read_only(index)
+        try:
+            found = con.execute("SELECT value FROM meta WHERE key = 'export'").fetchone()
+            if found is None:
+                raise ExportUnusable(f"{index}: no export metadata (re-run the recommend stage)")
+            meta = json.loads(found[0])
+            check_usable(meta, index, inputs, model=model, k=k, mask_history=mask_history)
+            row = con.execute("SELECT user_idx, n_interactions, history, history_timestamp FROM users "
+                              "WHERE user_id = ?", (str(user),)).fetchone()
+            if row is None:
+                known = [r[0] for r in con.execute("SELECT user_id FROM users ORDER BY user_id LIMIT 5")]
+                raise KeyError(f"user {user!r} is not in {index} (nor, as the export is fresh, in "
+                               f"{inputs['interactions.parquet']}); known ids look like: {', '.join(known)}")
+            user_idx, n_interactions, history, times = row[0], row[1], json.loads(row[2]), json.loads(row[3])
+            max_len = int(meta["max_len"])
+            top = con.execute("SELECT item_idx, score FROM recs WHERE user_idx = ? ORDER BY rank LIMIT ?",
+                              (user_idx, k)).fetchall()
+            ids, scores = [r[0] for r in top], [r[1] for r in top]
+            wanted = sorted(set(ids) | set(history[-max_len:]))
+            marks = ",".join("?" * len(wanted))
+            items = {r[0]: {"item_id": r[1], "text": r[2], "image_path": r[3]} for r in con.execute(
+                f"SELECT item_idx, item_id, text, image_path FROM items WHERE item_idx IN ({marks})", wanted)}
+        finally:
+            con.close()
+    except sqlite3.Error as err:
+        raise ExportUnusable(f"{index}: not a readable index ({err}); re-run the recommend stage") from None
+    return answer(model, user, user_idx, n_interactions, mask_history, "export", history, times, max_len,
+                  ids, scores, items)
