@@ -154,12 +154,6 @@ def run_stage(stage: str, model: str | None, params_path: str = "params.yaml", r
     return result
 
 
-def _load_model(model_dir: Path, params, device, root: Path):
-    from mmrec.models.checkpoint import load_model
-
-    return load_model(model_dir, params, device, root=root)
-
-
 def _note(text: str) -> None:
     print(f"mmrec: note: {text}", file=sys.stderr)
 
@@ -222,11 +216,12 @@ def recommend(model: str, user: str | None = None, k: int = 10, params_path: str
     from mmrec.evaluate.recommend import top_k
     from mmrec.evaluate.stage import model_max_len
     from mmrec.io import pick_device
+    from mmrec.models import checkpoint
 
     mdir = paths.model_dir(params, model, rootp)
     if not (mdir / "model.pt").exists():
         raise CliError(f"{mdir / 'model.pt'}: not found (run `mmrec run train {model}` first)")
-    net = _load_model(mdir, params, pick_device(params.device), rootp)
+    net = checkpoint.load_model(mdir, params, pick_device(params.device), root=rootp)
     max_len = model_max_len(net)
     ids, scores = top_k(net, items, k, max_len, mask_history=mask)
     shown = item_rows(ingest / "items.parquet", sorted(set(ids) | set(items[-max_len:])))

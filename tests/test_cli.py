@@ -12,6 +12,7 @@ sys.path.insert(0, str(Path(__file__).parent / "evaluate"))
 import mmrec.cli as cli  # noqa: E402
 from evaluate_fakes import FakeModel, write_items  # noqa: E402
 from mmrec.io import write_parquet  # noqa: E402
+from mmrec.models import checkpoint  # noqa: E402
 
 
 @pytest.fixture
@@ -32,7 +33,7 @@ def project(tmp_path, monkeypatch):
     mdir.mkdir(parents=True)
     (mdir / "model.pt").write_bytes(b"placeholder")
     model = FakeModel(30, dim=4, seed=3, max_len=3)   # the trained max_len, read from the model
-    monkeypatch.setattr(cli, "_load_model", lambda *a, **k: model)
+    monkeypatch.setattr(checkpoint, "load_model", lambda *a, **k: model)
     return tmp_path, model
 
 
@@ -121,9 +122,8 @@ def test_run_missing_module_fails_only_when_used(project, monkeypatch, capsys):
 
 def _export(root, monkeypatch, model):
     """`mmrec run recommend sasrec` with the fake model (the stage's own loader patched)."""
-    import mmrec.evaluate.export as export
 
-    monkeypatch.setattr(export, "_load_model", lambda *a, **k: model)
+    monkeypatch.setattr(checkpoint, "load_model", lambda *a, **k: model)
     assert cli.main(["run", "recommend", "sasrec", *_args(root)]) == 0
 
 
@@ -144,7 +144,7 @@ def test_recommend_reads_the_export_without_the_model(project, monkeypatch, caps
     def no_model(*a, **k):
         raise AssertionError("the fast path must not load the model")
 
-    monkeypatch.setattr(cli, "_load_model", no_model)
+    monkeypatch.setattr(checkpoint, "load_model", no_model)
     code, fast, err = _recommend(root, capsys, "--user", "alice", "-k", "6")
     assert code == 0 and err == "" and fast["source"] == "export"
     assert {k: v for k, v in fast.items() if k != "source"} == {k: v for k, v in slow.items() if k != "source"}

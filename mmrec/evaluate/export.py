@@ -45,6 +45,7 @@ from mmrec.evaluate.recommend import top_k_scores
 from mmrec.evaluate.serving import FORMAT_VERSION, INDEX_FILE, IndexWriter, export_inputs, fingerprint
 from mmrec.evaluate.stage import model_max_len
 from mmrec.io import atomic_dir, pick_device
+from mmrec.models import checkpoint
 
 
 @dataclass
@@ -263,12 +264,6 @@ def export_recommendations(model: torch.nn.Module, seqs: UserSequences, items_ta
             "users_per_s": round(n_users / seconds, 1) if seconds > 0 else None}
 
 
-def _load_model(model_dir: Path, params: RecommendConfig, device: torch.device, root: Path) -> torch.nn.Module:
-    from mmrec.models.checkpoint import load_model
-
-    return load_model(model_dir, params, device, root=root)
-
-
 def run(params: RecommendConfig, root: Path = Path("."), model: str | None = None) -> dict[str, Any]:
     """Export `model`'s recommendations to `recommendations/<model>/`; with `model=None`, every
     `train.models` entry that has a model.pt ({model: summary}, plus `skipped`)."""
@@ -291,7 +286,7 @@ def run(params: RecommendConfig, root: Path = Path("."), model: str | None = Non
     # Fingerprints first: an input replaced while the export runs makes it stale, never wrongly fresh.
     recorded = {name: fingerprint(p) for name, p in inputs.items()}
     device = pick_device(params.device)
-    net = _load_model(inputs["model.pt"].parent, params, device, root)
+    net = checkpoint.load_model(inputs["model.pt"].parent, params, device, root=root)
     seqs = load_user_sequences(inputs["interactions.parquet"])
     items_table = load_items(inputs["items.parquet"])
     out_dir = paths.recommend_dir(params, model, root)

@@ -33,6 +33,7 @@ from mmrec.evaluate.ranking import (
 )
 from mmrec.evaluate.intervals import metric_intervals
 from mmrec.io import pick_device, write_json, write_parquet
+from mmrec.models import checkpoint
 
 SPLITS = ("valid", "test")
 RANKS_FILE = "ranks.parquet"
@@ -157,14 +158,6 @@ def model_max_len(model: torch.nn.Module) -> int:
     return int(cfg.max_len)
 
 
-def _load_model(model_dir: Path, params: EvaluateConfig, device: torch.device, root: Path) -> torch.nn.Module:
-    from mmrec.models.checkpoint import (
-        load_model,  # train stage's loader (rebuilds the context)
-    )
-
-    return load_model(model_dir, params, device, root=root)
-
-
 def _load_eval_split(ingest_dir: Path, split: str, max_len: int) -> EvalSplitLike:
     from mmrec.data.sequences import load_eval_split
 
@@ -201,7 +194,7 @@ def evaluate_one(params: EvaluateConfig, model: str, root: Path, splits: tuple[s
     mdir = paths.model_dir(params, model, root)
     if not (mdir / "model.pt").exists():
         raise FileNotFoundError(f"{mdir / 'model.pt'}: not found (run `mmrec run train {model}` first)")
-    net = _load_model(mdir, params, device, root)
+    net = checkpoint.load_model(mdir, params, device, root=root)
     item_pop = load_item_pop(paths.ingest_dir(params, root) / "items.parquet")
     n_items = int(net.item_repr().shape[0]) - 1
     if n_items != item_pop.shape[0] - 1:

@@ -52,10 +52,6 @@ def did_you_mean(word: str, choices: list[str] | set[str] | tuple[str, ...]) -> 
     return f" (did you mean {close[0]!r}?)" if close else ""
 
 
-def _known_archs() -> list[str]:
-    return sorted(CONFIGS)
-
-
 def _section_chain(train: TrainParams, entry: str) -> tuple[str, dict[str, Any]]:
     """(arch, merged raw keys of `train.<arch>` then `train.<entry>`, without `arch`)."""
     own = train.section(entry)
@@ -77,8 +73,8 @@ def resolve_entry(train: TrainParams, entry: str) -> Entry:
                        f"{did_you_mean(entry, train.models)}")
     arch, section = _section_chain(train, entry)
     if arch not in CONFIGS:
-        raise KeyError(f"train.{entry}: unknown model {arch!r}{did_you_mean(arch, _known_archs())}; "
-                       f"known: {', '.join(_known_archs())}")
+        raise KeyError(f"train.{entry}: unknown model {arch!r}{did_you_mean(arch, CONFIGS)}; "
+                       f"known: {', '.join(sorted(CONFIGS))}")
     declared = set(CONFIGS[arch].model_fields)
     unknown = [k for k in section if k not in COMMON_KEYS and k not in declared]
     if unknown:
@@ -113,7 +109,7 @@ def check_train_section(train: TrainParams) -> dict[str, Entry]:
     """
     problems: list[str] = []
     entries: dict[str, Entry] = {}
-    archs = set(_known_archs())
+    archs = set(CONFIGS)
     for name in train.models:
         try:
             entry = resolve_entry(train, name)

@@ -135,9 +135,10 @@ def export_tiny_project(root, monkeypatch, n_users: int = 30, n_items: int = 15)
     stage's patched loader): (root, params, the export folder)."""
     import mmrec.evaluate.export as export
     from mmrec.evaluate.params import RecommendParams
+    from mmrec.models import checkpoint
 
     write_trained_project(root, n_users, n_items, weights=b"weights-v1")
     params = tiny_params().model_copy(update={"recommend": RecommendParams(k=6, row_group_size=4)})
-    monkeypatch.setattr(export, "_load_model", lambda *a, **k: FakeModel(n_items, dim=4, seed=1, max_len=5))
+    monkeypatch.setattr(checkpoint, "load_model", lambda *a, **k: FakeModel(n_items, dim=4, seed=1, max_len=5))
     export.run(params, root, "sasrec")
     return root, params, root / "data" / "tiny" / "recommendations" / "sasrec"

@@ -7,6 +7,7 @@ import torch
 import mmrec.evaluate.stage as stage
 from evaluate_fakes import FakeModel, random_split, tiny_params, write_items
 from mmrec.evaluate.ranking import metrics_from_ranks, rank_targets
+from mmrec.models import checkpoint
 
 
 @pytest.fixture
@@ -19,7 +20,7 @@ def project(tmp_path, monkeypatch):
     mdir.mkdir(parents=True)
     (mdir / "model.pt").write_bytes(b"fake")
     calls = []
-    monkeypatch.setattr(stage, "_load_model", lambda d, p, dev, root: (calls.append(d), model)[1])
+    monkeypatch.setattr(checkpoint, "load_model", lambda d, p, dev, root: (calls.append(d), model)[1])
     monkeypatch.setattr(stage, "_load_eval_split", lambda d, s, L: (calls.append((s, L)), splits[s])[1])
     return tmp_path, model, splits, calls
 

@@ -18,6 +18,7 @@ from mmrec.evaluate.lookup import ITEM_VECTORS_FILE, META_KEY, RECS_FILE, USER_V
 from mmrec.evaluate.params import RecommendParams
 from mmrec.evaluate.recommend import left_pad, top_k, top_k_scores
 from mmrec.io import read_parquet_metadata, write_parquet
+from mmrec.models import checkpoint
 
 N_ITEMS, N_USERS, MAX_LEN = 12, 23, 4
 
@@ -148,7 +149,7 @@ def test_stage_writes_the_folder_atomically(tmp_path, monkeypatch):
     write_trained_project(tmp_path, N_USERS, N_ITEMS)
     params = tiny_params()
     model = FakeModel(N_ITEMS, dim=4, seed=5, max_len=MAX_LEN)
-    monkeypatch.setattr(export, "_load_model", lambda *a, **k: model)
+    monkeypatch.setattr(checkpoint, "load_model", lambda *a, **k: model)
     summary = export.run(params, tmp_path, "sasrec")
     out = tmp_path / "data" / "tiny" / "recommendations" / "sasrec"
     assert summary["users"] == N_USERS and summary["rows"] == pl.read_parquet(out / RECS_FILE).height
@@ -166,7 +167,7 @@ def test_stage_writes_the_folder_atomically(tmp_path, monkeypatch):
                 raise RuntimeError("out of memory (simulated)")
             return super().user_repr(history)
 
-    monkeypatch.setattr(export, "_load_model", lambda *a, **k: Broken(N_ITEMS, dim=4, seed=9, max_len=MAX_LEN))
+    monkeypatch.setattr(checkpoint, "load_model", lambda *a, **k: Broken(N_ITEMS, dim=4, seed=9, max_len=MAX_LEN))
     with pytest.raises(RuntimeError, match="simulated"):
         export.run(params.model_copy(update={"recommend": RecommendParams(batch_users=2)}), tmp_path, "sasrec")
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before   # the old export, untouched

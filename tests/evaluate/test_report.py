@@ -75,7 +75,7 @@ def test_report_without_models_and_with_a_broken_file(tmp_path):
     # nothing at all: the report still renders and says so; stale plots are removed
     for name in ("kdsr",):
         (tmp_path / f"data/tiny/results/{name}/metrics.json").unlink()
-    (tmp_path / f"data/tiny/models/kdsr/train_log.tsv").unlink()
+    (tmp_path / "data/tiny/models/kdsr/train_log.tsv").unlink()
     summary = run(params, tmp_path)
     assert summary["reported"] == [] and summary["plots"] == []
     assert not (tmp_path / "data/tiny/report/metrics_by_model.png").exists()
