@@ -61,8 +61,8 @@ def test_resolved_stages_depend_only_on_what_they_read():
     assert {"data/sample/features", "data/sample/teacher"} <= deps("train@kdsr")
     assert "data/sample/features" in deps("train@odmt") and "data/sample/teacher" not in deps("train@odmt")
     assert [o.def_path for o in stages["evaluate@kdsr"].outs] == [
-        "data/sample/results/kdsr/metrics.json", "metrics/kdsr.json"]
-    assert not stages["evaluate@kdsr"].outs[1].use_cache                    # git tracks the headline
+        "data/sample/results/kdsr/metrics.json", "data/sample/results/kdsr/ranks.parquet", "metrics/kdsr.json"]
+    assert not stages["evaluate@kdsr"].outs[2].use_cache                    # git tracks the headline
     # recommend@<model>: the serving export reads the full history (interactions), not the splits
     assert "data/sample/ingest/interactions.parquet" in deps("recommend@sasrec")
     assert not any(d.startswith(("data/sample/features", "data/sample/teacher")) for d in deps("recommend@sasrec"))
