@@ -1,10 +1,19 @@
 """The training loop shared by every model: AdamW with no-decay groups, clipping, AMP on CUDA,
 per-epoch validation with the shared full-ranking evaluator, modality retention, early stopping,
-best checkpoint and train_log.tsv. Runs single-process or data-parallel under torchrun."""
+best checkpoint and train_log.tsv. Runs single-process or data-parallel under torchrun.
+
+An interrupted run (killed, preempted, out of time) resumes where it stopped: after every epoch
+`resume.pt` holds the weights, optimizer, early-stopping state, log rows and RNG states, and the
+next run of the same training (same data, features, teachers and settings, up to the epoch cap
+and patience) continues from it, ending with the same weights an uninterrupted run would have.
+It is deleted when training ends.
+"""
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import json
 import math
 import time
 from dataclasses import dataclass, field
@@ -18,12 +27,17 @@ from mmrec.data.sequences import EvalSplit
 from mmrec.evaluate.params import MaskHistory
 from mmrec.evaluate.ranking import evaluate_model
 from mmrec.evaluate.retention import modality_retention, retention_pairs
+from mmrec.io import atomic_path
 from mmrec.models.base import ModelContext, SeqRecModel
 from mmrec.models.checkpoint import CHECKPOINT_FILE, save_checkpoint
+from mmrec.models.context import context_summary
 from mmrec.train import ddp
 from mmrec.train.params import TrainCommon
 
 LOG_FILE = "train_log.tsv"
+RESUME_FILE = "resume.pt"
+#: train.common settings a resumed run may change: when to stop, and how many threads do the work.
+RESUMABLE_CHANGES = ("epochs", "patience", "threads", "num_workers", "resume")
 
 
 @dataclass
@@ -100,8 +114,6 @@ def retention_row(model: SeqRecModel, ctx: ModelContext, pairs: dict[str, torch.
 
 def write_log(rows: list[dict[str, Any]], path: Path) -> None:
     """train_log.tsv (atomically rewritten each epoch): the union of keys in first-seen order."""
-    from mmrec.io import atomic_path
-
     cols: list[str] = []
     for r in rows:
         cols += [k for k in r if k not in cols]
@@ -116,6 +128,56 @@ def write_log(rows: list[dict[str, Any]], path: Path) -> None:
             "\t".join(fmt(r.get(c)) for c in cols) + "\n" for r in rows))
 
 
+def run_fingerprint(model: SeqRecModel, ctx: ModelContext, train_seq: torch.Tensor, valid: Optional[EvalSplit],
+                    common: TrainCommon, *, seed: int, arch: str, name: str, config: dict[str, Any]) -> str:
+    """sha256 of everything that decides a training run's trajectory: the settings (but
+    RESUMABLE_CHANGES), the context, the training windows and validation split, and the model's
+    buffers before training (frozen features and teacher signals live there)."""
+    settings = {k: v for k, v in common.model_dump().items() if k not in RESUMABLE_CHANGES}
+    h = hashlib.sha256(json.dumps({"arch": arch, "name": name, "config": config, "common": settings, "seed": seed,
+                                   "context": context_summary(ctx)}, sort_keys=True, default=str).encode())
+    tensors = [train_seq, ctx.item_pop, *(t for _, t in sorted(model.named_buffers()))]
+    if valid is not None:
+        tensors += [valid.histories, valid.full_history, valid.targets]
+    for t in tensors:
+        h.update(str((tuple(t.shape), t.dtype)).encode())
+        h.update(t.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
+def _rng_state() -> dict[str, Any]:
+    state = {"torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def load_resume_state(path: Path, fingerprint: str) -> Optional[dict[str, Any]]:
+    """The state an interrupted run saved at `path` when it belongs to this run (same
+    fingerprint), else None (a stale file from another run is ignored and later replaced)."""
+    if not path.exists():
+        return None
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception:  # noqa: BLE001 - a truncated or foreign file: start afresh
+        return None
+    return state if isinstance(state, dict) and state.get("fingerprint") == fingerprint else None
+
+
+def _save_best(model: SeqRecModel, ctx: ModelContext, out_dir: Path, epoch: int, rows: list[dict[str, Any]], *,
+               arch: str, name: str, config: dict[str, Any]) -> None:
+    """model.pt of the current weights as the best checkpoint of `epoch` (its valid metrics from `rows`)."""
+    row = next(r for r in rows if r["epoch"] == epoch)
+    save_checkpoint(out_dir / CHECKPOINT_FILE, model, arch=arch, name=name, config=config, ctx=ctx,
+                    extra={"epoch": epoch, "valid": {k: v for k, v in row.items() if k.startswith("valid_")}})
+
+
 def train_model(model: SeqRecModel, ctx: ModelContext, train_seq: torch.Tensor,
                 valid: Optional[EvalSplit], common: TrainCommon, out_dir: Path, *,
                 seed: int, arch: str, name: str, config: dict[str, Any],
@@ -123,7 +185,8 @@ def train_model(model: SeqRecModel, ctx: ModelContext, train_seq: torch.Tensor,
     """Train `model` on windows `train_seq` [U, S+1]; keep the best valid checkpoint in out_dir.
 
     Every rank runs the same code; only rank 0 evaluates and writes, and its early-stopping
-    decision is broadcast. Without `valid` the last epoch is kept.
+    decision is broadcast. Without `valid` the last epoch is kept. With `common.resume`, a
+    `resume.pt` of this same run in out_dir (see the module docstring) is continued.
     """
     device = ctx.device
     is_main = ddp.rank() == 0
@@ -140,8 +203,30 @@ def train_model(model: SeqRecModel, ctx: ModelContext, train_seq: torch.Tensor,
     best, best_epoch, bad, stopped = -math.inf, 0, 0, False
     n = int(train_seq.shape[0])
     start_all = time.perf_counter()
-    epoch = 0
-    for epoch in range(1, common.epochs + 1):
+    first = 0
+    best_state: dict[str, torch.Tensor] = {}
+    resume_path = out_dir / RESUME_FILE
+    fingerprint = (run_fingerprint(model, ctx, train_seq, valid, common, seed=seed, arch=arch, name=name,
+                                   config=config) if common.resume else "")
+    state = load_resume_state(resume_path, fingerprint) if common.resume else None
+    if state is not None:
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        if scaler is not None and state.get("scaler") is not None:
+            scaler.load_state_dict(state["scaler"])
+        rows, best, best_epoch, bad = state["rows"], state["best"], state["best_epoch"], state["bad"]
+        first = state["epoch"]
+        best_state = state["best_model"]
+        _set_rng_state(state["rng"])
+        if is_main:
+            # DVC deletes model.pt before it re-runs the stage: write the best epoch's back.
+            model.load_state_dict(best_state)
+            _save_best(model, ctx, out_dir, best_epoch, rows, arch=arch, name=name, config=config)
+            model.load_state_dict(state["model"])
+        # the stopping rule is re-applied: a larger patience or epoch cap lets the run go on
+        stopped = bad >= common.patience
+    epoch = first
+    for epoch in range(first + 1, (first if stopped else common.epochs) + 1):
         t0 = time.perf_counter()
         set_lrs(opt, model, epoch)
         order = epoch_order(n, seed, epoch)
@@ -192,16 +277,24 @@ def train_model(model: SeqRecModel, ctx: ModelContext, train_seq: torch.Tensor,
                                f"metrics: {', '.join(k for k in row if k.startswith('valid_'))}")
             if score > best:
                 best, best_epoch, bad = score, epoch, 0
-                save_checkpoint(out_dir / CHECKPOINT_FILE, model, arch=arch, name=name, config=config,
-                                ctx=ctx, extra={"epoch": epoch, "valid": {k: v for k, v in row.items()
-                                                                          if k.startswith("valid_")}})
+                _save_best(model, ctx, out_dir, epoch, rows, arch=arch, name=name, config=config)
+                if common.resume:
+                    best_state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
             else:
                 bad += 1
             write_log(rows, out_dir / LOG_FILE)
             decision = bad >= common.patience
+            if common.resume:
+                with atomic_path(resume_path) as tmp:
+                    torch.save({"fingerprint": fingerprint, "epoch": epoch, "model": model.state_dict(),
+                                "optimizer": opt.state_dict(), "scaler": scaler.state_dict() if scaler else None,
+                                "rows": rows, "best": best, "best_epoch": best_epoch, "bad": bad,
+                                "best_model": best_state, "rng": _rng_state()}, tmp)
         stopped = bool(ddp.broadcast_object(decision))
         if stopped:
             break
     ddp.barrier()
+    if is_main:
+        resume_path.unlink(missing_ok=True)
     return TrainResult(best_epoch=best_epoch, best_metric=best, epochs_run=epoch,
                        stopped_early=stopped, seconds=time.perf_counter() - start_all, log=rows)

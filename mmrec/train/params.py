@@ -39,6 +39,9 @@ class TrainCommon(BaseModel):
     # 0 = the stage's CPU budget (top-level `threads:` / MMREC_THREADS, mmrec.threads). Non-zero
     # wins over that budget for training's intra-op pool: the weights depend on it.
     threads: int = Field(0, ge=0)
+    # Continue an interrupted run of the same training from models/<name>/resume.pt (written after
+    # every epoch, deleted at the end; mmrec.train.loop): same weights as an uninterrupted run.
+    resume: bool = True
 
 
 class TrainParams(BaseModel):

@@ -37,3 +37,61 @@ def test_write_log_unions_columns_and_writes_nan(tmp_path):
     write_log([{"epoch": 1, "loss": 0.5}, {"epoch": 2, "loss": 0.25, "x": math.nan}], tmp_path / "log.tsv")
     lines = (tmp_path / "log.tsv").read_text().splitlines()
     assert lines == ["epoch\tloss\tx", "1\t0.5\tnan", "2\t0.25\tnan"]
+
+
+def _run(out_dir, epochs=5, lr=1e-3, interrupt_at=None, monkeypatch=None):
+    """A small SASRec run (dropout on, so RNG state matters); `interrupt_at` kills it as that
+    epoch starts, the way a preempted job dies."""
+    import mmrec.train.loop as loop
+
+    seqs = torch.from_numpy(ts.sequences(32, 30, 8))
+    ctx = ts.context(30, max_len=7, modalities=())
+    torch.manual_seed(0)
+    model = build_model("sasrec", ctx, {"hidden": 16, "layers": 1, "max_len": 7, "dropout": 0.3})
+    valid = EvalSplit(torch.arange(32), seqs[:, :-1], seqs[:, :-1], seqs[:, -1])
+    common = TrainCommon(epochs=epochs, batch_size=8, patience=10, lr=lr, max_len=7, retention_pairs=100)
+    if interrupt_at is not None:
+        real = loop.set_lrs
+
+        def dying(opt, m, epoch):
+            if epoch == interrupt_at:
+                raise KeyboardInterrupt
+            real(opt, m, epoch)
+
+        monkeypatch.setattr(loop, "set_lrs", dying)
+    try:
+        return train_model(model, ctx, seqs, valid, common, out_dir, seed=3, arch="sasrec", name="sasrec",
+                           config=model.cfg.model_dump(), progress=False)
+    except KeyboardInterrupt:
+        return None
+    finally:
+        monkeypatch and monkeypatch.undo()
+
+
+def _untimed(rows):
+    return [{k: v for k, v in r.items() if not k.endswith("_seconds")} for r in rows]
+
+
+def test_an_interrupted_run_resumes_to_the_same_weights(tmp_path, monkeypatch):
+    whole = _run(tmp_path / "whole")
+    assert not (tmp_path / "whole" / "resume.pt").exists()                # deleted at the end
+    assert _run(tmp_path / "cut", interrupt_at=4, monkeypatch=monkeypatch) is None
+    assert (tmp_path / "cut" / "resume.pt").exists()
+    (tmp_path / "cut" / "model.pt").unlink()                              # what `dvc repro` does first
+    resumed = _run(tmp_path / "cut")
+    assert resumed.epochs_run == 5 and _untimed(resumed.log) == _untimed(whole.log)
+    assert [r["epoch"] for r in resumed.log] == [1, 2, 3, 4, 5]
+    a = torch.load(tmp_path / "whole" / "model.pt", weights_only=True)
+    b = torch.load(tmp_path / "cut" / "model.pt", weights_only=True)
+    assert a["epoch"] == b["epoch"] and a["valid"] == b["valid"]
+    assert all(torch.equal(a["state_dict"][k], b["state_dict"][k]) for k in a["state_dict"])
+    assert not (tmp_path / "cut" / "resume.pt").exists()
+
+
+def test_a_changed_run_does_not_resume(tmp_path, monkeypatch):
+    _run(tmp_path, epochs=5, interrupt_at=3, monkeypatch=monkeypatch)
+    other = _run(tmp_path, epochs=2, lr=2e-3)                             # another lr: a new run
+    assert [r["epoch"] for r in other.log] == [1, 2]
+    _run(tmp_path, epochs=5, interrupt_at=3, monkeypatch=monkeypatch)
+    longer = _run(tmp_path, epochs=6)                                     # a higher cap: resumes
+    assert [r["epoch"] for r in longer.log] == [1, 2, 3, 4, 5, 6]
