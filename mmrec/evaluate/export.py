@@ -13,8 +13,8 @@ Writes `recommendations/<model>/` (one folder, swapped in whole):
 - `item_vectors.parquet`: `item_idx`, `item_id`, `text`, `image_path`, `vector` (the model's item
   table without the padding row), row_group_size items per group. A score is the dot product of
   a user's and an item's vector, so anyone can rescore or filter without the model.
-- `recommendations.sqlite`: the same top-k rows, the users' model inputs and the item texts,
-  keyed for point reads (`serving.py`): `mmrec recommend --user` answers from it with the
+- `recommendations.sqlite`: the same top-k lists, the users' model inputs and the item texts,
+  one row per user keyed by user_id (`serving.py`): `mmrec recommend --user` answers from it with the
   standard library only, in tens of milliseconds from a fresh process.
 
 Each user's input is their whole known history (train + valid + test: every interaction in
@@ -30,7 +30,7 @@ import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 import pyarrow as pa
@@ -143,6 +143,19 @@ def _list_array(values: np.ndarray, lengths: np.ndarray, type_: pa.DataType) -> 
     return pa.ListArray.from_arrays(pa.array(offsets), pa.array(values, type=type_))
 
 
+def _index_rows(users: pa.Table, window_len: np.ndarray, history: np.ndarray, timestamps: np.ndarray,
+                per_user: np.ndarray, rec_items: np.ndarray, rec_scores: np.ndarray) -> Iterator[tuple]:
+    """The serving index's rows of a batch of users: their flat per-user runs (inputs, top-k)
+    cut into one packed blob each (see serving.py)."""
+    h_end, r_end = np.cumsum(window_len), np.cumsum(per_user)
+    for u, (uid, uidx, n) in enumerate(zip(users["user_id"].to_pylist(), users["user_idx"].to_pylist(),
+                                           users["n_interactions"].to_pylist(), strict=True)):
+        h = slice(h_end[u] - window_len[u], h_end[u])
+        r = slice(r_end[u] - per_user[u], r_end[u])
+        yield (uid, uidx, n, history[h].tobytes(), timestamps[h].tobytes(), rec_items[r].tobytes(),
+               rec_scores[r].tobytes())
+
+
 class _GroupedWriter:
     """A ParquetWriter whose row groups hold exactly `users_per_group` users each (the last one
     fewer), whatever the batches fed to it: the file does not depend on recommend.batch_users.
@@ -240,7 +253,6 @@ def export_recommendations(model: torch.nn.Module, seqs: UserSequences, items_ta
                 "score": pa.array(vals[keep].numpy().astype(np.float32)),
             }, schema=RECS_SCHEMA)
             recs.add(rec_table, per_user)
-            index.add_recs(*(rec_table[c].to_pylist() for c in ("user_idx", "rank", "item_idx", "score")))
             window, window_len = b.window.numpy(), b.window_len.numpy()
             user_table = pa.table({
                 "user_id": seqs.user_id.take(pa.array(users)),
@@ -251,8 +263,9 @@ def export_recommendations(model: torch.nn.Module, seqs: UserSequences, items_ta
                 "vector": pa.FixedSizeListArray.from_arrays(u.cpu().reshape(-1).numpy(), dim),
             }, schema=user_schema)
             users_out.add(user_table, np.ones(len(users), dtype=np.int64))
-            index.add_users(*(user_table[c].to_pylist() for c in
-                              ("user_id", "user_idx", "n_interactions", "history", "history_timestamp")))
+            index.add_users(_index_rows(user_table, window_len, seqs.items[window].astype(np.int32),
+                                        seqs.timestamps[window].astype(np.int64), per_user, flat_idx,
+                                        vals[keep].numpy().astype(np.float32)))
             n_rows += int(per_user.sum())
     finally:
         recs.close()

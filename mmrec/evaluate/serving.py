@@ -9,9 +9,11 @@ Tables (all written once by the export, read-only afterwards):
 
 - `meta(key, value)`: key `export` holds the JSON the Parquet file's `mmrec_recommend` metadata
   holds too (model, k, mask_history, max_len, input fingerprints, format_version).
-- `users(user_id PK, user_idx, n_interactions, history, history_timestamp)`: the model's input,
-  the last max_len items oldest first, as JSON lists.
-- `recs(user_idx, rank, item_idx, score)`, primary key (user_idx, rank).
+- `users(user_id PK, user_idx, n_interactions, history, history_timestamp, rec_items,
+  rec_scores)`: one row per user, so an answer is one B-tree read: the model's input (the last
+  max_len items, oldest first) and the top-k in rank order, as packed native-endian arrays
+  (int32 item_idx, int64 timestamps, float32 scores: the Parquet file's values, bit for bit;
+  `unpack` reads them, `array.array` anywhere).
 - `items(item_idx PK, item_id, text, image_path)`.
 
 Nothing here imports anything beyond the standard library, `mmrec.paths` and `mmrec.hashing`; keep it so
@@ -23,6 +25,7 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
+from array import array
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
@@ -40,12 +43,23 @@ DEFAULT_MASK_HISTORY = True
 _SCHEMA = """
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
 CREATE TABLE users (user_id TEXT PRIMARY KEY, user_idx INTEGER NOT NULL,
-                    n_interactions INTEGER NOT NULL, history TEXT NOT NULL,
-                    history_timestamp TEXT NOT NULL) WITHOUT ROWID;
-CREATE TABLE recs (user_idx INTEGER NOT NULL, rank INTEGER NOT NULL, item_idx INTEGER NOT NULL,
-                   score REAL NOT NULL, PRIMARY KEY (user_idx, rank)) WITHOUT ROWID;
+                    n_interactions INTEGER NOT NULL, history BLOB NOT NULL,
+                    history_timestamp BLOB NOT NULL, rec_items BLOB NOT NULL,
+                    rec_scores BLOB NOT NULL) WITHOUT ROWID;
 CREATE TABLE items (item_idx INTEGER PRIMARY KEY, item_id TEXT, text TEXT, image_path TEXT);
 """
+#: array typecodes of the packed columns (int32, int64, float32): numpy's int32/int64/float32
+#: `tobytes()` on the writing side.
+INT32, INT64, FLOAT32 = "i", "q", "f"
+if (array(INT32).itemsize, array(INT64).itemsize, array(FLOAT32).itemsize) != (4, 8, 4):
+    raise ImportError("this platform's C int/long long/float sizes differ from int32/int64/float32")
+
+
+def unpack(typecode: str, blob: bytes) -> list[Any]:
+    """A packed column of the index as a list (INT32, INT64 or FLOAT32)."""
+    values = array(typecode)
+    values.frombytes(blob)
+    return values.tolist()
 
 
 class ExportUnusable(Exception):
@@ -125,16 +139,11 @@ class IndexWriter:
         """(item_idx, item_id, text, image_path) rows."""
         self._con.executemany("INSERT INTO items VALUES (?, ?, ?, ?)", rows)
 
-    def add_users(self, user_id: Sequence[str], user_idx: Sequence[int], n_interactions: Sequence[int],
-                  histories: Sequence[Sequence[int]], timestamps: Sequence[Sequence[int]]) -> None:
-        """One row per user: the model input (item_idx list) and its timestamps, oldest first."""
-        self._con.executemany("INSERT INTO users VALUES (?, ?, ?, ?, ?)", zip(
-            user_id, user_idx, n_interactions, map(json.dumps, histories), map(json.dumps, timestamps)))
-
-    def add_recs(self, user_idx: Sequence[int], rank: Sequence[int], item_idx: Sequence[int],
-                 score: Sequence[float]) -> None:
-        """Top-k rows, any number of users at once."""
-        self._con.executemany("INSERT INTO recs VALUES (?, ?, ?, ?)", zip(user_idx, rank, item_idx, score))
+    def add_users(self, rows: Iterable[tuple[str, int, int, bytes, bytes, bytes, bytes]]) -> None:
+        """(user_id, user_idx, n_interactions, history, history_timestamp, rec_items, rec_scores)
+        rows, the last four packed (INT32, INT64, INT32, FLOAT32): the model input oldest first,
+        the top-k in rank order."""
+        self._con.executemany("INSERT INTO users VALUES (?, ?, ?, ?, ?, ?, ?)", rows)
 
     def close(self) -> None:
         try:
@@ -187,17 +196,16 @@ def answer_from_index(index: Path, inputs: Mapping[str, Path], *, model: str, us
                 raise ExportUnusable(f"{index}: no export metadata (re-run the recommend stage)")
             meta = json.loads(found[0])
             check_usable(meta, index, inputs, model=model, k=k, mask_history=mask_history)
-            row = con.execute("SELECT user_idx, n_interactions, history, history_timestamp FROM users "
-                              "WHERE user_id = ?", (str(user),)).fetchone()
+            row = con.execute("SELECT user_idx, n_interactions, history, history_timestamp, rec_items, "
+                              "rec_scores FROM users WHERE user_id = ?", (str(user),)).fetchone()
             if row is None:
                 known = [r[0] for r in con.execute("SELECT user_id FROM users ORDER BY user_id LIMIT 5")]
                 raise KeyError(f"user {user!r} is not in {index} (nor, as the export is fresh, in "
                                f"{inputs['interactions.parquet']}); known ids look like: {', '.join(known)}")
-            user_idx, n_interactions, history, times = row[0], row[1], json.loads(row[2]), json.loads(row[3])
+            user_idx, n_interactions = row[0], row[1]
+            history, times = unpack(INT32, row[2]), unpack(INT64, row[3])
+            ids, scores = unpack(INT32, row[4])[:k], unpack(FLOAT32, row[5])[:k]
             max_len = int(meta["max_len"])
-            top = con.execute("SELECT item_idx, score FROM recs WHERE user_idx = ? ORDER BY rank LIMIT ?",
-                              (user_idx, k)).fetchall()
-            ids, scores = [r[0] for r in top], [r[1] for r in top]
             wanted = sorted(set(ids) | set(history[-max_len:]))
             marks = ",".join("?" * len(wanted))
             items = {r[0]: {"item_id": r[1], "text": r[2], "image_path": r[3]} for r in con.execute(
