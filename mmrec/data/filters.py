@@ -147,20 +147,34 @@ def keep_recent(inter: pl.DataFrame, max_history: int, report: IngestReport) -> 
 
 
 def reindex(inter: pl.DataFrame, users: pl.DataFrame, items: pl.DataFrame,
-            time_per_second: int = 1) -> tuple[pl.DataFrame, pl.DataFrame]:
+            time_per_second: int = 1) -> tuple[pl.DataFrame, pl.Series, pl.DataFrame]:
     """Dense ids that keep the sorted-raw-id order: users 0..U-1, items 1..N (0 is padding).
 
-    `items` is the metadata with its `it` code. Returns interactions (user_idx, user_id,
-    item_idx, timestamp [s]) sorted by user, time, file order; and the metadata rows of the
-    items that occur, item_idx first, sorted.
+    `items` is the metadata with its `it` code, `users` the [user_id, u] table of
+    `stream_select`. Returns interactions (user_idx, item_idx, timestamp [s]) sorted by user,
+    time, file order; the user ids by user_idx (`with_user_ids` adds them to rows, at write
+    time: held per row they are the largest column); and the metadata rows of the items that
+    occur, item_idx first, sorted.
     """
-    inter = (inter.sort(["u", "_tfine", "_order"])
-             .with_columns(user_idx=(pl.col("u").rank("dense") - 1).cast(pl.Int32),
-                           item_idx=pl.col("it").rank("dense").cast(pl.Int32)))
-    imap = inter.select("it", "item_idx").unique("it")
+    inter = inter.sort(SORT_KEYS)
+    kept_u = inter["u"].unique(maintain_order=True)  # ascending: the rows are sorted by u
+    present = inter["it"].unique().sort()
+    # it -> 1-based rank among the present codes (a dense rank without sorting every row)
+    item_idx = pl.Series(np.zeros(items.height, np.int32)).scatter(
+        present, pl.int_range(1, present.len() + 1, dtype=pl.Int32, eager=True))
+    imap = pl.DataFrame({"it": present, "item_idx": item_idx.gather(present)})
     kept = (items.join(imap, on="it", how="inner").sort("item_idx").drop("it")
             .select("item_idx", pl.exclude("item_idx")))
-    out = inter.join(users, on="u", maintain_order="left").select(
-        "user_idx", "user_id", "item_idx",
+    out = inter.select(
+        # in u order, the run number of u is its dense rank among the kept users
+        user_idx=pl.col("u").rle_id().cast(pl.Int32),
+        item_idx=item_idx.gather(inter["it"]),
         timestamp=(pl.col("_tfine") // time_per_second).cast(pl.Int64))
-    return out, kept
+    # users is sorted by u and u numbers its rows: row u holds the id of code u
+    return out, users["user_id"].gather(kept_u), kept
+
+
+def with_user_ids(inter: pl.DataFrame, user_ids: pl.Series) -> pl.DataFrame:
+    """The interactions output layout: user_idx, user_id, item_idx, timestamp."""
+    return inter.select("user_idx", user_id=user_ids.gather(inter["user_idx"]),
+                        item_idx="item_idx", timestamp="timestamp")

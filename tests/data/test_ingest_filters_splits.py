@@ -1,7 +1,15 @@
 import polars as pl
 import pytest
 
-from mmrec.data.filters import core_filter, dedupe, item_codes, keep_recent, reindex, stream_select
+from mmrec.data.filters import (
+    core_filter,
+    dedupe,
+    item_codes,
+    keep_recent,
+    reindex,
+    stream_select,
+    with_user_ids,
+)
 from mmrec.data.report import IngestReport
 from mmrec.data.splits import global_time, leave_one_out, parse_cut, time_cuts
 
@@ -64,7 +72,8 @@ def test_core_filter_reaches_a_fixed_point():
 def test_keep_recent_and_stable_tie_break():
     rows = [("a", f"i{k}", 10) for k in range(6)] + [("a", "late", 11), ("b", "x", 1)]
     inter, users, items = _encode(rows)
-    out, kept = reindex(keep_recent(inter, 3, IngestReport()), users, items)
+    out, user_ids, kept = reindex(keep_recent(inter, 3, IngestReport()), users, items)
+    out = with_user_ids(out, user_ids)
     name = dict(zip(kept["item_idx"], kept["item_id"]))
     # equal timestamps: the later file rows are the more recent ones
     assert [name[i] for i in out.filter(pl.col("user_id") == "a")["item_idx"]] == ["i4", "i5", "late"]
@@ -74,7 +83,10 @@ def test_keep_recent_and_stable_tie_break():
 def test_reindex_is_sorted_and_padding_free():
     meta = pl.DataFrame({"item_id": ["z", "unused", "x", "y"], "title": list("ZUXY")})
     inter, users, items = _encode([("b", "z", 1), ("a", "y", 2), ("a", "x", 3)], meta)
-    inter, kept = reindex(keep_recent(inter, 9, IngestReport()), users, items)
+    inter, user_ids, kept = reindex(keep_recent(inter, 9, IngestReport()), users, items)
+    assert inter.columns == ["user_idx", "item_idx", "timestamp"]
+    inter = with_user_ids(inter, user_ids)
+    assert inter.columns == ["user_idx", "user_id", "item_idx", "timestamp"]
     assert kept.select("item_idx", "item_id", "title").rows() == [(1, "x", "X"), (2, "y", "Y"),
                                                                   (3, "z", "Z")]
     assert inter.select("user_idx", "user_id", "item_idx").rows() == [(0, "a", 2), (0, "a", 1),
