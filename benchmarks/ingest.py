@@ -79,7 +79,14 @@ def peak_mb():
             return int(line.split()[1]) / 1024
 """
 
-CHILD = PEAK + """
+# As at every stage entry (stage_main, `mmrec run`): the environment is configured before
+# polars is imported (thread pools; its allocator's page return, mmrec.threads).
+ENTRY = """
+from mmrec.threads import configure_environment
+configure_environment()
+"""
+
+CHILD = PEAK + ENTRY + """
 import json, sys, time
 from mmrec.config import parse_params
 from mmrec.data.stage import run, summary_line
@@ -94,7 +101,7 @@ print(json.dumps({"seconds": time.time() - t, "rows_read": r["rows_read"],
 
 # What the child holds before reading a byte: imports and params validation (parse_params
 # checks the train section against the model registry, which imports torch).
-BASELINE = PEAK + """
+BASELINE = PEAK + ENTRY + """
 import sys
 from mmrec.config import parse_params
 import mmrec.data.stage  # noqa: F401

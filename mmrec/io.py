@@ -12,7 +12,7 @@ import shutil
 import tempfile
 import uuid
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import numpy as np
 import pyarrow as pa
@@ -116,6 +116,20 @@ def stage_lock(root: str | os.PathLike = ".") -> Iterator[None]:
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
+# pyarrow's default largest row group (rows): write_table cuts a table into groups this long.
+ROW_GROUP_ROWS = 1024 * 1024
+
+
+def _arrow_with_metadata(table: pa.Table | Any, metadata: dict[str, Any] | None) -> pa.Table:
+    if not isinstance(table, pa.Table):
+        table = table.to_arrow()
+    if metadata:
+        meta = dict(table.schema.metadata or {})
+        meta.update({k.encode(): json.dumps(v, sort_keys=True).encode() for k, v in metadata.items()})
+        table = table.replace_schema_metadata(meta)
+    return table
+
+
 def write_parquet(table: "pa.Table | Any", path: str | os.PathLike,
                   metadata: dict[str, Any] | None = None) -> Path:
     """Write a pyarrow Table or polars DataFrame atomically, with JSON-encoded schema metadata.
@@ -123,15 +137,34 @@ def write_parquet(table: "pa.Table | Any", path: str | os.PathLike,
     Written without timestamps or writer-specific varying fields so identical inputs give
     byte-identical files.
     """
-    if not isinstance(table, pa.Table):
-        table = table.to_arrow()
-    if metadata:
-        meta = dict(table.schema.metadata or {})
-        meta.update({k.encode(): json.dumps(v, sort_keys=True).encode() for k, v in metadata.items()})
-        table = table.replace_schema_metadata(meta)
+    table = _arrow_with_metadata(table, metadata)
     path = Path(path)
     with atomic_path(path) as tmp:
         pq.write_table(table, tmp, compression="zstd")
+    return path
+
+
+def write_parquet_groups(n_rows: int, rows: Callable[[int, int], pa.Table | Any],
+                         path: str | os.PathLike, metadata: dict[str, Any] | None = None) -> Path:
+    """`write_parquet` for a table built one row group at a time: the same bytes, less memory.
+
+    `rows(offset, length)` gives those rows of the table (pyarrow or polars, the same schema
+    every time). Each is written as one contiguous row group of `ROW_GROUP_ROWS` rows, as
+    `write_parquet` cuts the whole table, so only one group's rows exist at a time.
+    """
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        writer = None
+        try:
+            for offset in range(0, max(n_rows, 1), ROW_GROUP_ROWS):  # an empty table: one group
+                part = _arrow_with_metadata(rows(offset, min(ROW_GROUP_ROWS, n_rows - offset)),
+                                            metadata).combine_chunks()
+                if writer is None:
+                    writer = pq.ParquetWriter(tmp, part.schema, compression="zstd")
+                writer.write_table(part, row_group_size=ROW_GROUP_ROWS)
+        finally:
+            if writer is not None:
+                writer.close()
     return path
 
 

@@ -52,6 +52,15 @@ ENV = "MMREC_THREADS"
 POOL_ENV = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "NUMEXPR_NUM_THREADS",
             "POLARS_MAX_THREADS")
 
+#: polars' allocator (its own jemalloc, configured from this variable when polars is imported).
+#: polars' defaults keep freed pages in RSS for 0.5 s, then 1 s more as "muzzy" pages, so a
+#: polars step that builds a new table from an old one holds both: the ingest benchmark peaked
+#: at 675-716 MiB with them and ~550 MiB with this (BENCHMARKS.md, Ingest). A background thread
+#: hands freed pages back within 0.1 s, off the threads doing the work (purging at every free
+#: cost ~3 CPU s there).
+POLARS_MALLOC_ENV = "_RJEM_MALLOC_CONF"
+POLARS_MALLOC_CONF = "background_thread:true,dirty_decay_ms:100,muzzy_decay_ms:0"
+
 Threads = Union[int, str]
 #: OpenMP's wait policy at every stage entry unless the environment sets one (see configure_environment).
 WAIT_POLICY = "PASSIVE"
@@ -277,7 +286,7 @@ def configure_environment(params_threads: Threads | None = "auto") -> ThreadPlan
     imported yet (polars reads POLARS_MAX_THREADS once, at import) and for child processes
     (DataLoader workers, torchrun ranks). A variable already set to fewer threads is kept:
     lowering is always safe, and tests or launchers pin 1 on purpose. OMP_WAIT_POLICY is set to
-    PASSIVE unless already set."""
+    PASSIVE unless already set; polars' allocator is told to return freed memory promptly."""
     plan = plan_threads(params_threads)
     for key, value in plan.env().items():
         current = os.environ.get(key, "")
@@ -289,11 +298,23 @@ def configure_environment(params_threads: Threads | None = "auto") -> ThreadPlan
     # and 6 CPU s passive against 30-36 s and 14-16 CPU s spinning (BENCHMARKS.md, issue 14).
     # Read by OpenMP when it loads, so only processes that have not loaded it yet see it.
     os.environ.setdefault("OMP_WAIT_POLICY", WAIT_POLICY)
+    os.environ[POLARS_MALLOC_ENV] = malloc_conf(os.environ.get(POLARS_MALLOC_ENV))
     # torch itself sizes its intra-op pool from a pinned OMP_NUM_THREADS: keep honouring it.
     plan = replace(plan, torch=min(plan.torch, int(os.environ["OMP_NUM_THREADS"])))
     global _configured
     _configured = plan
     return plan
+
+
+def malloc_conf(current: str | None) -> str:
+    """`current` with POLARS_MALLOC_CONF appended (jemalloc: the last value of an option wins).
+
+    Appended, not set only when absent: importing polars writes its own defaults into the
+    environment, so a process started by one that imported polars inherits them.
+    """
+    if not current:
+        return POLARS_MALLOC_CONF
+    return current if current.endswith(POLARS_MALLOC_CONF) else f"{current},{POLARS_MALLOC_CONF}"
 
 
 def apply_plan(plan: ThreadPlan) -> None:

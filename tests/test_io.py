@@ -8,7 +8,14 @@ import stat
 import polars as pl
 import pytest
 
-from mmrec.io import FILE_MODE, atomic_path, write_json, write_parquet
+from mmrec.io import (
+    FILE_MODE,
+    ROW_GROUP_ROWS,
+    atomic_path,
+    write_json,
+    write_parquet,
+    write_parquet_groups,
+)
 
 
 def test_written_files_get_the_umask_mode_not_mkstemps_0600(tmp_path):
@@ -28,3 +35,13 @@ def test_a_failed_write_leaves_the_old_file_and_no_temporary(tmp_path):
             raise RuntimeError("crash")
     assert target.read_text().strip().startswith("{") and "good" in target.read_text()
     assert [p.name for p in tmp_path.iterdir()] == ["r.json"]
+
+
+@pytest.mark.parametrize("n", [0, 5, ROW_GROUP_ROWS + 1234])
+def test_writing_by_row_groups_gives_the_bytes_of_the_whole_table(tmp_path, n):
+    df = pl.DataFrame({"k": pl.int_range(n, eager=True, dtype=pl.Int32)}).with_columns(
+        s=pl.format("user{}", pl.col("k") % 5000), t=pl.col("k").cast(pl.Int64) * 7)
+    meta = {"source": "x"}
+    whole = write_parquet(df, tmp_path / "whole.parquet", meta)
+    parts = write_parquet_groups(n, lambda at, k: df.slice(at, k), tmp_path / "parts.parquet", meta)
+    assert parts.read_bytes() == whole.read_bytes()

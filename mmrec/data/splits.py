@@ -32,37 +32,57 @@ SPLIT_SCHEMA = {"user_idx": pl.Int32, "split": pl.String, "history": pl.List(pl.
 
 
 def _sequences(inter: pl.DataFrame) -> pl.DataFrame:
-    """One row per user: `seq` list<int32> of item_idx in time order, `n` its length."""
-    return (inter.group_by("user_idx", maintain_order=True)
+    """One row per user: `seq` list<int32> of item_idx in time order, `n` its length.
+
+    `inter` is grouped by user (as `reindex` leaves it): told so, polars groups by slicing
+    instead of building an index list per user.
+    """
+    return (inter.with_columns(pl.col("user_idx").set_sorted())
+            .group_by("user_idx", maintain_order=True)
             .agg(pl.col("item_idx").alias("seq"))
             .with_columns(n=pl.col("seq").list.len().cast(pl.Int64)))
 
 
 def _finish(rows: pl.DataFrame, train_items: pl.Series) -> pl.DataFrame:
-    rows = rows.with_columns(
-        cold_target=~pl.col("target").is_in(train_items.implode()),
-        _s=pl.col("split").replace_strict(SPLIT_ORDER, return_dtype=pl.Int8))
-    return (rows.sort(["user_idx", "_s"], maintain_order=True)
+    """`rows` in (user, split) order with cold_target, in the output schema."""
+    return (rows.with_columns(cold_target=~pl.col("target").is_in(train_items.implode()))
             .select([pl.col(k).cast(t) for k, t in SPLIT_SCHEMA.items()]))
 
 
+def _split_order(rows: pl.DataFrame) -> pl.DataFrame:
+    """Rows sorted by user, then train, valid, test (file order kept within each)."""
+    return (rows.with_columns(_s=pl.col("split").replace_strict(SPLIT_ORDER, return_dtype=pl.Int8))
+            .sort(["user_idx", "_s"], maintain_order=True).drop("_s"))
+
+
+# leave_one_out: each split's target is this many items from the end of the user's sequence
+LOO_BACK = {"train": 3, "valid": 2, "test": 1}
+
+
 def leave_one_out(inter: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
-    """(splits, train interactions). Needs >= 3 interactions per user (the filters ensure it)."""
+    """(splits, train interactions) of `inter` in `reindex`'s order (by user, oldest first).
+
+    Needs >= 3 interactions per user (the filters ensure it).
+    """
     seqs = _sequences(inter)
     short = seqs.filter(pl.col("n") < 3)
     if short.height:
         raise ValueError(f"leave_one_out needs >= 3 interactions per user; {short.height} users "
                          "have fewer (raise data.min_user_interactions)")
-    parts = []
-    for name, back in (("train", 3), ("valid", 2), ("test", 1)):
-        parts.append(seqs.select(
-            "user_idx", split=pl.lit(name),
-            history=pl.col("seq").list.head(pl.col("n") - back),
-            target=pl.col("seq").list.get(pl.col("n") - back),
-            cold_user=pl.lit(False)))
-    rows = pl.concat(parts)
-    pos = pl.int_range(pl.len(), dtype=pl.Int64).over("user_idx")
-    train = inter.filter(pos < pl.len().over("user_idx").cast(pl.Int64) - 2)
+    # Three rows per user, made in output order: sorting rows that hold lists copies them all.
+    back = pl.col("back")
+    rows = (seqs.with_columns(back=pl.lit(list(LOO_BACK.values()), dtype=pl.List(pl.Int64)))
+            .explode("back")
+            .select("user_idx",
+                    split=back.replace_strict({v: k for k, v in LOO_BACK.items()},
+                                              return_dtype=pl.String),
+                    history=pl.col("seq").list.head(pl.col("n") - back),
+                    target=pl.col("seq").list.get(pl.col("n") - back),
+                    cold_user=pl.lit(False)))
+    del seqs
+    # rows are grouped by user, oldest first: a row is training unless it is one of its
+    # user's last two, i.e. unless the row two further down belongs to someone else
+    train = inter.filter(pl.col("user_idx").shift(-2) == pl.col("user_idx"))
     return _finish(rows, train["item_idx"].unique()), train
 
 
@@ -100,13 +120,17 @@ def split_filters(inter: pl.DataFrame, filters: Callable[[pl.DataFrame], pl.Data
 
     Without `valid_start` (leave-one-out) they see every interaction. With it (global_time) they
     see only the training period, rows whose `seconds` (an expression, default the `timestamp`
-    column) is before the cut; the later rows are appended untouched.
+    column) is before the cut; the later rows are kept untouched. Rows keep their order.
     """
     if valid_start is None:
         return filters(inter)
     before = (pl.col("timestamp") if seconds is None else seconds) < valid_start
+    inter = inter.with_row_index("_i")
     train = filters(inter.filter(before))
-    return pl.concat([train, inter.filter(~before).select(train.columns)])
+    # The kept training rows and every later row, in the order they came in (a concat of
+    # the two parts would need sorting again).
+    keep = inter.select(~before).to_series().scatter(train["_i"], True)
+    return inter.filter(keep).drop("_i")
 
 
 def global_time(inter: pl.DataFrame, valid_start: int,
@@ -127,5 +151,5 @@ def global_time(inter: pl.DataFrame, valid_start: int,
              .select("user_idx", "split", history=pl.col("seq").list.head(pl.col("_pos")),
                      target=pl.col("item_idx"),
                      cold_user=~pl.col("user_idx").is_in(train["user_idx"].unique().implode())))
-    rows = pl.concat([train_rows, evals])
+    rows = _split_order(pl.concat([train_rows, evals]))
     return _finish(rows, train["item_idx"].unique()), train.drop("_pos", "split")

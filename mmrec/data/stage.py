@@ -32,13 +32,14 @@ from mmrec.data.filters import (
     keep_recent,
     reindex,
     stream_select,
+    with_user_ids,
 )
 from mmrec.data.images import download_images, list_images, safe_name, unreadable_images
 from mmrec.data.manifest import write_manifest
 from mmrec.data.params import IngestConfig
 from mmrec.data.report import IngestReport
 from mmrec.data.splits import global_time, leave_one_out, split_filters, time_cuts
-from mmrec.io import atomic_dir, write_json, write_parquet
+from mmrec.io import atomic_dir, write_json, write_parquet, write_parquet_groups
 from mmrec.paths import image_manifest_path, ingest_dir
 
 ITEM_FIRST_COLS = ["item_idx", "item_id", "text", "image_path", "n_train", "has_text", "has_image"]
@@ -172,7 +173,8 @@ def run(params: IngestConfig, root: Path = Path(".")) -> dict[str, Any]:
     if inter.height == 0:
         raise ValueError("no interactions left after filtering; see the filter counts: "
                          f"{report.filters}")
-    inter, items = reindex(inter, users, items, time_per_second)
+    inter, user_ids, items = reindex(inter, users, items, time_per_second)
+    del users
 
     split_info: dict[str, Any] = {"protocol": d.split}
     if cuts is None:
@@ -214,7 +216,9 @@ def run(params: IngestConfig, root: Path = Path(".")) -> dict[str, Any]:
               "truncated_files": report.truncated_files()}
     with atomic_dir(out) as tmp:  # all outputs appear together, or none does
         write_parquet(items, tmp / "items.parquet", meta)
-        write_parquet(inter_out, tmp / "interactions.parquet", meta)
+        write_parquet_groups(inter_out.height,
+                             lambda at, n: with_user_ids(inter_out.slice(at, n), user_ids),
+                             tmp / "interactions.parquet", meta)
         write_parquet(splits, tmp / "splits.parquet", meta)
         # image contents as a DVC dependency of extract@image
         write_manifest(items, tmp / image_manifest_path(params, root).name, root)

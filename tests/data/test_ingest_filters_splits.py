@@ -1,7 +1,15 @@
 import polars as pl
 import pytest
 
-from mmrec.data.filters import core_filter, dedupe, item_codes, keep_recent, reindex, stream_select
+from mmrec.data.filters import (
+    core_filter,
+    dedupe,
+    item_codes,
+    keep_recent,
+    reindex,
+    stream_select,
+    with_user_ids,
+)
 from mmrec.data.report import IngestReport
 from mmrec.data.splits import global_time, leave_one_out, parse_cut, time_cuts
 
@@ -15,17 +23,22 @@ def _raw(rows):
 
 
 def _encode(rows, meta=None):
-    """What the stage does before filtering: item codes from metadata, then user codes."""
+    """What the stage does before filtering: item codes from metadata, user codes, then
+    `dedupe`, which puts rows in the (user, time, file) order the later steps need."""
     raw = _raw(rows)
     if meta is None:
         meta = pl.DataFrame({"item_id": sorted(set(raw["item_id"]))})
     items = meta.sort("item_id").with_columns(it=pl.int_range(pl.len(), dtype=pl.Int32))
     inter, users = stream_select([raw], item_codes(items, pl.lit(True)), IngestReport())
-    return inter, users, items
+    return dedupe(inter, IngestReport()), users, items
 
 
 def _inter(rows):
-    return _encode(rows)[0]
+    """Rows as `stream_select` gives them: file order, nothing dropped."""
+    raw = _raw(rows)
+    items = pl.DataFrame({"item_id": sorted(set(raw["item_id"]))}).with_columns(
+        it=pl.int_range(pl.len(), dtype=pl.Int32))
+    return stream_select([raw], item_codes(items, pl.lit(True)), IngestReport())[0]
 
 
 def _indexed_rows(rows):
@@ -64,7 +77,8 @@ def test_core_filter_reaches_a_fixed_point():
 def test_keep_recent_and_stable_tie_break():
     rows = [("a", f"i{k}", 10) for k in range(6)] + [("a", "late", 11), ("b", "x", 1)]
     inter, users, items = _encode(rows)
-    out, kept = reindex(keep_recent(inter, 3, IngestReport()), users, items)
+    out, user_ids, kept = reindex(keep_recent(inter, 3, IngestReport()), users, items)
+    out = with_user_ids(out, user_ids)
     name = dict(zip(kept["item_idx"], kept["item_id"]))
     # equal timestamps: the later file rows are the more recent ones
     assert [name[i] for i in out.filter(pl.col("user_id") == "a")["item_idx"]] == ["i4", "i5", "late"]
@@ -74,7 +88,10 @@ def test_keep_recent_and_stable_tie_break():
 def test_reindex_is_sorted_and_padding_free():
     meta = pl.DataFrame({"item_id": ["z", "unused", "x", "y"], "title": list("ZUXY")})
     inter, users, items = _encode([("b", "z", 1), ("a", "y", 2), ("a", "x", 3)], meta)
-    inter, kept = reindex(keep_recent(inter, 9, IngestReport()), users, items)
+    inter, user_ids, kept = reindex(keep_recent(inter, 9, IngestReport()), users, items)
+    assert inter.columns == ["user_idx", "item_idx", "timestamp"]
+    inter = with_user_ids(inter, user_ids)
+    assert inter.columns == ["user_idx", "user_id", "item_idx", "timestamp"]
     assert kept.select("item_idx", "item_id", "title").rows() == [(1, "x", "X"), (2, "y", "Y"),
                                                                   (3, "z", "Z")]
     assert inter.select("user_idx", "user_id", "item_idx").rows() == [(0, "a", 2), (0, "a", 1),
@@ -175,3 +192,29 @@ def test_global_time_cuts_first_then_filters_the_training_period():
     c_rows_out = splits.filter(pl.col("user_idx") == ids["c"])
     assert c_rows_out["split"].to_list() == ["test"] and c_rows_out["cold_user"].all()
     assert train.filter(pl.col("user_idx") == ids["c"]).height == 0
+
+
+def test_dedupe_sorts_by_user_and_time_with_file_order_for_ties():
+    rows = [("b", "x", 1), ("a", "y", 5), ("a", "x", 5), ("a", "y", 5), ("a", "z", 1), ("a", "x", 5)]
+    out = dedupe(_inter(rows), IngestReport())
+    # a: z@1, then the t=5 tie in file order (y, x), their repeats dropped; then b
+    assert out.select("u", "it", "_tfine").rows() == [(0, 2, 1), (0, 1, 5), (0, 0, 5), (1, 0, 1)]
+
+
+def test_stream_select_refuses_rows_out_of_file_order():
+    raw = _raw([("a", "x", 1), ("b", "x", 2)])
+    items = pl.DataFrame({"item_id": ["x"]}).with_columns(it=pl.int_range(pl.len(), dtype=pl.Int32))
+    with pytest.raises(RuntimeError, match="out of file order"):
+        stream_select([raw.reverse()], item_codes(items, pl.lit(True)), IngestReport())
+    with pytest.raises(RuntimeError, match="out of file order"):
+        stream_select([raw, raw], item_codes(items, pl.lit(True)), IngestReport())
+
+
+def test_split_filters_keep_the_row_order():
+    from mmrec.data.splits import split_filters
+
+    inter = _encode([("a", f"i{t}", t) for t in range(8)] + [("b", "i1", 3), ("b", "i2", 9)])[0]
+    out = split_filters(inter, lambda df: keep_recent(df, 3, IngestReport()), 5, pl.col("_tfine"))
+    # a keeps t=2,3,4 before the cut and everything after; b is untouched; order kept
+    assert out.select("u", "_tfine").rows() == [(0, 2), (0, 3), (0, 4), (0, 5), (0, 6), (0, 7),
+                                                (1, 3), (1, 9)]
