@@ -20,6 +20,8 @@ import traceback
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+#: Stages whose process never imports torch (their thread setup must not import it either).
+TORCH_FREE_STAGES = frozenset({"ingest"})
 # Stage name -> (module with `run(params, root, ...)`, whether it takes a model name).
 # Imported lazily so a stage whose package is missing fails only when it is used.
 STAGES: dict[str, tuple[str, bool]] = {
@@ -70,17 +72,18 @@ def _report(err: BaseException) -> None:
     print(f"mmrec: error: {error_message(err)}\n{_HINT}", file=sys.stderr)
 
 
-def configure_threads(params_path: str | os.PathLike = "params.yaml"):
+def configure_threads(params_path: str | os.PathLike = "params.yaml", *, torch: bool = True):
     """Size every thread pool of this process from its CPU budget (mmrec.threads): the
     environment first, so polars, BLAS and child processes read it when they load, then torch's
-    and FAISS's pools. Called at every stage entry before anything imports polars or numpy."""
+    and FAISS's pools. Called at every stage entry before anything imports polars or numpy.
+    `torch=False` (stages that never use torch) leaves torch unimported."""
     from mmrec.threads import apply_plan, configure_environment, read_params_threads
 
     try:
         plan = configure_environment(read_params_threads(params_path))
     except ValueError as err:
         raise CliError(str(err)) from None
-    apply_plan(plan)
+    apply_plan(plan, import_torch=torch)
     return plan
 
 
@@ -91,17 +94,18 @@ def threads_line() -> str:
     return describe(pool_sizes())
 
 
-def stage_main(main: Callable[[], Any]) -> None:
+def stage_main(main: Callable[[], Any], *, torch: bool = True) -> None:
     """Run a stage script's `main` with the CLI's error path: a failure prints one
     `mmrec: error: ...` message (exit status 1) instead of a traceback, which `--debug` or
     MMREC_DEBUG=1 brings back. `--debug` is removed from sys.argv before `main` runs.
 
     Thread pools are sized first (configure_threads), so stage scripts import the library
-    inside `main`, after that; the sizes in effect are printed after the stage's own summary."""
+    inside `main`, after that; the sizes in effect are printed after the stage's own summary.
+    `torch=False` for a stage that never imports torch (see configure_threads)."""
     debug = debug_requested(sys.argv[1:])
     sys.argv = [a for a in sys.argv if a != "--debug"]
     try:
-        configure_threads("params.yaml")  # DVC runs stage scripts from the project root
+        configure_threads("params.yaml", torch=torch)  # DVC runs stage scripts from the project root
         from mmrec.io import stage_lock
 
         with stage_lock("."):
@@ -134,7 +138,7 @@ def run_stage(stage: str, model: str | None, params_path: str = "params.yaml", r
     module_name, takes_model = STAGES[stage]
     if model is not None and not takes_model:
         raise CliError(f"stage {stage!r} takes no model argument")
-    configure_threads(params_path)  # before _params: validation imports torch and polars
+    configure_threads(params_path, torch=stage not in TORCH_FREE_STAGES)  # before polars loads
     params = _params(params_path)
     try:
         module = importlib.import_module(module_name)

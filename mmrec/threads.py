@@ -317,16 +317,22 @@ def malloc_conf(current: str | None) -> str:
     return current if current.endswith(POLARS_MALLOC_CONF) else f"{current},{POLARS_MALLOC_CONF}"
 
 
-def apply_plan(plan: ThreadPlan) -> None:
+def apply_plan(plan: ThreadPlan, *, import_torch: bool = True) -> None:
     """Size torch's intra-op and inter-op pools, and FAISS's OpenMP pool if FAISS is loaded
-    (it is imported only by the teacher stage, which sizes it there with `size_faiss`)."""
-    import torch
+    (it is imported only by the teacher stage, which sizes it there with `size_faiss`).
 
-    torch.set_num_threads(plan.torch)
-    try:
-        torch.set_num_interop_threads(plan.torch_interop)
-    except RuntimeError:
-        pass  # settable once, before any inter-op work; a second stage in one process keeps it
+    `import_torch=False` sizes torch only if something already imported it: a stage that never
+    uses torch (ingest) would otherwise pay ~0.5 GB and a second to import it for nothing; if it
+    is imported later anyway, its intra-op pool still follows OMP_NUM_THREADS from the plan."""
+    torch = sys.modules.get("torch")
+    if torch is None and import_torch:
+        import torch
+    if torch is not None:
+        torch.set_num_threads(plan.torch)
+        try:
+            torch.set_num_interop_threads(plan.torch_interop)
+        except RuntimeError:
+            pass  # settable once, before any inter-op work; a second stage in one process keeps it
     if "faiss" in sys.modules:
         sys.modules["faiss"].omp_set_num_threads(plan.faiss)
 

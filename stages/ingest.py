@@ -17,4 +17,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    stage_main(main)
+    stage_main(main, torch=False)  # ingest never uses torch: do not import it

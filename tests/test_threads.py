@@ -195,3 +195,23 @@ def test_malloc_conf_is_appended_once():
     assert T.malloc_conf(None) == T.POLARS_MALLOC_CONF
     assert T.malloc_conf("thp:always") == f"thp:always,{T.POLARS_MALLOC_CONF}"
     assert T.malloc_conf(T.malloc_conf("thp:always")) == f"thp:always,{T.POLARS_MALLOC_CONF}"
+
+
+def test_ingest_stage_never_imports_torch(tmp_path):
+    """The ingest stage script, run as DVC runs it, writes its tables without ever importing
+    torch (thread setup included): torch would add ~0.5 GB to ingest's peak memory."""
+    fixture = ROOT / "tests" / "fixtures" / "data" / "amazon2018"
+    (tmp_path / "params.yaml").write_text(
+        f"data: {{name: t, source: amazon2018, raw_dir: {fixture}, min_user_interactions: 1, require: []}}\n"
+        "threads: 1\n")
+    code = ("import runpy, sys\n"
+            f"sys.argv = [{str(ROOT / 'stages' / 'ingest.py')!r}]\n"
+            "try:\n"
+            "    runpy.run_path(sys.argv[0], run_name='__main__')\n"
+            "finally:\n"
+            "    print('torch imported:', 'torch' in sys.modules)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path,
+                         env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert out.returncode == 0, out.stderr
+    assert (tmp_path / "data" / "t" / "ingest" / "interactions.parquet").exists()
+    assert out.stdout.strip().splitlines()[-1] == "torch imported: False"
