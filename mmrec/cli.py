@@ -16,7 +16,6 @@ import importlib
 import json
 import os
 import sys
-import traceback
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -60,6 +59,8 @@ def error_message(err: BaseException) -> str:
     text = str(err) or type(err).__name__
     if isinstance(err, (CliError, ValueError, OSError)) and not isinstance(err, UnicodeError):
         return text
+    import traceback  # only on the error path: `mmrec recommend` starts without it
+
     frames = traceback.extract_tb(err.__traceback__)
     # The innermost frame outside installed libraries: where our code (or input) went wrong.
     ours = [f for f in frames if "site-packages" not in f.filename
