@@ -117,7 +117,7 @@ def main() -> None:
         # 1. the export, as `recommend@sasrec` runs it (mmrec.evaluate.export.run minus load_model)
         t0 = time.perf_counter()
         inputs = export_inputs(params, "sasrec", root)
-        recorded = {name: fingerprint(p) for name, p in inputs.items()}
+        recorded = {name: fingerprint(p, root) for name, p in inputs.items()}
         seqs = load_user_sequences(inputs["interactions.parquet"])
         items_table = load_items(inputs["items.parquet"])
         out = paths.recommend_dir(params, "sasrec", root)
@@ -180,11 +180,10 @@ def main() -> None:
         from mmrec import cli
 
         pfile = str(root / "params.yaml")
-        inputs = export_inputs(params, "sasrec", root)
         timed: dict[str, list[float]] = {"quick": [], "validating": [], "index": []}
         calls = {"quick": lambda u: cli.quick_recommend("sasrec", u, 10, pfile, str(root)),
                  "validating": lambda u: cli.recommend("sasrec", u, 10, pfile, str(root)),
-                 "index": lambda u: answer_from_index(out / INDEX_FILE, inputs, model="sasrec", user=u, k=10,
+                 "index": lambda u: answer_from_index(out / INDEX_FILE, root, model="sasrec", user=u, k=10,
                                                       mask_history=True)}
         for name, call in calls.items():
             call(users[0])                                                              # warm-up

@@ -189,7 +189,7 @@ def recommend(model: str, user: str | None = None, k: int = 10, params_path: str
     """
     from mmrec import paths
     from mmrec.evaluate.lookup import item_rows, user_history
-    from mmrec.evaluate.serving import INDEX_FILE, ExportUnusable, answer, answer_from_index, export_inputs
+    from mmrec.evaluate.serving import INDEX_FILE, ExportUnusable, answer, answer_from_index
 
     _check_request(user, history, k)
     params = _params(params_path)
@@ -203,8 +203,7 @@ def recommend(model: str, user: str | None = None, k: int = 10, params_path: str
     if user is not None:
         index = paths.recommend_dir(params, model, rootp) / INDEX_FILE
         try:
-            return answer_from_index(index, export_inputs(params, model, rootp), model=model, user=user, k=k,
-                                     mask_history=mask)
+            return answer_from_index(index, rootp, model=model, user=user, k=k, mask_history=mask)
         except ExportUnusable as why:
             _note(f"{why}; scoring with the model instead (seconds; `dvc repro recommend@{model}` "
                   f"or `mmrec run recommend {model}` writes the export)")
@@ -259,7 +258,6 @@ def quick_recommend(model: str, user: str, k: int, params_path: str = "params.ya
         INDEX_FILE,
         ExportUnusable,
         answer_from_index,
-        export_inputs,
     )
     from mmrec.rawparams import serving_view
 
@@ -271,8 +269,7 @@ def quick_recommend(model: str, user: str, k: int, params_path: str = "params.ya
         return None
     index = paths.recommend_dir(view, model, root) / INDEX_FILE
     try:
-        return answer_from_index(index, export_inputs(view, model, root), model=model, user=user, k=k,
-                                 mask_history=mask)
+        return answer_from_index(index, root, model=model, user=user, k=k, mask_history=mask)
     except ExportUnusable:
         return None
     except KeyError as err:

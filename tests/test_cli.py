@@ -10,7 +10,7 @@ import yaml
 sys.path.insert(0, str(Path(__file__).parent / "evaluate"))
 
 import mmrec.cli as cli  # noqa: E402
-from evaluate_fakes import FakeModel, write_items  # noqa: E402
+from evaluate_fakes import FakeModel, write_items, write_stand_in_checkpoint  # noqa: E402
 from mmrec.io import write_parquet  # noqa: E402
 from mmrec.models import checkpoint  # noqa: E402
 
@@ -29,9 +29,7 @@ def project(tmp_path, monkeypatch):
         "timestamp": pl.Series([10, 20, 30, 40, 50, 5, 6], dtype=pl.Int64),
     })
     write_parquet(inter, tmp_path / "data/tiny/ingest/interactions.parquet")
-    mdir = tmp_path / "data/tiny/models/sasrec"
-    mdir.mkdir(parents=True)
-    (mdir / "model.pt").write_bytes(b"placeholder")
+    write_stand_in_checkpoint(tmp_path / "data/tiny/models/sasrec/model.pt")
     model = FakeModel(30, dim=4, seed=3, max_len=3)   # the trained max_len, read from the model
     monkeypatch.setattr(checkpoint, "load_model", lambda *a, **k: model)
     return tmp_path, model

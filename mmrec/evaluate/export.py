@@ -277,6 +277,15 @@ def export_recommendations(model: torch.nn.Module, seqs: UserSequences, items_ta
             "users_per_s": round(n_users / seconds, 1) if seconds > 0 else None}
 
 
+def context_inputs(params: RecommendConfig, context: dict[str, Any], root: Path) -> dict[str, Path]:
+    """The feature and teacher files a model with checkpoint `context` is rebuilt on (its item
+    vectors depend on them), named by their folder: `features/text/<file>`, `teacher/text/<file>`."""
+    dirs = [paths.modality_features_dir(params, m, root) for m in context.get("modalities", [])]
+    dirs += [paths.modality_teacher_dir(params, m, root) for m in context.get("teachers", [])]
+    return {p.relative_to(paths.dataset_dir(params, root)).as_posix(): p
+            for d in dirs if d.is_dir() for p in sorted(d.rglob("*")) if p.is_file()}
+
+
 def run(params: RecommendConfig, root: Path = Path("."), model: str | None = None) -> dict[str, Any]:
     """Export `model`'s recommendations to `recommendations/<model>/`; with `model=None`, every
     `train.models` entry that has a model.pt ({model: summary}, plus `skipped`)."""
@@ -296,8 +305,9 @@ def run(params: RecommendConfig, root: Path = Path("."), model: str | None = Non
     inputs = export_inputs(params, model, root)
     if not inputs["model.pt"].exists():
         raise FileNotFoundError(f"{inputs['model.pt']}: not found (run `mmrec run train {model}` first)")
+    inputs.update(context_inputs(params, checkpoint.read_checkpoint(inputs["model.pt"])["context"], root))
     # Fingerprints first: an input replaced while the export runs makes it stale, never wrongly fresh.
-    recorded = {name: fingerprint(p) for name, p in inputs.items()}
+    recorded = {name: fingerprint(p, root) for name, p in inputs.items()}
     device = pick_device(params.device)
     net = checkpoint.load_model(inputs["model.pt"].parent, params, device, root=root)
     seqs = load_user_sequences(inputs["interactions.parquet"])

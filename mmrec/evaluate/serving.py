@@ -8,7 +8,8 @@ pydantic or torch: a fresh process is Python start-up plus a few B-tree reads (B
 Tables (all written once by the export, read-only afterwards):
 
 - `meta(key, value)`: key `export` holds the JSON the Parquet file's `mmrec_recommend` metadata
-  holds too (model, k, mask_history, max_len, input fingerprints, format_version).
+  holds too (model, k, mask_history, max_len, format_version, and the fingerprints of every
+  input: model.pt, the ingest tables, the feature and teacher files the model reads).
 - `users(user_id PK, user_idx, n_interactions, history, history_timestamp, rec_items,
   rec_scores)`: one row per user, so an answer is one B-tree read: the model's input (the last
   max_len items, oldest first) and the top-k in rank order, as packed native-endian arrays
@@ -33,9 +34,7 @@ from mmrec import paths
 from mmrec.hashing import file_sha256
 
 INDEX_FILE = "recommendations.sqlite"
-FORMAT_VERSION = 1
-#: The inputs an export depends on, by the name its metadata records them under.
-INPUT_NAMES = ("model.pt", "interactions.parquet", "items.parquet")
+FORMAT_VERSION = 2
 #: `recommend.mask_history`'s default (RecommendParams uses it), read here when params.yaml
 #: leaves the key out, so the fast path and the validated params cannot disagree.
 DEFAULT_MASK_HISTORY = True
@@ -66,28 +65,35 @@ class ExportUnusable(Exception):
     """The export cannot answer this request; the message says why (missing, stale, ...)."""
 
 
-def fingerprint(path: Path) -> dict[str, Any]:
-    """{size, mtime_ns, sha256} of a file: what `stale_inputs` compares."""
-    st = Path(path).stat()
-    return {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "sha256": file_sha256(path)}
+def fingerprint(path: Path, root: str | Path = ".") -> dict[str, Any]:
+    """{path (relative to `root` when under it), size, mtime_ns, sha256} of a file: what
+    `stale_inputs` compares. Relative, so a project moved elsewhere keeps a fresh export."""
+    path, root = Path(path), Path(root)
+    st = path.stat()
+    try:
+        shown = path.resolve().relative_to(root.resolve()).as_posix()
+    except ValueError:
+        shown = str(path.resolve())
+    return {"path": shown, "size": st.st_size, "mtime_ns": st.st_mtime_ns, "sha256": file_sha256(path)}
 
 
-def stale_inputs(recorded: Mapping[str, Mapping[str, Any]], current: Mapping[str, Path]) -> list[str]:
-    """The names in `current` whose file differs from its recorded fingerprint (or is missing).
+def stale_inputs(recorded: Mapping[str, Mapping[str, Any]], root: str | Path = ".") -> list[str]:
+    """The names of recorded inputs whose file (`root` / its path) differs from its fingerprint
+    or is missing.
 
     Size first, then modification time; only a file of the same size with another mtime is
     hashed, because `dvc checkout` rewrites files with new mtimes but the same bytes: those are
     not stale, and hashing only then keeps the usual lookup free of reading the model.
     """
     stale = []
-    for name, path in current.items():
-        rec = recorded.get(name)
+    for name, rec in recorded.items():
+        path = Path(root) / rec.get("path", "")
         try:
             st = os.stat(path)
         except OSError:
             stale.append(name)
             continue
-        if rec is None or st.st_size != rec.get("size"):
+        if st.st_size != rec.get("size"):
             stale.append(name)
         elif st.st_mtime_ns != rec.get("mtime_ns") and file_sha256(path) != rec.get("sha256"):
             stale.append(name)
@@ -95,14 +101,15 @@ def stale_inputs(recorded: Mapping[str, Mapping[str, Any]], current: Mapping[str
 
 
 def export_inputs(layout: paths.Layout, model: str, root: str | Path = ".") -> dict[str, Path]:
-    """The files an export of `model` is made from, under the names its metadata records."""
+    """The files every export of `model` is made from, under the names its metadata records
+    (the export adds the feature and teacher files the model reads)."""
     ingest = paths.ingest_dir(layout, root)
     return {"model.pt": paths.model_dir(layout, model, root) / "model.pt",
             "interactions.parquet": ingest / "interactions.parquet",
             "items.parquet": ingest / "items.parquet"}
 
 
-def check_usable(meta: Mapping[str, Any], where: Path, inputs: Mapping[str, Path], *, model: str, k: int,
+def check_usable(meta: Mapping[str, Any], where: Path, root: str | Path, *, model: str, k: int,
                  mask_history: bool) -> None:
     """ExportUnusable saying why an export with metadata `meta` (read from `where`) cannot answer
     a request for `k` items of `model` under `mask_history`: another format or model, stale
@@ -112,7 +119,7 @@ def check_usable(meta: Mapping[str, Any], where: Path, inputs: Mapping[str, Path
                              f"{meta.get('format_version')!r}, not {FORMAT_VERSION}); re-run the recommend stage")
     if meta.get("model") != model:
         raise ExportUnusable(f"{where} was exported for model {meta.get('model')!r}, not {model!r}")
-    stale = stale_inputs(meta.get("inputs", {}), inputs)
+    stale = stale_inputs(meta.get("inputs", {}), root)
     if stale:
         raise ExportUnusable(f"{where} is stale: {', '.join(stale)} changed since the export")
     if k > int(meta["k"]):
@@ -177,7 +184,7 @@ def _connect_read_only(path: Path) -> sqlite3.Connection:
     return sqlite3.connect(f"{Path(path).resolve().as_uri()}?mode=ro", uri=True)
 
 
-def answer_from_index(index: Path, inputs: Mapping[str, Path], *, model: str, user: str, k: int,
+def answer_from_index(index: Path, root: str | Path, *, model: str, user: str, k: int,
                       mask_history: bool) -> dict[str, Any]:
     """`answer` for a known user from the export's index: a few primary-key reads.
 
@@ -195,13 +202,14 @@ def answer_from_index(index: Path, inputs: Mapping[str, Path], *, model: str, us
             if found is None:
                 raise ExportUnusable(f"{index}: no export metadata (re-run the recommend stage)")
             meta = json.loads(found[0])
-            check_usable(meta, index, inputs, model=model, k=k, mask_history=mask_history)
+            check_usable(meta, index, root, model=model, k=k, mask_history=mask_history)
             row = con.execute("SELECT user_idx, n_interactions, history, history_timestamp, rec_items, "
                               "rec_scores FROM users WHERE user_id = ?", (str(user),)).fetchone()
             if row is None:
                 known = [r[0] for r in con.execute("SELECT user_id FROM users ORDER BY user_id LIMIT 5")]
+                source = meta["inputs"]["interactions.parquet"]["path"]
                 raise KeyError(f"user {user!r} is not in {index} (nor, as the export is fresh, in "
-                               f"{inputs['interactions.parquet']}); known ids look like: {', '.join(known)}")
+                               f"{source}); known ids look like: {', '.join(known)}")
             user_idx, n_interactions = row[0], row[1]
             history, times = unpack(INT32, row[2]), unpack(INT64, row[3])
             ids, scores = unpack(INT32, row[4])[:k], unpack(FLOAT32, row[5])[:k]

@@ -120,24 +120,30 @@ def write_interactions(root, n_users: int, n_items: int, seed: int = 0, max_hist
     return df
 
 
-def write_trained_project(root, n_users: int, n_items: int, weights: bytes = b"placeholder") -> None:
+def write_stand_in_checkpoint(path, tag: bytes = b"placeholder", modalities=(), teachers=()) -> None:
+    """A model.pt the export can read the context of (tests patch the model loader itself); its
+    bytes vary with `tag`."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"state_dict": {}, "arch": "sasrec", "config": {}, "tag": tag,
+                "context": {"modalities": list(modalities), "teachers": list(teachers)}}, path)
+
+
+def write_trained_project(root, n_users: int, n_items: int, weights: bytes = b"placeholder", **context) -> None:
     """Items, interactions and a stand-in `models/sasrec/model.pt` (its bytes are what the
     export fingerprints; tests patch the loader) of the dataset `tiny` under `root`."""
     write_items(root, n_items)
     write_interactions(root, n_users, n_items)
-    mdir = root / "data" / "tiny" / "models" / "sasrec"
-    mdir.mkdir(parents=True)
-    (mdir / "model.pt").write_bytes(weights)
+    write_stand_in_checkpoint(root / "data" / "tiny" / "models" / "sasrec" / "model.pt", weights, **context)
 
 
-def export_tiny_project(root, monkeypatch, n_users: int = 30, n_items: int = 15):
+def export_tiny_project(root, monkeypatch, n_users: int = 30, n_items: int = 15, **context):
     """A tiny project with sasrec's export (k 6, 4 users per row group, FakeModel behind the
     stage's patched loader): (root, params, the export folder)."""
     import mmrec.evaluate.export as export
     from mmrec.evaluate.params import RecommendParams
     from mmrec.models import checkpoint
 
-    write_trained_project(root, n_users, n_items, weights=b"weights-v1")
+    write_trained_project(root, n_users, n_items, weights=b"weights-v1", **context)
     params = tiny_params().model_copy(update={"recommend": RecommendParams(k=6, row_group_size=4)})
     monkeypatch.setattr(checkpoint, "load_model", lambda *a, **k: FakeModel(n_items, dim=4, seed=1, max_len=5))
     export.run(params, root, "sasrec")

@@ -155,7 +155,9 @@ def test_stage_writes_the_folder_atomically(tmp_path, monkeypatch):
     assert summary["users"] == N_USERS and summary["rows"] == pl.read_parquet(out / RECS_FILE).height
     meta = read_parquet_metadata(out / RECS_FILE)[META_KEY]
     assert meta["model"] == "sasrec" and set(meta["inputs"]) == {"model.pt", "interactions.parquet", "items.parquet"}
-    assert meta["inputs"]["model.pt"]["size"] == len(b"placeholder")
+    model_pt = tmp_path / "data/tiny/models/sasrec/model.pt"
+    assert meta["inputs"]["model.pt"]["size"] == model_pt.stat().st_size
+    assert meta["inputs"]["model.pt"]["path"] == "data/tiny/models/sasrec/model.pt"
     before = {p.name: p.read_bytes() for p in out.iterdir()}
 
     class Broken(FakeModel):

@@ -30,7 +30,7 @@ def exported(tmp_path, monkeypatch):
 
 def _ask(root, params, out, user, **kw):
     args = {"model": "sasrec", "user": user, "k": 6, "mask_history": True, **kw}
-    return answer_from_index(out / INDEX_FILE, export_inputs(params, "sasrec", root), **args)
+    return answer_from_index(out / INDEX_FILE, root, **args)
 
 
 def test_index_answers_what_the_parquet_export_holds(exported):
@@ -66,8 +66,8 @@ def test_index_says_why_it_cannot_answer(exported):
     with pytest.raises(KeyError, match=r"user 'carol' is not in .*recommendations.sqlite.*known ids look like: U"):
         _ask(root, params, out, "carol")
     with pytest.raises(ExportUnusable, match="recommendations.sqlite: not found"):
-        answer_from_index(out.parent / "kdsr" / INDEX_FILE, export_inputs(params, "sasrec", root),
-                          model="sasrec", user=uid, k=6, mask_history=True)
+        answer_from_index(out.parent / "kdsr" / INDEX_FILE, root, model="sasrec", user=uid, k=6,
+                          mask_history=True)
     (out / INDEX_FILE).write_bytes(b"not a database" * 100)
     with pytest.raises(ExportUnusable, match="not a readable index"):
         _ask(root, params, out, uid)
@@ -80,13 +80,39 @@ def test_staleness_follows_content_not_mtime(exported):
     st = model_pt.stat()
     os.utime(model_pt, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))   # `dvc checkout`: same bytes
     _ask(root, params, out, uid)
-    model_pt.write_bytes(b"weights-v2")                                 # retrained: same size
+    original = model_pt.read_bytes()
+    model_pt.write_bytes(original[:-1] + bytes([original[-1] ^ 1]))     # retrained: same size
     os.utime(model_pt, ns=(st.st_atime_ns, st.st_mtime_ns + 2 * 10**9))
     with pytest.raises(ExportUnusable, match="stale: model.pt changed since the export"):
         _ask(root, params, out, uid)
-    model_pt.write_bytes(b"weights-v1")
+    model_pt.write_bytes(original)
     write_interactions(root, N_USERS + 1, N_ITEMS)                      # re-ingested
     with pytest.raises(ExportUnusable, match=r"stale: .*interactions.parquet"):
+        _ask(root, params, out, uid)
+
+
+def test_feature_and_teacher_files_are_inputs(tmp_path, monkeypatch):
+    """A model's item vectors depend on its frozen features and teacher: replacing either
+    without retraining makes the export stale, and a moved project stays fresh."""
+    feats = tmp_path / "data/tiny/features/text/text-enc.parquet"
+    teacher = tmp_path / "data/tiny/teacher/text/text-enc/codebook.npy"
+    for path in (feats, teacher):
+        path.parent.mkdir(parents=True)
+        path.write_bytes(b"v1")
+    root, params, out = export_tiny_project(tmp_path, monkeypatch, N_USERS, N_ITEMS,
+                                            modalities=["text"], teachers=["text"])
+    uid = pl.read_parquet(out / USER_VECTORS_FILE)["user_id"][0]
+    _ask(root, params, out, uid)
+    moved = tmp_path.parent / (tmp_path.name + "-moved")
+    tmp_path.rename(moved)
+    _ask(moved, params, moved / out.relative_to(tmp_path), uid)
+    moved.rename(tmp_path)
+    teacher.write_bytes(b"v2, retrained teacher")
+    with pytest.raises(ExportUnusable, match="stale: teacher/text/text-enc/codebook.npy changed"):
+        _ask(root, params, out, uid)
+    teacher.write_bytes(b"v1")
+    feats.write_bytes(b"v3")
+    with pytest.raises(ExportUnusable, match="stale: features/text/text-enc.parquet changed"):
         _ask(root, params, out, uid)
 
 
