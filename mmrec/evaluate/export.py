@@ -305,11 +305,14 @@ def run(params: RecommendConfig, root: Path = Path("."), model: str | None = Non
     inputs = export_inputs(params, model, root)
     if not inputs["model.pt"].exists():
         raise FileNotFoundError(f"{inputs['model.pt']}: not found (run `mmrec run train {model}` first)")
-    inputs.update(context_inputs(params, checkpoint.read_checkpoint(inputs["model.pt"])["context"], root))
-    # Fingerprints first: an input replaced while the export runs makes it stale, never wrongly fresh.
-    recorded = {name: fingerprint(p, root) for name, p in inputs.items()}
+    # Fingerprints before reads: an input replaced while the export runs makes it stale, never
+    # wrongly fresh. model.pt is read once, and its context names the other inputs.
+    model_fp = fingerprint(inputs["model.pt"], root)
+    ckpt = checkpoint.read_checkpoint(inputs["model.pt"])
+    inputs.update(context_inputs(params, ckpt["context"], root))
+    recorded = {name: model_fp if name == "model.pt" else fingerprint(p, root) for name, p in inputs.items()}
     device = pick_device(params.device)
-    net = checkpoint.load_model(inputs["model.pt"].parent, params, device, root=root)
+    net = checkpoint.load_model(inputs["model.pt"].parent, params, device, root=root, ckpt=ckpt)
     seqs = load_user_sequences(inputs["interactions.parquet"])
     items_table = load_items(inputs["items.parquet"])
     out_dir = paths.recommend_dir(params, model, root)

@@ -25,8 +25,18 @@ def save_checkpoint(path: Path, model: SeqRecModel, *, arch: str, name: str, con
     state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
     payload = {"format_version": FORMAT_VERSION, "state_dict": state, "arch": arch, "name": name,
                "config": config, "context": context_summary(ctx), **(extra or {})}
-    with atomic_path(path) as tmp:
-        torch.save(payload, tmp)
+    return save_torch(payload, path)
+
+
+def save_torch(payload: Any, path: Path) -> Path:
+    """torch.save `payload` to `path` atomically, byte-reproducibly.
+
+    torch names the zip archive's root folder after a file *name* it is given, and atomic_path's
+    temp names are random; saving through a file object makes torch use the fixed name "archive",
+    so the same payload gives the same bytes (and DVC hashes) on every run.
+    """
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        torch.save(payload, f)
     return Path(path)
 
 
@@ -45,19 +55,21 @@ def read_checkpoint(path: Path) -> dict[str, Any]:
 
 
 def load_model(model_dir: Path, params: ContextConfig, device: torch.device | str = "cpu",
-               root: Optional[Path] = None) -> SeqRecModel:
+               root: Optional[Path] = None, ckpt: Optional[dict[str, Any]] = None) -> SeqRecModel:
     """Rebuild a trained model from `<model_dir>/model.pt` and the pipeline's artifacts.
 
     Every architecture setting (the model config, max_len included) comes from the checkpoint;
     params.yaml only locates the data, and feature encoders that differ from the checkpoint's
     are an error. The ModelContext is rebuilt from items.parquet and the checkpoint's modalities
     (and KDSR teachers when the model needs them); `root` defaults to the project root implied
-    by the layout `<root>/data/<name>/models/<model>`. Returns the model in eval mode on `device`.
+    by the layout `<root>/data/<name>/models/<model>`. `ckpt`: that file's contents when the
+    caller has already read them. Returns the model in eval mode on `device`.
     """
     from mmrec.models.registry import build_model, model_class
 
     model_dir = Path(model_dir)
-    ckpt = read_checkpoint(model_dir)
+    if ckpt is None:
+        ckpt = read_checkpoint(model_dir)
     root = Path(root) if root is not None else model_dir.resolve().parents[3]
     arch, summary = ckpt["arch"], ckpt["context"]
     cls = model_class(arch)

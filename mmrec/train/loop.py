@@ -29,7 +29,7 @@ from mmrec.evaluate.ranking import evaluate_model
 from mmrec.evaluate.retention import modality_retention, retention_pairs
 from mmrec.io import atomic_path
 from mmrec.models.base import ModelContext, SeqRecModel
-from mmrec.models.checkpoint import CHECKPOINT_FILE, save_checkpoint
+from mmrec.models.checkpoint import CHECKPOINT_FILE, save_checkpoint, save_torch
 from mmrec.models.context import context_summary
 from mmrec.train import ddp
 from mmrec.train.params import TrainCommon
@@ -285,11 +285,10 @@ def train_model(model: SeqRecModel, ctx: ModelContext, train_seq: torch.Tensor,
             write_log(rows, out_dir / LOG_FILE)
             decision = bad >= common.patience
             if common.resume:
-                with atomic_path(resume_path) as tmp:
-                    torch.save({"fingerprint": fingerprint, "epoch": epoch, "model": model.state_dict(),
-                                "optimizer": opt.state_dict(), "scaler": scaler.state_dict() if scaler else None,
-                                "rows": rows, "best": best, "best_epoch": best_epoch, "bad": bad,
-                                "best_model": best_state, "rng": _rng_state()}, tmp)
+                save_torch({"fingerprint": fingerprint, "epoch": epoch, "model": model.state_dict(),
+                            "optimizer": opt.state_dict(), "scaler": scaler.state_dict() if scaler else None,
+                            "rows": rows, "best": best, "best_epoch": best_epoch, "bad": bad,
+                            "best_model": best_state, "rng": _rng_state()}, resume_path)
         stopped = bool(ddp.broadcast_object(decision))
         if stopped:
             break
