@@ -18,7 +18,13 @@ resolves inside `raw_dir`, symlinks included; anything else is a counted skip na
 
 from __future__ import annotations
 
+import collections
+import functools
+import itertools
 import json
+import multiprocessing
+import sys
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -28,13 +34,14 @@ import polars as pl
 from mmrec.data.csvscan import iter_batches, scan_csv_strings
 from mmrec.data.images import list_local_images, local_image_ref, safe_name
 from mmrec.data.jsonl import (
-    iter_records,
     normalise_id,
     normalise_id_expr,
     parse_literal,
+    records_in_blob,
     scan_json_columns,
 )
-from mmrec.data.report import IngestReport
+from mmrec.data.lines import iter_line_chunks
+from mmrec.data.report import FileReport, IngestReport, ReportEvents
 from mmrec.data.text import cap_text, clean_text, compose_text
 from mmrec.data.timestamps import check_times
 
@@ -167,13 +174,87 @@ def _meta_fields(fmt: AmazonFormat, rec: dict[str, Any]) -> dict[str, str]:
             "features": clean_text(rec.get("features"), sep=" ")}
 
 
+META_CHUNK_BYTES = 2 << 20  # small enough that a few workers share even a modest meta file
+MetaRow = tuple[int, str, str, str, str, str, str, "str | None"]
+
+
+def clean_meta_chunk(source: str, blob: bytes, first: int, fields: list[str],
+                     max_chars: int) -> tuple[ReportEvents, list[MetaRow]]:
+    """Parse and clean the meta lines in `blob` (line `first` on): the per-line work of
+    `read_amazon_meta`, which needs nothing from other lines, so worker processes can share it.
+
+    Returns the report calls it made (lines in order) and one row per usable record:
+    (line, item_id, text, title, brand, category, description, image url).
+    """
+    fmt = FORMATS[source]
+    log = ReportEvents()
+    rows: list[MetaRow] = []
+    for line, rec in records_in_blob(blob, first, log, fmt.meta_parser):
+        raw_id = rec.get(fmt.meta_id_key)
+        item_id = "" if raw_id is None else normalise_id(str(raw_id))
+        if item_id == "":
+            log.fail(line, f"missing_field:{fmt.meta_id_key}", f"keys: {sorted(rec)[:8]}")
+            continue
+        f = _meta_fields(fmt, rec)
+        rows.append((line, item_id, compose_text(f, fields, max_chars),
+                     *(cap_text(f[k], max_chars) for k in ("title", "brand", "category", "description")),
+                     _image_url(fmt, rec)))
+    return log, rows
+
+
+def _meta_chunks(fmt: AmazonFormat, path: Path, rep: FileReport, fields: list[str], max_chars: int,
+                 workers: int, chunk_bytes: int) -> Iterator[tuple[ReportEvents, list[MetaRow]]]:
+    """`clean_meta_chunk` over the file's chunks, in file order, in `workers` processes when the
+    file has more than one chunk. The report calls of reading itself (a truncated gzip) are
+    replayed into `rep` where a serial read would make them; a chunk's own calls are returned."""
+    log = ReportEvents(allow_truncated=rep.allow_truncated)
+
+    def pulled() -> Iterator[tuple[ReportEvents, int, bytes | None]]:
+        for first, blob in iter_line_chunks(path, log, chunk_bytes):
+            yield log.drain(), first, blob
+        yield log.drain(), 0, None  # what reading reported after the last chunk
+
+    work = functools.partial(clean_meta_chunk, fmt.source, fields=fields, max_chars=max_chars)
+    items = pulled()
+    head = list(itertools.islice(items, 2))
+    items = itertools.chain(head, items)
+    # One chunk: a pool would cost more than it saves. Workers are forked, never spawned: spawn
+    # re-runs the caller's script in every worker (a user's script without a __main__ guard
+    # would ingest again); the forked workers run only json/html code, never polars' or torch's
+    # thread pools, which do not survive a fork. Linux only (macOS frameworks break after fork).
+    if workers < 2 or head[-1][2] is None or not sys.platform.startswith("linux"):
+        for before, first, blob in items:
+            before.replay(rep)
+            if blob is not None:
+                yield work(blob, first)
+        return
+    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork")) as pool:
+        pending: collections.deque = collections.deque()
+
+        def done() -> Iterator[tuple[ReportEvents, list[MetaRow]]]:
+            before, fut = pending.popleft()
+            before.replay(rep)
+            if fut is not None:
+                yield fut.result()
+
+        for before, first, blob in items:
+            pending.append((before, None if blob is None else pool.submit(work, blob, first)))
+            while len(pending) > 2 * workers:  # bounded read-ahead: memory stays a few chunks
+                yield from done()
+        while pending:
+            yield from done()
+
+
 def read_amazon_meta(fmt: AmazonFormat, path: Path, raw_dir: Path, image_prefix: str,
-                     fields: list[str], max_chars: int, report: IngestReport) -> pl.DataFrame:
+                     fields: list[str], max_chars: int, report: IngestReport, *,
+                     workers: int | None = None, chunk_bytes: int = META_CHUNK_BYTES) -> pl.DataFrame:
     """One row per item: item_id, text, has_text, image_path, image_url, title, brand, category,
     description. The first row of a duplicated id wins; later ones are counted as skipped.
 
     `image_prefix` is how `raw_dir` is written in output paths (relative to the repo root, or
-    absolute); existence is checked under `raw_dir` itself.
+    absolute); existence is checked under `raw_dir` itself. Parsing and text cleaning run in
+    `workers` processes (default: the CPU budget, `mmrec.threads.budget()`) when the file is
+    larger than one chunk; the table and the report are the same for any number of workers.
     """
     bad = [f for f in fields if f not in TEXT_FIELDS]
     if bad:
@@ -183,40 +264,38 @@ def read_amazon_meta(fmt: AmazonFormat, path: Path, raw_dir: Path, image_prefix:
     seen: set[str] = set()
     cols: dict[str, list[Any]] = {k: [] for k in ("item_id", "text", "image_path", "image_url",
                                                   "title", "brand", "category", "description")}
-    for line, rec in iter_records(path, rep, fmt.meta_parser):
-        raw_id = rec.get(fmt.meta_id_key)
-        item_id = "" if raw_id is None else normalise_id(str(raw_id))
-        if item_id == "":
-            rep.fail(line, f"missing_field:{fmt.meta_id_key}", f"keys: {sorted(rec)[:8]}")
-            continue
-        if item_id in seen:
-            rep.fail(line, "duplicate_id", item_id)
-            continue
-        seen.add(item_id)
-        rep.rows_parsed += 1
-        f = _meta_fields(fmt, rec)
-        url = _image_url(fmt, rec)
-        name = safe_name(item_id)
-        image_path = None
-        if name in local:
-            image_path = f"{image_prefix}/images/{name}"
-        elif name in refused:
-            rep.repair(line, "image_source_refused:outside_raw_dir",
-                       f"images/{name} is a link to a file outside {raw_dir}; image dropped")
-        if url and not url.lower().startswith(("http://", "https://")):
-            if image_path is None:
-                rel, why = local_image_ref(url, raw_dir)
-                if rel is not None:
-                    image_path = f"{image_prefix}/{rel}"
-                else:  # counted: the item keeps its text but has no image
-                    rep.repair(line, why, f"image source {url[:150]!r} not used")
-            url = None  # a local reference is never downloaded
-        cols["item_id"].append(item_id)
-        cols["text"].append(compose_text(f, fields, max_chars))
-        cols["image_path"].append(image_path)
-        cols["image_url"].append(url)
-        for k in ("title", "brand", "category", "description"):
-            cols[k].append(cap_text(f[k], max_chars))
+    if workers is None:
+        from mmrec.threads import budget
+
+        workers = budget()
+    for log, rows in _meta_chunks(fmt, path, rep, fields, max_chars, workers, chunk_bytes):
+        for line, item_id, text, title, brand, category, description, url in rows:
+            log.replay(rep, until_line=line)  # the chunk's calls in line order with the ones below
+            if item_id in seen:
+                rep.fail(line, "duplicate_id", item_id)
+                continue
+            seen.add(item_id)
+            rep.rows_parsed += 1
+            name = safe_name(item_id)
+            image_path = None
+            if name in local:
+                image_path = f"{image_prefix}/images/{name}"
+            elif name in refused:
+                rep.repair(line, "image_source_refused:outside_raw_dir",
+                           f"images/{name} is a link to a file outside {raw_dir}; image dropped")
+            if url and not url.lower().startswith(("http://", "https://")):
+                if image_path is None:
+                    rel, why = local_image_ref(url, raw_dir)
+                    if rel is not None:
+                        image_path = f"{image_prefix}/{rel}"
+                    else:  # counted: the item keeps its text but has no image
+                        rep.repair(line, why, f"image source {url[:150]!r} not used")
+                url = None  # a local reference is never downloaded
+            for key, value in (("item_id", item_id), ("text", text), ("image_path", image_path),
+                               ("image_url", url), ("title", title), ("brand", brand),
+                               ("category", category), ("description", description)):
+                cols[key].append(value)
+        log.replay(rep)
     df = pl.DataFrame(cols, schema={k: pl.String for k in cols})
     return df.with_columns(has_text=pl.col("text").str.len_chars() > 0)
 

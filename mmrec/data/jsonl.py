@@ -18,7 +18,7 @@ from typing import Any, Callable, Iterator
 import polars as pl
 
 from mmrec.data.lines import CHUNK_BYTES, iter_line_chunks
-from mmrec.data.report import FileReport
+from mmrec.data.report import FileReport, ReportEvents
 
 Parser = Callable[[str], Any]
 # ast's errors quote node reprs with their memory address ("<ast.Call object at 0x7f..>"):
@@ -43,7 +43,7 @@ def parse_literal(text: str) -> Any:
     return ast.literal_eval(text)
 
 
-def _decode(raw: bytes, line: int, rep: FileReport) -> str:
+def _decode(raw: bytes, line: int, rep: FileReport | ReportEvents) -> str:
     try:
         return raw.decode("utf-8")
     except UnicodeDecodeError as err:
@@ -56,11 +56,12 @@ def iter_records(path: str | Path, rep: FileReport, parser: Parser = json.loads,
                  chunk_bytes: int = CHUNK_BYTES) -> Iterator[tuple[int, dict[str, Any]]]:
     """Yield `(line_number, record)` for each line that parses to a dict; count the rest."""
     for first, blob in iter_line_chunks(path, rep, chunk_bytes):
-        yield from _records_in_blob(blob, first, rep, parser)
+        yield from records_in_blob(blob, first, rep, parser)
 
 
-def _records_in_blob(blob: bytes, first: int, rep: FileReport,
-                     parser: Parser) -> Iterator[tuple[int, dict[str, Any]]]:
+def records_in_blob(blob: bytes, first: int, rep: FileReport | ReportEvents,
+                    parser: Parser) -> Iterator[tuple[int, dict[str, Any]]]:
+    """`iter_records` over one chunk of whole lines, the first numbered `first`."""
     for i, raw in enumerate(blob.split(b"\n")[:-1]):  # blob ends with "\n"
         line = first + i
         if not raw.strip():
@@ -116,7 +117,7 @@ def scan_json_columns(path: str | Path, rep: FileReport, schema: dict[str, pl.Da
             yield df
             continue
         rows: dict[str, list[Any]] = {k: [] for k in out_schema}
-        for line, rec in _records_in_blob(blob, first, rep, json.loads):
+        for line, rec in records_in_blob(blob, first, rep, json.loads):
             vals = {}
             bad = None
             for key, dtype in schema.items():

@@ -19,7 +19,7 @@ from typing import BinaryIO, Iterator
 
 from isal import igzip, isal_zlib
 
-from mmrec.data.report import FileReport
+from mmrec.data.report import FileReport, ReportEvents
 
 CHUNK_BYTES = 8 << 20
 BOM = b"\xef\xbb\xbf"
@@ -66,7 +66,7 @@ def _plain_pieces(f: BinaryIO, size: int) -> Iterator[bytes]:
         yield piece
 
 
-def iter_line_chunks(path: str | Path, rep: FileReport,
+def iter_line_chunks(path: str | Path, rep: FileReport | ReportEvents,
                      chunk_bytes: int = CHUNK_BYTES) -> Iterator[tuple[int, bytes]]:
     """Yield `(first_line_number, blob)` where blob holds whole lines (1-based numbering).
 

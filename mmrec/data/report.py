@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Optional
 
 MAX_EXAMPLES = 5
 
@@ -50,6 +50,46 @@ class FileReport:
         return {"path": self.path, "rows_read": self.rows_read, "rows_parsed": self.rows_parsed,
                 "rows_failed": self.rows_failed, "failed": dict(sorted(self.failed.items())),
                 "repaired": dict(sorted(self.repaired.items())), "examples": self.examples}
+
+
+@dataclass
+class ReportEvents:
+    """Stands in for a FileReport and records what it is told, to replay into the real one later.
+
+    Lets parts of a file be read ahead or in worker processes while the FileReport ends up as a
+    serial read leaves it: `replay` makes the same calls in the same order (the examples are
+    the first few in call order). Picklable, so workers can return one.
+    """
+
+    allow_truncated: bool = False
+    rows_read: int = 0
+    events: list[tuple[str, Optional[int], str, str, int]] = field(default_factory=list)
+
+    def fail(self, line: int | None, reason: str, detail: str = "", n: int = 1) -> None:
+        """Record FileReport.fail."""
+        self.events.append(("fail", line, reason, detail, n))
+
+    def repair(self, line: int | None, reason: str, detail: str = "", n: int = 1) -> None:
+        """Record FileReport.repair."""
+        self.events.append(("repair", line, reason, detail, n))
+
+    def drain(self) -> "ReportEvents":
+        """What was recorded so far, as a new object; this one starts empty again."""
+        out = ReportEvents(self.allow_truncated, self.rows_read, self.events)
+        self.rows_read, self.events = 0, []
+        return out
+
+    def replay(self, rep: FileReport, until_line: Optional[int] = None) -> None:
+        """Make the recorded calls on `rep` (only those of lines <= `until_line` when given,
+        removing them from here; the row count goes with the first replay)."""
+        rep.rows_read += self.rows_read
+        self.rows_read = 0
+        n = len(self.events)
+        if until_line is not None:
+            n = next((i for i, e in enumerate(self.events) if e[1] is not None and e[1] > until_line), n)
+        for kind, line, reason, detail, count in self.events[:n]:
+            (rep.fail if kind == "fail" else rep.repair)(line, reason, detail, count)
+        del self.events[:n]
 
 
 @dataclass

@@ -85,3 +85,80 @@ def test_missing_files_give_clear_errors(tmp_path):
         resolve_category(tmp_path, None)
     with pytest.raises(FileNotFoundError, match="tried A_5.json"):
         locate_files(FORMATS["amazon2018"], tmp_path, "A")
+
+
+def _hostile_meta(path: Path, n: int = 400) -> None:
+    """Meta lines that exercise every report call, both the per-line ones (bad JSON, bad bytes,
+    missing id: made while parsing) and the cross-line ones (duplicates, image references: made
+    while collecting), interleaved from the first lines on; gzip cut short at the end."""
+    import gzip
+    import json
+
+    lines = []
+    for i in range(n):
+        rec = {"asin": f"A{i % 350}", "title": f"<b>Item</b> {i} &amp;amp; more",
+               "description": [f"<p>Line {i}</p><script>x()</script>", "plain"],
+               "category": ["Toys", f"Cat {i % 7}"]}
+        if i % 9 == 4:
+            rec["imageURL"] = [f"images/missing_{i}.jpg"]  # local reference to nothing: repaired
+        line = json.dumps(rec).encode()
+        if i % 11 == 3:
+            line = b'{"asin": "broken'
+        elif i % 13 == 5:
+            line = json.dumps({"title": "no id"}).encode()
+        elif i % 17 == 6:
+            line = line.replace(b"more", b"m\xffore")  # invalid UTF-8: the row is kept
+        lines.append(line)
+    blob = gzip.compress(b"\n".join(lines) + b"\n")
+    path.write_bytes(blob[: len(blob) - 40])  # truncated: the last lines are lost
+
+
+def test_meta_in_worker_processes_gives_the_serial_table_and_report(tmp_path):
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    meta = raw / "meta_X.json.gz"
+    _hostile_meta(meta)
+    fmt = FORMATS["amazon2018"]
+
+    def read(workers, chunk_bytes):
+        rep = IngestReport(allow_truncated=True)
+        items = read_amazon_meta(fmt, meta, raw, "RAW", FIELDS, 120, rep, workers=workers,
+                                 chunk_bytes=chunk_bytes)
+        return items, rep.to_dict()
+
+    for chunk_bytes in (2000, 777):  # many chunks; the reference: one process, in file order
+        serial_items, serial_rep = read(1, chunk_bytes)
+        f = serial_rep["files"][0]
+        assert {"duplicate_id", "malformed", "missing_field:asin", "truncated_gzip"} <= set(f["failed"])
+        assert {"non_utf8_replaced", "image_source_missing"} <= set(f["repaired"])
+        # the examples mix calls made while parsing and while collecting, in line order
+        assert [e["line"] for e in f["examples"]] == sorted(e["line"] for e in f["examples"])
+        assert {"malformed", "image_source_missing"} <= {e["reason"] for e in f["examples"]}
+        for workers in (2, 3):
+            items, rep = read(workers, chunk_bytes)
+            assert rep == serial_rep, (workers, chunk_bytes)
+            assert items.equals(serial_items), (workers, chunk_bytes)
+        assert serial_items.height == f["rows_parsed"] > 250
+
+
+def test_meta_workers_do_not_rerun_a_script_without_a_main_guard(tmp_path):
+    import subprocess
+    import sys
+
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    _hostile_meta(raw / "meta_X.json.gz")
+    script = tmp_path / "user_script.py"  # what a user might write: no `if __name__ == "__main__"`
+    script.write_text(
+        "from pathlib import Path\n"
+        "from mmrec.data.amazon import FORMATS, read_amazon_meta\n"
+        "from mmrec.data.report import IngestReport\n"
+        "print('script ran', flush=True)\n"
+        f"raw = Path({str(raw)!r})\n"
+        "items = read_amazon_meta(FORMATS['amazon2018'], raw / 'meta_X.json.gz', raw, 'RAW', ['title'], 100,\n"
+        "                         IngestReport(allow_truncated=True), workers=2, chunk_bytes=2000)\n"
+        "print('items', items.height)\n")
+    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120,
+                         cwd=Path(__file__).resolve().parents[2])
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.count("script ran") == 1 and "items 299" in out.stdout
