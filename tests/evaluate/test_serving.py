@@ -149,10 +149,37 @@ def test_fast_path_answers_without_heavy_imports(exported):
             f"                   '--params', {str(root / 'params.yaml')!r}, '--root', {str(root)!r}])\n"
             "heavy = sorted(m for m in ('numpy', 'pyarrow', 'polars', 'pydantic', 'torch') if m in sys.modules)\n"
             "print(json.dumps({'rc': rc, 'heavy': heavy, 'answer': json.loads(buf.getvalue())}))\n")
+    code = code.replace("'pydantic', 'torch')", "'pydantic', 'torch', 'yaml')")
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
-    got = json.loads(done.stdout)
-    assert got["rc"] == 0 and got["heavy"] == [], got["heavy"]
-    assert done.stderr == ""
     want = _ask(root, params, out, uid, k=5)
-    assert got["answer"] == json.loads(json.dumps(want))
+    for run in ("first", "second"):  # the second reads the serving view the first recorded
+        done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
+        got = json.loads(done.stdout)
+        assert got["rc"] == 0 and got["heavy"] == ([] if run == "second" else ["yaml"]), (run, got["heavy"])
+        assert done.stderr == ""
+        assert got["answer"] == json.loads(json.dumps(want))
+
+
+def test_serving_view_is_recorded_and_reread_until_params_change(tmp_path, monkeypatch):
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump({"data": {"name": "tiny"}, "train": {"models": ["sasrec"]},
+                                    "recommend": {"k": 20}}))
+    first = serving_view(path)
+    assert (tmp_path / ".mmrec" / "serving_view.json").exists()
+    monkeypatch.setitem(sys.modules, "yaml", None)  # `import yaml` now fails: only the record can answer
+    assert serving_view(path) == first
+    monkeypatch.undo()
+    # an edit (new size and modification time) is parsed again, and recorded in turn
+    path.write_text(yaml.safe_dump({"data": {"name": "other"}, "train": {"models": ["sasrec", "odmt"]},
+                                    "recommend": {"k": 7}}))
+    second = serving_view(path)
+    assert second.data.name == "other" and second.recommend == {"k": 7}
+    monkeypatch.setitem(sys.modules, "yaml", None)
+    assert serving_view(path) == second
+    monkeypatch.undo()
+    # nowhere to record it (a file where the folder would go): still answers, every time by parsing
+    (tmp_path / ".mmrec" / "serving_view.json").unlink()
+    (tmp_path / ".mmrec").rmdir()
+    (tmp_path / ".mmrec").write_text("not a folder")
+    assert serving_view(path) == second
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".mmrec", "params.yaml"]
