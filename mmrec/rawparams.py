@@ -43,23 +43,14 @@ def _read_cached(path: str | os.PathLike, key: list[Any]) -> dict[str, Any] | No
 def _write_cached(path: str | os.PathLike, key: list[Any], view: dict[str, Any]) -> None:
     """Best effort (a read-only project just parses every time), atomic (a reader never sees
     half a file)."""
-    import tempfile  # only when writing: its imports cost a few ms
+    from mmrec.atomic import atomic_path  # only when writing: tempfile's imports cost a few ms
 
-    target = _cache_path(path)
-    tmp = None
     try:
         text = json.dumps({"key": key, "view": view})
-        os.makedirs(os.path.dirname(target), exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".serving_view.", dir=os.path.dirname(target))
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, target)
-        tmp = None
+        with atomic_path(_cache_path(path)) as tmp:
+            tmp.write_text(text, encoding="utf-8")
     except (OSError, TypeError, ValueError):  # TypeError: a value JSON cannot hold (a YAML date)
         pass
-    finally:
-        if tmp is not None and os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 def _parse_view(path: str | os.PathLike) -> dict[str, Any] | None:

@@ -19,12 +19,13 @@ resolves inside `raw_dir`, symlinks included; anything else is a counted skip na
 from __future__ import annotations
 
 import collections
+import contextlib
 import functools
 import itertools
 import json
 import multiprocessing
 import sys
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -222,27 +223,36 @@ def _meta_chunks(fmt: AmazonFormat, path: Path, rep: FileReport, fields: list[st
     # re-runs the caller's script in every worker (a user's script without a __main__ guard
     # would ingest again); the forked workers run only json/html code, never polars' or torch's
     # thread pools, which do not survive a fork. Linux only (macOS frameworks break after fork).
-    if workers < 2 or head[-1][2] is None or not sys.platform.startswith("linux"):
-        for before, first, blob in items:
-            before.replay(rep)
-            if blob is not None:
-                yield work(blob, first)
-        return
-    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork")) as pool:
-        pending: collections.deque = collections.deque()
+    # One chunk: a pool would cost more than it saves. Workers are forked, never spawned: spawn
+    # re-runs the caller's script in every worker (a user's script without a __main__ guard
+    # would ingest again); the forked workers run only json/html code, never polars' or torch's
+    # thread pools, which do not survive a fork. Linux only (macOS frameworks break after fork).
+    parallel = workers >= 2 and head[-1][2] is not None and sys.platform.startswith("linux")
+    # Bounded read-ahead, so memory stays a few chunks; none when serial, so reading's own report
+    # calls are replayed exactly where a plain loop would make them.
+    read_ahead = 2 * workers if parallel else 0
+    with (ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork")) if parallel
+          else contextlib.nullcontext()) as pool:
+        pending: collections.deque[tuple[ReportEvents, Future | None]] = collections.deque()
 
-        def done() -> Iterator[tuple[ReportEvents, list[MetaRow]]]:
-            before, fut = pending.popleft()
-            before.replay(rep)
-            if fut is not None:
-                yield fut.result()
+        def done(keep: int) -> Iterator[tuple[ReportEvents, list[MetaRow]]]:
+            while len(pending) > keep:
+                before, job = pending.popleft()
+                before.replay(rep)
+                if job is not None:
+                    yield job.result()
 
         for before, first, blob in items:
-            pending.append((before, None if blob is None else pool.submit(work, blob, first)))
-            while len(pending) > 2 * workers:  # bounded read-ahead: memory stays a few chunks
-                yield from done()
-        while pending:
-            yield from done()
+            if blob is None:
+                job = None
+            elif pool is not None:
+                job = pool.submit(work, blob, first)
+            else:
+                job = Future()
+                job.set_result(work(blob, first))
+            pending.append((before, job))
+            yield from done(read_ahead)
+        yield from done(0)
 
 
 def read_amazon_meta(fmt: AmazonFormat, path: Path, raw_dir: Path, image_prefix: str,

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import stat
 import subprocess
 import sys
 from pathlib import Path
@@ -15,8 +16,14 @@ import pytest
 import yaml
 from evaluate_fakes import export_tiny_project, write_interactions
 
+from mmrec.atomic import FILE_MODE
 from mmrec.evaluate.lookup import ITEM_VECTORS_FILE, RECS_FILE, USER_VECTORS_FILE
-from mmrec.evaluate.serving import INDEX_FILE, ExportUnusable, answer_from_index, export_inputs
+from mmrec.evaluate.serving import (
+    INDEX_FILE,
+    ExportUnusable,
+    answer_from_index,
+    export_inputs,
+)
 from mmrec.rawparams import serving_view
 
 N_ITEMS, N_USERS = 15, 30
@@ -147,9 +154,9 @@ def test_fast_path_answers_without_heavy_imports(exported):
             "with contextlib.redirect_stdout(buf):\n"
             f"    rc = cli.main(['recommend', '--model', 'sasrec', '--user', {uid!r}, '-k', '5', '--json',\n"
             f"                   '--params', {str(root / 'params.yaml')!r}, '--root', {str(root)!r}])\n"
-            "heavy = sorted(m for m in ('numpy', 'pyarrow', 'polars', 'pydantic', 'torch') if m in sys.modules)\n"
+            "heavy = sorted(m for m in ('numpy', 'pyarrow', 'polars', 'pydantic', 'torch', 'yaml')\n"
+            "               if m in sys.modules)\n"
             "print(json.dumps({'rc': rc, 'heavy': heavy, 'answer': json.loads(buf.getvalue())}))\n")
-    code = code.replace("'pydantic', 'torch')", "'pydantic', 'torch', 'yaml')")
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     want = _ask(root, params, out, uid, k=5)
     for run in ("first", "second"):  # the second reads the serving view the first recorded
@@ -165,7 +172,8 @@ def test_serving_view_is_recorded_and_reread_until_params_change(tmp_path, monke
     path.write_text(yaml.safe_dump({"data": {"name": "tiny"}, "train": {"models": ["sasrec"]},
                                     "recommend": {"k": 20}}))
     first = serving_view(path)
-    assert (tmp_path / ".mmrec" / "serving_view.json").exists()
+    record = tmp_path / ".mmrec" / "serving_view.json"
+    assert stat.S_IMODE(record.stat().st_mode) == FILE_MODE  # like any file the project writes
     monkeypatch.setitem(sys.modules, "yaml", None)  # `import yaml` now fails: only the record can answer
     assert serving_view(path) == first
     monkeypatch.undo()
