@@ -86,6 +86,10 @@ def model_dir(p: Layout, model: str, root: str | Path = ".") -> Path:
     return dataset_dir(p, root) / "models" / model
 
 
+#: In results_dir, beside metrics.json: every evaluated user's rank of their target (intervals).
+RANKS_FILE = "ranks.parquet"
+
+
 def results_dir(p: Layout, model: str, root: str | Path = ".") -> Path:
     return dataset_dir(p, root) / "results" / model
 

@@ -16,8 +16,9 @@ import torch
 
 from mmrec import paths
 from mmrec.evaluate.params import EvaluateConfig
-from mmrec.evaluate.stage import RANKS_FILE, build_metrics, ranks_frame, summarize_ranks
+from mmrec.evaluate.stage import build_metrics, ranks_frame, summarize_ranks
 from mmrec.io import write_json, write_parquet
+from mmrec.paths import RANKS_FILE
 
 
 def write_fake_run(params: EvaluateConfig, root: Path, models: Sequence[str] | None = None, *,

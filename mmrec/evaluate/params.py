@@ -84,6 +84,13 @@ class RecommendParams(BaseModel):
     row_group_size: int = Field(64, ge=1)
 
 
+def protocol_label(cfg: EvaluateParams) -> str:
+    """One line naming how a figure was measured, printed beside every figure."""
+    masking = {"none": "history not masked", "except_target": "history masked except a repeated target",
+               "all": "history masked (repeated targets count as misses)"}[cfg.mask_history]
+    return f"full ranking over all items, {masking} (mask_history: {cfg.mask_history})"
+
+
 class EvaluateConfig(Protocol):
     """The sections of params.yaml the evaluate and report stages read (`mmrec.config.Params`
     fits). `train` is the train section (`models`, `common`, per-model sections), read here

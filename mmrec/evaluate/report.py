@@ -21,8 +21,8 @@ import polars as pl
 
 from mmrec import paths
 from mmrec.evaluate.intervals import metric_intervals, paired_difference
-from mmrec.evaluate.params import EvaluateConfig
-from mmrec.evaluate.stage import RANKS_FILE, protocol_label
+from mmrec.evaluate.params import EvaluateConfig, protocol_label
+from mmrec.paths import RANKS_FILE
 
 BASELINE = "sasrec"
 #: The metrics the report gives intervals and paired comparisons for.

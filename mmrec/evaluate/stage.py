@@ -24,21 +24,19 @@ from mmrec.evaluate.breakdown import (
     popularity_groups,
 )
 from mmrec.evaluate.headline import write_headline
-from mmrec.evaluate.params import EvaluateConfig, EvaluateParams
+from mmrec.evaluate.intervals import metric_intervals
+from mmrec.evaluate.params import EvaluateConfig, EvaluateParams, protocol_label
 from mmrec.evaluate.ranking import (
     TIE_RTOL,
     count_repeats,
     metrics_from_ranks,
     rank_model,
 )
-from mmrec.evaluate.intervals import metric_intervals
 from mmrec.io import pick_device, write_json, write_parquet
 from mmrec.models import checkpoint
+from mmrec.paths import RANKS_FILE
 
 SPLITS = ("valid", "test")
-RANKS_FILE = "ranks.parquet"
-
-
 class EvalSplitLike(Protocol):
     """What `mmrec.data.sequences.load_eval_split` returns (duck-typed so tests can fake it)."""
 
@@ -134,13 +132,6 @@ def build_metrics(model_name: str, per_split: dict[str, dict[str, Any]], cfg: Ev
                        "history_buckets": list(cfg.history_buckets),
                        "ties": [f"pessimistic, relative tolerance {TIE_RTOL:g}"]}
     return doc
-
-
-def protocol_label(cfg: EvaluateParams) -> str:
-    """One line naming how a figure was measured, printed beside every figure."""
-    masking = {"none": "history not masked", "except_target": "history masked except a repeated target",
-               "all": "history masked (repeated targets count as misses)"}[cfg.mask_history]
-    return f"full ranking over all items, {masking} (mask_history: {cfg.mask_history})"
 
 
 def ranks_frame(split: str, user_idx: torch.Tensor, targets: torch.Tensor, ranks: torch.Tensor) -> pl.DataFrame:
