@@ -197,6 +197,20 @@ def test_malloc_conf_is_appended_once():
     assert T.malloc_conf(T.malloc_conf("thp:always")) == f"thp:always,{T.POLARS_MALLOC_CONF}"
 
 
+def _run_stage_script(stage: str, project: Path) -> tuple[subprocess.CompletedProcess, bool]:
+    """stages/<stage>.py run in `project` as DVC runs it; also whether torch got imported."""
+    code = ("import runpy, sys\n"
+            f"sys.argv = [{str(ROOT / 'stages' / f'{stage}.py')!r}]\n"
+            "try:\n"
+            "    runpy.run_path(sys.argv[0], run_name='__main__')\n"
+            "finally:\n"
+            "    print('torch imported:', 'torch' in sys.modules)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=project,
+                         env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert out.returncode == 0, out.stderr
+    return out, out.stdout.strip().splitlines()[-1] == "torch imported: True"
+
+
 def test_ingest_stage_never_imports_torch(tmp_path):
     """The ingest stage script, run as DVC runs it, writes its tables without ever importing
     torch (thread setup included): torch would add ~0.5 GB to ingest's peak memory."""
@@ -204,14 +218,25 @@ def test_ingest_stage_never_imports_torch(tmp_path):
     (tmp_path / "params.yaml").write_text(
         f"data: {{name: t, source: amazon2018, raw_dir: {fixture}, min_user_interactions: 1, require: []}}\n"
         "threads: 1\n")
-    code = ("import runpy, sys\n"
-            f"sys.argv = [{str(ROOT / 'stages' / 'ingest.py')!r}]\n"
-            "try:\n"
-            "    runpy.run_path(sys.argv[0], run_name='__main__')\n"
-            "finally:\n"
-            "    print('torch imported:', 'torch' in sys.modules)\n")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path,
-                         env={**os.environ, "PYTHONPATH": str(ROOT)})
-    assert out.returncode == 0, out.stderr
+    _, torch_imported = _run_stage_script("ingest", tmp_path)
     assert (tmp_path / "data" / "t" / "ingest" / "interactions.parquet").exists()
-    assert out.stdout.strip().splitlines()[-1] == "torch imported: False"
+    assert not torch_imported
+
+
+def test_report_stage_never_imports_torch(tmp_path):
+    """The report stage only reads metrics, logs and ranks: importing torch would add seconds to
+    every `dvc repro`."""
+    import yaml
+
+    from mmrec.config import parse_params
+    from mmrec.evaluate.fake_run import write_fake_run
+
+    raw = {"data": {"name": "tiny"}, "device": "cpu", "threads": 1,
+           "train": {"models": ["sasrec", "kdsr"], "common": {"max_len": 5}},
+           "evaluate": {"ks": [1, 5, 10], "popularity_groups": 2, "history_buckets": [3, 6]}}
+    write_fake_run(parse_params(raw), tmp_path, ["sasrec", "kdsr"], n_users=60, n_items=80, epochs=2)
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw))
+    out, torch_imported = _run_stage_script("report", tmp_path)
+    assert (tmp_path / "data" / "tiny" / "report" / "report.html").exists()
+    assert "report: 2 models" in out.stdout
+    assert not torch_imported

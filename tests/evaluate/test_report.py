@@ -125,32 +125,3 @@ def test_empty_buckets_print_a_dash_and_retention_columns_are_explained(fake):
         assert f"{table} = " in legend
     assert "KDSR's trainable text table" in legend
 
-
-def test_report_stage_never_imports_torch(fake):
-    """The report stage script, run as DVC runs it, writes the report without importing torch:
-    it only reads metrics, logs and ranks, and torch's import is seconds of every `dvc repro`."""
-    import os
-    import subprocess
-    import sys
-    from pathlib import Path
-
-    import yaml
-
-    params, root = fake
-    repo = Path(__file__).resolve().parents[2]
-    (root / "params.yaml").write_text(yaml.safe_dump(
-        {"data": {"name": "tiny"}, "device": "cpu", "threads": 1,
-         "train": {"models": list(MODELS), "common": {"max_len": 5}},
-         "evaluate": {"ks": [1, 5, 10], "popularity_groups": 2, "history_buckets": [3, 6]}}))
-    code = ("import runpy, sys\n"
-            f"sys.argv = [{str(repo / 'stages' / 'report.py')!r}]\n"
-            "try:\n"
-            "    runpy.run_path(sys.argv[0], run_name='__main__')\n"
-            "finally:\n"
-            "    print('torch imported:', 'torch' in sys.modules)\n")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=root,
-                         env={**os.environ, "PYTHONPATH": str(repo)})
-    assert out.returncode == 0, out.stderr
-    assert (root / "data" / "tiny" / "report" / "report.html").exists()
-    assert "report: 3 models" in out.stdout
-    assert out.stdout.strip().splitlines()[-1] == "torch imported: False"
