@@ -223,10 +223,6 @@ def _meta_chunks(fmt: AmazonFormat, path: Path, rep: FileReport, fields: list[st
     # re-runs the caller's script in every worker (a user's script without a __main__ guard
     # would ingest again); the forked workers run only json/html code, never polars' or torch's
     # thread pools, which do not survive a fork. Linux only (macOS frameworks break after fork).
-    # One chunk: a pool would cost more than it saves. Workers are forked, never spawned: spawn
-    # re-runs the caller's script in every worker (a user's script without a __main__ guard
-    # would ingest again); the forked workers run only json/html code, never polars' or torch's
-    # thread pools, which do not survive a fork. Linux only (macOS frameworks break after fork).
     parallel = workers >= 2 and head[-1][2] is not None and sys.platform.startswith("linux")
     # Bounded read-ahead, so memory stays a few chunks; none when serial, so reading's own report
     # calls are replayed exactly where a plain loop would make them.
