@@ -37,6 +37,8 @@ from mmrec.models import checkpoint
 from mmrec.paths import RANKS_FILE
 
 SPLITS = ("valid", "test")
+
+
 class EvalSplitLike(Protocol):
     """What `mmrec.data.sequences.load_eval_split` returns (duck-typed so tests can fake it)."""
 
