@@ -22,8 +22,9 @@ def _umask() -> int:
 
 
 # Read once at import: os.umask is process-wide, so probing it per write would race with threads.
-FILE_MODE = 0o666 & ~_umask()
-DIR_MODE = 0o777 & ~_umask()
+_UMASK = _umask()
+FILE_MODE = 0o666 & ~_UMASK
+DIR_MODE = 0o777 & ~_UMASK
 
 
 @contextlib.contextmanager

@@ -124,4 +124,3 @@ def test_empty_buckets_print_a_dash_and_retention_columns_are_explained(fake):
     for table in ("item", "text_table"):
         assert f"{table} = " in legend
     assert "KDSR's trainable text table" in legend
-
