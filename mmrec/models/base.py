@@ -84,6 +84,11 @@ class SeqRecModel(nn.Module, ABC):
         (`find_unused_parameters`, mmrec.train.ddp); the default False spares that cost."""
         return False
 
+    def diagnostics(self, batch: SeqBatch, epoch: int) -> dict[str, float]:
+        """Extra train_log.tsv columns, computed once per epoch on one training batch (the
+        training loop restores the RNG afterwards). Default: none."""
+        return {}
+
     def score(self, history: torch.Tensor) -> torch.Tensor:
         """[B, N+1] scores for full ranking (the evaluator chunks over items instead)."""
         return self.user_repr(history) @ self.item_repr().T

@@ -76,11 +76,17 @@ class KDSRConfig(SeqModelConfig):
     ckd: bool = True
     skd_form: Literal["paper", "reference"] = "paper"
     tau: float = Field(1.5, gt=0)
-    lambda_skd: float = Field(4.0, ge=0)   # lambda1
+    # lambda1; None = the chosen form's own weight (SKD_DEFAULT_WEIGHT: reference 4, as the
+    # released code; paper a weight of the same gradient scale, see correlation_kd)
+    lambda_skd: Optional[float] = Field(None, ge=0)
     lambda_ckd: float = Field(0.5, ge=0)   # lambda2
     reference_weight_bug: bool = False
     include_diagonal: bool = False
     async_lr: Literal["off", "constant", "milestone"] = "constant"
+    # Which item vectors SKD/CKD supervise: `table` the raw modality tables (the released code,
+    # upstream of the projection and the gate); `modality` each table after its projection to
+    # `hidden`; `fused` the gated item vector the recommender scores with.
+    kd_on: Literal["table", "modality", "fused"] = "fused"
 
     @field_validator("async_lr", mode="before")
     @classmethod
@@ -128,7 +134,7 @@ class OdmtConfig(SeqModelConfig):
 class OdmtKdsrConfig(OdmtConfig):
     """`train.odmt_kdsr`: ODMT plus KDSR's correlation distillation on the modality branches."""
 
-    lambda_skd: float = Field(4.0, ge=0)
+    lambda_skd: Optional[float] = Field(None, ge=0)   # None = the skd_form's own weight
     lambda_ckd: float = Field(0.5, ge=0)
     skd_tau: float = Field(1.5, gt=0)
     skd_form: Literal["paper", "reference"] = "paper"

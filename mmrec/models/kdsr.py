@@ -5,9 +5,18 @@ correlation distillation over the unique item pairs inside each training sequenc
     L = L_rec + sum_m [ w_skd(m) * SKD_m + w_ckd(m) * CKD_m ]
 
 SKD_m: the student's correlation r_hat_ij (teacher's correlation function, on two linear
-projections of the table embeddings) regresses on the teacher's r_ij. CKD_m: a 2-layer MLP on
-|e_i - e_j| classifies the teacher's dissected-correlation code c_ij. The modality tables may
-learn at a smaller rate (asynchronous learning). Every component is a params switch.
+projections of the supervised item vectors e) regresses on the teacher's r_ij. CKD_m: a 2-layer
+MLP on |e_i - e_j| classifies the teacher's dissected-correlation code c_ij. The modality tables
+may learn at a smaller rate (asynchronous learning). Every component is a params switch.
+
+Where the supervision sits (`kd_on`): the released code supervises the raw modality tables
+(`table`). Those tables start as the teacher's own vectors, so SKD's target is met at step 0,
+and a free projection and the gate sit between them and the scores, where forgetting happens.
+By default (`fused`) e is the gated item vector the recommender scores with (ID + projected
+tables): at initialisation it mixes a random ID row and a random projection, so there is
+something to supervise, and what is supervised is what ranks. `modality` supervises each
+projected table before the gate. The tables still start from the teacher (the paper's
+initialisation); with `fused`/`modality` that no longer makes the target trivially met.
 """
 
 from __future__ import annotations
@@ -32,11 +41,14 @@ from mmrec.objectives.correlation_kd import (
     IGNORE_CODE,
     async_lr_scale,
     ckd_loss,
+    code_accuracy,
     kd_weights,
     pair_correlation,
     sequence_pairs,
     skd_loss,
+    skd_weight,
 )
+from mmrec.objectives.gradients import relative_grad_norms
 
 MODALITY_GROUP = "modality_tables"
 
@@ -73,7 +85,8 @@ class KDSR(RecLossMixin, SeqRecModel):
         dims = {m: int(ctx.teachers[m].denoised.shape[1]) for m in self.mods}
         self.mod_emb = nn.ModuleDict({m: nn.Embedding(ctx.n_items + 1, dims[m], padding_idx=0) for m in self.mods})
         self.mod_proj = nn.ModuleDict({m: nn.Linear(dims[m], D) for m in self.mods})
-        self.heads = nn.ModuleDict({m: PairHeads(dims[m], int(ctx.teachers[m].n_codes)) for m in self.mods})
+        head_dim = {m: dims[m] if cfg.kd_on == "table" else D for m in self.mods}
+        self.heads = nn.ModuleDict({m: PairHeads(head_dim[m], int(ctx.teachers[m].n_codes)) for m in self.mods})
         self.gate = nn.Sequential(nn.Linear(D, D), nn.ReLU(), nn.Linear(D, 1)) if cfg.fusion == "gate" else None
         if cfg.backbone == "sasrec":
             self.encoder: nn.Module = SeqTransformer(D, cfg.layers, cfg.heads, cfg.dropout, cfg.max_len)
@@ -88,7 +101,8 @@ class KDSR(RecLossMixin, SeqRecModel):
                                      f"items.parquet has {ctx.n_items}; re-run the teacher stage")
                 self.mod_emb[m].weight.copy_(table)
                 self.mod_emb[m].weight[0].zero_()
-        self.weights = kd_weights(cfg.lambda_skd, cfg.lambda_ckd, cfg.reference_weight_bug)
+        self.weights = kd_weights(skd_weight(cfg.skd_form, cfg.lambda_skd), cfg.lambda_ckd,
+                                  cfg.reference_weight_bug)
         self.init_log_pop(ctx)
 
     # item vectors -----------------------------------------------------------------------------
@@ -116,35 +130,72 @@ class KDSR(RecLossMixin, SeqRecModel):
         return self.encode(fit_window(history, self.cfg.max_len))[:, -1]
 
     # losses -----------------------------------------------------------------------------------
-    def kd_losses(self, seq: torch.Tensor) -> dict[str, dict[str, torch.Tensor]]:
-        """{"skd"|"ckd": {modality: loss}} over the unique item pairs of each row of seq [B, L]."""
+    def supervised(self, m: str, ids: torch.Tensor) -> torch.Tensor:
+        """The item vectors SKD/CKD of modality m act on (`kd_on`): ids [U] -> [U, dim]."""
+        if self.cfg.kd_on == "table":
+            return self.mod_emb[m](ids)
+        if self.cfg.kd_on == "modality":
+            return self.mod_proj[m](self.mod_emb[m](ids))
+        return self.fused(ids)
+
+    def kd_terms(self, seq: torch.Tensor) -> dict[str, dict[str, torch.Tensor]]:
+        """{"skd"|"ckd": {modality: loss}} over the unique item pairs of each row of seq [B, L],
+        plus "acc"/"chance": {modality: CKD head accuracy / majority-code share} (detached)."""
         b, i, j = sequence_pairs(seq, self.cfg.include_diagonal)       # [P] each
-        out: dict[str, dict[str, torch.Tensor]] = {"skd": {}, "ckd": {}}
+        uniq = torch.unique(seq)                                       # [U] sorted
+        pi, pj = torch.searchsorted(uniq, i), torch.searchsorted(uniq, j)
+        fused = self.fused(uniq) if self.cfg.kd_on == "fused" else None
+        out: dict[str, dict[str, torch.Tensor]] = {"skd": {}, "ckd": {}, "acc": {}, "chance": {}}
         for m in self.mods:
             r, c = self.teachers[m].pair_targets(i, j)
             r, c = r.to(seq.device), c.to(seq.device)
             ok = c != IGNORE_CODE                                      # both items have modality m
-            ei, ej = self.mod_emb[m](i), self.mod_emb[m](j)           # [P, dim]
+            e = fused if fused is not None else self.supervised(m, uniq)   # [U, dim]
+            ei, ej = e[pi], e[pj]                                      # [P, dim]
             if self.cfg.skd:
                 r_hat = pair_correlation(self.heads[m].project(ei[ok]), self.heads[m].project(ej[ok]),
                                          self.corr_kind[m])
                 out["skd"][m] = skd_loss(r_hat.float(), r[ok].float(), self.cfg.tau, self.cfg.skd_form,
                                          rows=b[ok], n_rows=seq.shape[0])
             if self.cfg.ckd:
-                out["ckd"][m] = ckd_loss(self.heads[m].code_logits(ei, ej), c)
+                logits = self.heads[m].code_logits(ei, ej)             # [P, K]
+                out["ckd"][m] = ckd_loss(logits, c)
+                acc, chance = code_accuracy(logits.detach(), c)
+                out["acc"][m], out["chance"][m] = torch.tensor(acc), torch.tensor(chance)
         return out
 
-    def loss(self, batch: SeqBatch, epoch: int) -> tuple[torch.Tensor, dict[str, float]]:
+    def loss_terms(self, batch: SeqBatch) -> tuple[torch.Tensor, dict[str, dict[str, torch.Tensor]]]:
+        """(recommendation loss, `kd_terms` of the batch's inputs, empty without SKD and CKD)."""
         rows = batch.target_mask.nonzero(as_tuple=True)
         user = self.encode(batch.inputs)[rows]                         # [M, D]
-        loss = self.rec_loss(user, self.item_repr(), batch, rows)
+        rec = self.rec_loss(user, self.item_repr(), batch, rows)
+        kd = self.kd_terms(batch.inputs) if (self.cfg.skd or self.cfg.ckd) else {}
+        return rec, kd
+
+    def loss(self, batch: SeqBatch, epoch: int) -> tuple[torch.Tensor, dict[str, float]]:
+        loss, kd = self.loss_terms(batch)
         comps = {"loss_rec": float(loss.detach())}
-        if self.cfg.skd or self.cfg.ckd:
-            for kind, per_mod in self.kd_losses(batch.inputs).items():
-                for m, value in per_mod.items():
-                    loss = loss + self.weights[(kind, m)] * value
-                    comps[f"loss_{kind}_{m}"] = float(value.detach())
+        for kind in ("skd", "ckd"):
+            for m, value in kd.get(kind, {}).items():
+                loss = loss + self.weights[(kind, m)] * value
+                comps[f"loss_{kind}_{m}"] = float(value.detach())
         return loss, comps
+
+    def diagnostics(self, batch: SeqBatch, epoch: int) -> dict[str, float]:
+        """Once per epoch on one batch: `gnorm_skd_rel`, `gnorm_ckd_rel` (weighted SKD / CKD
+        gradient norm over the parameters shared with the recommendation loss, relative to
+        its) and `ckd_acc_<m>` / `ckd_chance_<m>` (the CKD head's accuracy on its codes, and
+        the majority code's share: the accuracy of always guessing it)."""
+        rec, kd = self.loss_terms(batch)
+        terms = {"rec": rec}
+        for kind in ("skd", "ckd"):
+            if kd.get(kind):
+                terms[kind] = sum(self.weights[(kind, m)] * v for m, v in kd[kind].items())
+        out = relative_grad_norms(terms, list(self.parameters()))
+        for m in kd.get("acc", {}):
+            out[f"ckd_acc_{m}"] = float(kd["acc"][m])
+            out[f"ckd_chance_{m}"] = float(kd["chance"][m])
+        return out
 
     # optimisation -----------------------------------------------------------------------------
     def leaves_parameters_unused(self) -> bool:

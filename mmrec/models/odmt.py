@@ -372,10 +372,11 @@ class ODMTKDSR(ODMT):
             pair_correlation,
             sequence_pairs,
             skd_loss,
+            skd_weight,
         )
 
         cfg: OdmtKdsrConfig = self.cfg  # type: ignore[assignment]
-        weights = kd_weights(cfg.lambda_skd, cfg.lambda_ckd, cfg.reference_weight_bug)
+        weights = kd_weights(skd_weight(cfg.skd_form, cfg.lambda_skd), cfg.lambda_ckd, cfg.reference_weight_bug)
         rows, i, j = sequence_pairs(batch.inputs, cfg.include_diagonal)   # [P] each
         # uniq is sorted (torch.unique), so searchsorted maps item ids to their unique row.
         pi, pj = torch.searchsorted(uniq, i), torch.searchsorted(uniq, j)

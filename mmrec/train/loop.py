@@ -23,7 +23,7 @@ from typing import Any, Optional, Sequence
 import torch
 from tqdm import tqdm
 
-from mmrec.data.sequences import EvalSplit
+from mmrec.data.sequences import EvalSplit, SeqBatch
 from mmrec.evaluate.params import MaskHistory
 from mmrec.evaluate.ranking import evaluate_model
 from mmrec.evaluate.retention import modality_retention, retention_pairs
@@ -110,6 +110,15 @@ def retention_row(model: SeqRecModel, ctx: ModelContext, pairs: dict[str, torch.
             for m, feats in sorted(ctx.features.items()):
                 out[f"retention_{tname}_{m}"] = modality_retention(table, feats.vector, pairs[m])
     return out
+
+
+def diagnostics_row(model: SeqRecModel, seq: torch.Tensor, epoch: int) -> dict[str, float]:
+    """The model's once-per-epoch diagnostics (e.g. KDSR's gradient shares, see
+    `SeqRecModel.diagnostics`) on one training batch `seq`, without touching the training
+    trajectory: the RNG state is restored afterwards and no `.grad` is written."""
+    devices = [seq.device] if seq.device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        return model.diagnostics(SeqBatch(seq), epoch)
 
 
 def write_log(rows: list[dict[str, Any]], path: Path) -> None:
@@ -233,8 +242,10 @@ def train_model(model: SeqRecModel, ctx: ModelContext, train_seq: torch.Tensor,
         batches = order.split(common.batch_size)
         sums: dict[str, float] = {}
         bar = tqdm(batches, desc=f"{name} epoch {epoch}", leave=False, disable=not (progress and is_main))
+        diag_seq: Optional[torch.Tensor] = None
         for idx in bar:
             seq = train_seq[idx].to(device, non_blocking=True)
+            diag_seq = seq if diag_seq is None else diag_seq
             with autocast:
                 loss, comps = module(seq, epoch)
             if not torch.isfinite(loss):
@@ -257,6 +268,8 @@ def train_model(model: SeqRecModel, ctx: ModelContext, train_seq: torch.Tensor,
         train_time = time.perf_counter() - t0
         row: dict[str, Any] = {"epoch": epoch}
         row.update({k: v / max(len(batches), 1) for k, v in sums.items()})
+        if diag_seq is not None:  # every rank: a model's loss may gather across ranks
+            row.update(diagnostics_row(model, diag_seq, epoch))
         decision = None
         if is_main:
             if valid is not None:
