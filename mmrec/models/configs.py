@@ -9,7 +9,7 @@ class; tests/models/test_configs.py checks it against the model registry.
 
 from __future__ import annotations
 
-from typing import Any, Literal, Optional
+from typing import Any, Literal, Optional, Union
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -101,8 +101,10 @@ class OdmtConfig(SeqModelConfig):
 
     loss: Literal["full_ce", "inbatch"] = "inbatch"
     modalities: Optional[list[Modality]] = None   # None = every modality with features
-    # IMT
-    imt: bool = True
+    # IMT. true: the ID-aware multimodal transformer. false (the paper's "w/o IMT (1)"): one
+    # transformer per modality over the same tokens (imt_layers deep), the ID branch its
+    # embedding. pooled: no transformer, the projected pooled vectors (an extra, cheaper variant).
+    imt: Union[bool, Literal["pooled"]] = True
     imt_layers: int = Field(2, ge=1)
     imt_heads: int = Field(2, ge=1)
     imt_dropout: float = Field(0.1, ge=0, lt=1)
@@ -113,8 +115,10 @@ class OdmtConfig(SeqModelConfig):
     # ID
     use_id: bool = True
     id_init: Literal["mean", "text", "image", "none"] = "mean"
-    # online distillation
-    distill: bool = True
+    # online distillation. true: each branch's own loss + the KD terms. false (the paper's
+    # "w/o online distillation"): the late-fusion loss (CE of the mean branch logits), no KD.
+    # branch_only: each branch's own loss, no KD.
+    distill: Union[bool, Literal["branch_only"]] = True
     kd_temperature: float = Field(0.5, gt=0)
     kd_weight: float = Field(1.0, ge=0)
     rampup_epochs: float = Field(20.0, ge=0)
@@ -126,7 +130,7 @@ class OdmtConfig(SeqModelConfig):
     def _check(self) -> "OdmtConfig":
         if self.modalities is not None and len(set(self.modalities)) != len(self.modalities):
             raise ValueError("modalities lists a modality twice")
-        if self.imt and self.hidden % self.imt_heads:
+        if self.imt != "pooled" and self.hidden % self.imt_heads:
             raise ValueError(f"hidden ({self.hidden}) must be divisible by imt_heads ({self.imt_heads})")
         return self
 

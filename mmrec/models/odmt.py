@@ -19,18 +19,23 @@ Differences from the reference code (reference-methods.md B.3-B.8), all delibera
 - The IMT and user-encoder blocks are mmrec.models.layers' pre-LN blocks (GELU MLP), not
   post-LN/ReLU; heads and layers of the IMT are separate settings (the reference ties them).
 - The ID token is the ID embedding itself (d-dimensional); the reference adds a Linear on top.
-- `id_init` projects the summary token (token 0) of each modality with that modality's own
-  token projection P_m at construction time (pooled vector with `imt: false`), so the ID token
-  starts in the same space as the modality tokens it attends with; `mean` averages the available
-  modalities per item; items with no feature keep the random init.
+- `id_init` projects each modality's pooled vector (the feature file's `vector`; token 0 where
+  that vector is not in the token space) with that modality's own token projection P_m at
+  construction time, so the ID token starts in the same space as the modality tokens it attends
+  with; `mean` averages the available modalities per item; items with no feature keep the
+  random init. The reference uses the CLS states.
 - The teacher side of the KD terms is detached by default (see mmrec.objectives.distill).
 - Token features stay on the CPU in float16 (pinned when CUDA is present) and are gathered per
   batch; image grid tokens can be average-pooled (`image_grid`) and text tokens truncated
   (`text_tokens`) to save compute.
 
 Ablations of the paper's Table 3 are switches: `id_init` (mean/text/image/none), `id_mask`,
-`imt` (off: modality branches use projected pooled vectors, no transformer), `distill`,
-`use_id` (off: no ID token and no ID branch; KD then flows ensemble -> each modality).
+`imt: false` ("w/o IMT (1)": one transformer of the same depth per modality over the same
+tokens, the ID branch its embedding), `distill: false` ("w/o online distillation": the
+late-fusion loss, the CE of the mean branch logits, and no KD), `use_id` (off: no ID token and
+no ID branch; KD then flows ensemble -> each modality). Two cheaper variants keep their own
+names: `imt: pooled` (no transformer, projected pooled vectors) and `distill: branch_only`
+(each branch's own loss, no KD).
 
 `odmt_kdsr` adds KDSR's correlation supervision (SKD + CKD against the teacher of that
 modality, over the unique item pairs of each training input sequence) on the text and image
@@ -56,8 +61,9 @@ from mmrec.models.layers import (
     modalities_to_use,
 )
 from mmrec.models.registry import MODELS
-from mmrec.models.tokens import TokenStore, feature_projection, key_padding_mask
-from mmrec.objectives.distill import kd_schedule, online_distillation
+from mmrec.models.tokens import TokenFST, TokenStore, feature_projection, key_padding_mask
+from mmrec.objectives.distill import ensemble_logits, kd_schedule, online_distillation
+from mmrec.objectives.gradients import relative_grad_norms
 from mmrec.objectives.losses import (
     Candidates,
     add_log_mult,
@@ -140,18 +146,23 @@ class ODMT(RecLossMixin, SeqRecModel):
         d = cfg.hidden
         self._stores: dict[str, TokenStore] = {}
         self._pooled: dict[str, torch.Tensor] = {}
-        proj = {}
+        proj, fst = {}, {}
         for m in self.modalities:
             feats = ctx.features[m]
-            if cfg.imt:
-                self._stores[m] = TokenStore.from_features(feats, m, cfg.text_tokens, cfg.image_grid, name)
-                proj[m] = feature_projection(self._stores[m].token_dim, d, cfg.input_norm)
-            else:
+            if cfg.imt == "pooled":
                 self._pooled[m] = feats.vector.detach().to("cpu", torch.float32)
                 proj[m] = feature_projection(feats.vector.shape[-1], d, cfg.input_norm)
+                continue
+            self._stores[m] = TokenStore.from_features(feats, m, cfg.text_tokens, cfg.image_grid, name)
+            if cfg.imt is True:
+                proj[m] = feature_projection(self._stores[m].token_dim, d, cfg.input_norm)
+            else:  # w/o IMT: a transformer of the same depth per modality (it owns its projection)
+                fst[m] = TokenFST(self._stores[m], d, cfg.imt_layers, cfg.imt_heads, cfg.imt_dropout,
+                                  cfg.input_norm)
         self.proj = nn.ModuleDict(proj)
+        self.fst = nn.ModuleDict(fst)
         self.id_emb = nn.Embedding(ctx.n_items + 1, d, padding_idx=0) if cfg.use_id else None
-        if cfg.imt and self.modalities:
+        if cfg.imt is True and self.modalities:
             self.imt_blocks = nn.ModuleList(Block(d, cfg.imt_heads, cfg.imt_dropout)
                                             for _ in range(cfg.imt_layers))
             self.imt_norm = nn.LayerNorm(d)
@@ -165,9 +176,24 @@ class ODMT(RecLossMixin, SeqRecModel):
         self.init_log_pop(ctx)
 
     # ----------------------------------------------------------------- construction helpers
+    def _token_projection(self, m: str) -> nn.Module:
+        """P_m, the projection of modality m's tokens (the pooled vector's with `imt: pooled`)."""
+        return self.fst[m].proj if m in self.fst else self.proj[m]
+
+    def _init_source(self, ctx: ModelContext, m: str) -> torch.Tensor:
+        """[N+1, d_tok] what the ID row is initialised from: the pooled vector (the feature
+        file's `vector`: MiniLM's mean-pooled sentence embedding, not its CLS state, which
+        would make the ID and text branches start as near-duplicates). When the pooled vector
+        does not live in the token space (its dim differs from the tokens', e.g. EfficientNet's
+        1280-d pool vs its grid), token 0 (that encoder's summary token) stands in for it."""
+        vec = ctx.features[m].vector.detach().to("cpu", torch.float32)
+        if m not in self._stores or vec.shape[-1] == self._stores[m].token_dim:
+            return vec
+        return self._stores[m].tokens[:, 0]
+
     @torch.no_grad()
     def _init_id_from_features(self, ctx: ModelContext, how: str) -> None:
-        """ID row j = P_m(summary_m[j]) (mean over the used modalities with a feature for `mean`)."""
+        """ID row j = P_m(pooled_m[j]) (mean over the used modalities with a feature for `mean`)."""
         use = self.modalities if how == "mean" else [how]
         if not use:
             return
@@ -175,11 +201,11 @@ class ODMT(RecLossMixin, SeqRecModel):
         count = torch.zeros(total.shape[0], 1)
         for m in use:
             has = ctx.features[m].has_feature.detach().to("cpu", torch.bool)
-            src = self._stores[m].tokens[:, 0] if self.cfg.imt else self._pooled[m]
+            src = self._init_source(ctx, m)
+            project = self._token_projection(m)
             for s in range(0, src.shape[0], self.cfg.item_chunk):
                 rows = slice(s, s + self.cfg.item_chunk)
-                proj = self.proj[m](src[rows].float())
-                total[rows] += proj * has[rows, None]
+                total[rows] += project(src[rows].float()) * has[rows, None]
             count += has[:, None].float()
         ok = count[:, 0] > 0
         ok[0] = False
@@ -193,7 +219,7 @@ class ODMT(RecLossMixin, SeqRecModel):
         """Branch item vectors q^m [U, d] for item ids [U] (each id encoded once per call)."""
         dev = ids.device
         h: dict[str, torch.Tensor] = {}
-        if self.cfg.imt and self.modalities:
+        if self.cfg.imt is True and self.modalities:
             parts, masks, starts = [], [], {}
             pos = 0
             for m in ("text", "image"):
@@ -220,7 +246,10 @@ class ODMT(RecLossMixin, SeqRecModel):
                 h[name] = out[:, r]
         else:
             for m in self.modalities:
-                h[m] = self.proj[m](self._pooled[m].index_select(0, ids.cpu()).to(dev))
+                if m in self.fst:                                      # w/o IMT: own transformer
+                    h[m] = self.fst[m](ids)
+                else:                                                  # imt: pooled
+                    h[m] = self.proj[m](self._pooled[m].index_select(0, ids.cpu()).to(dev))
             if self.id_emb is not None:
                 h["id"] = self.id_emb(ids)
         return {b: self.mlp[b](h[b]) for b in self.branches}
@@ -318,28 +347,52 @@ class ODMT(RecLossMixin, SeqRecModel):
                                          multiplicity=False)
         return logits, cands, offsets, uniq, per_item
 
-    def loss(self, batch: SeqBatch, epoch: int) -> tuple[torch.Tensor, dict[str, float]]:
+    def loss_terms(self, batch: SeqBatch, epoch: int) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor], float]:
+        """(weighted terms {"rec", "kd", extras...} whose sum is the loss, named components for
+        the log, the KD weight w(epoch)).
+
+        `distill: true`: rec = sum of the branches' own losses, kd = w * the distillation terms.
+        `distill: false` (the paper's "w/o online distillation"): rec = the late-fusion loss, the
+        CE of the ensemble logits (the mean of the branch logits), and no KD.
+        `distill: branch_only`: the branches' own losses, no KD.
+        """
         logits, cands, offsets, uniq, per_item = self.branch_logits(batch)
-        parts: dict[str, torch.Tensor] = {f"loss_rec_{b}": softmax_ce(add_log_mult(lg, cands, offsets), cands)
-                                          for b, lg in logits.items()}
-        total = sum(parts.values())
-        w = kd_schedule(epoch, self.cfg.kd_weight, self.cfg.rampup_epochs) if self.cfg.distill else 0.0
+        if self.cfg.distill is False:
+            ens = add_log_mult(ensemble_logits(list(logits.values())), cands, offsets)
+            parts: dict[str, torch.Tensor] = {"loss_rec": softmax_ce(ens, cands)}
+        else:
+            parts = {f"loss_rec_{b}": softmax_ce(add_log_mult(lg, cands, offsets), cands)
+                     for b, lg in logits.items()}
+        terms = {"rec": sum(parts.values())}
+        w = (kd_schedule(epoch, self.cfg.kd_weight, self.cfg.rampup_epochs)
+             if self.cfg.distill is True else 0.0)
         if w > 0:
             kd = online_distillation(logits, self.cfg.kd_temperature, self.cfg.kd_loss,
                                      self.cfg.detach_teacher, offsets)
             if kd:
-                total = total + w * sum(kd.values())
+                terms["kd"] = w * sum(kd.values())
                 parts.update(kd)
-        total, extra = self.extra_loss(batch, total, uniq, per_item)
-        parts.update(extra)
+        extra, extra_parts = self.extra_terms(batch, uniq, per_item)
+        terms.update(extra)
+        parts.update(extra_parts)
+        return terms, parts, w
+
+    def loss(self, batch: SeqBatch, epoch: int) -> tuple[torch.Tensor, dict[str, float]]:
+        terms, parts, w = self.loss_terms(batch, epoch)
         logs = {k: float(v.detach()) for k, v in parts.items()}
         logs["kd_w"] = w
-        return total, logs
+        return sum(terms.values()), logs
 
-    def extra_loss(self, batch: SeqBatch, total: torch.Tensor, uniq: torch.Tensor,
-                   per_item: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """Hook for subclasses: add terms to `total`; return (total, named components)."""
-        return total, {}
+    def diagnostics(self, batch: SeqBatch, epoch: int) -> dict[str, float]:
+        """`gnorm_<term>_rel` for each weighted term (kd; skd/ckd in odmt_kdsr) against the
+        recommendation loss, over the parameters they share (one batch per epoch)."""
+        terms, _, _ = self.loss_terms(batch, epoch)
+        return relative_grad_norms(terms, list(self.parameters())) if len(terms) > 1 else {}
+
+    def extra_terms(self, batch: SeqBatch, uniq: torch.Tensor, per_item: dict[str, torch.Tensor]
+                    ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+        """Hook for subclasses: (weighted loss terms to add, named components for the log)."""
+        return {}, {}
 
 
 @MODELS.register("odmt_kdsr")
@@ -364,8 +417,8 @@ class ODMTKDSR(ODMT):
         init_weights(heads)
         self.corr_heads = heads
 
-    def extra_loss(self, batch: SeqBatch, total: torch.Tensor, uniq: torch.Tensor,
-                   per_item: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    def extra_terms(self, batch: SeqBatch, uniq: torch.Tensor, per_item: dict[str, torch.Tensor]
+                    ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
         from mmrec.objectives.correlation_kd import (
             ckd_loss,
             kd_weights,
@@ -381,6 +434,7 @@ class ODMTKDSR(ODMT):
         # uniq is sorted (torch.unique), so searchsorted maps item ids to their unique row.
         pi, pj = torch.searchsorted(uniq, i), torch.searchsorted(uniq, j)
         parts: dict[str, torch.Tensor] = {}
+        terms: dict[str, torch.Tensor] = {}
         for m in self.modalities:
             teacher = self.teachers[m]
             keep = teacher.pair_mask(i, j).to(i.device)
@@ -394,5 +448,6 @@ class ODMTKDSR(ODMT):
                            rows=rows[keep], n_rows=batch.seq.shape[0])
             ckd = ckd_loss(heads.code_logits(ei, ej), c.to(ei.device))
             parts[f"loss_skd_{m}"], parts[f"loss_ckd_{m}"] = skd, ckd
-            total = total + weights[("skd", m)] * skd + weights[("ckd", m)] * ckd
-        return total, parts
+            terms["skd"] = terms.get("skd", 0.0) + weights[("skd", m)] * skd
+            terms["ckd"] = terms.get("ckd", 0.0) + weights[("ckd", m)] * ckd
+        return terms, parts

@@ -20,7 +20,8 @@ def features(n_items: int, n_tok: int, d_tok: int, seed: int, pad_tail: bool) ->
     has[0] = False
     tokens[0] = 0
     mask[0] = False
-    vector = tokens[:, 0].clone()
+    # the pooled vector: the mean of the real tokens (not token 0, the CLS/summary state)
+    vector = (tokens * mask[..., None]).sum(1) / mask.sum(1, keepdim=True).clamp_min(1)
     return ModalityFeatures(vector=vector, has_feature=has, tokens=tokens.half(), token_mask=mask,
                             encoder="fake")
 
@@ -59,6 +60,7 @@ import pytest  # noqa: E402
 
 from mmrec.models.odmt import ODMT, ODMTKDSR, imt_attention_mask  # noqa: E402
 from mmrec.models.registry import build_model  # noqa: E402
+from mmrec.objectives.distill import online_distillation  # noqa: E402
 
 SMALL = {"hidden": 16, "layers": 1, "heads": 2, "imt_layers": 1, "imt_heads": 2, "max_len": 6,
          "dropout": 0.0, "imt_dropout": 0.0}
@@ -148,20 +150,38 @@ def test_scores_average_the_branches():
     assert _rel(fused, sum(per.values()) / len(per)) < 1e-4
 
 
-def test_id_init_projects_features_with_the_modality_projection():
+def test_id_init_projects_the_pooled_vector_with_the_modality_projection():
     ctx = context()
     text = make(ctx=ctx, id_init="text")
     with torch.no_grad():
-        expect = text.proj["text"](text._stores["text"].tokens[:, 0].float())
+        expect = text.proj["text"](ctx.features["text"].vector.float())
+        cls = text.proj["text"](text._stores["text"].tokens[:, 0].float())
     assert torch.allclose(text.id_emb.weight[1:], expect[1:], atol=1e-5)
+    assert not torch.allclose(text.id_emb.weight[1:], cls[1:], atol=1e-3)   # not the CLS state
     assert text.id_emb.weight[0].abs().sum() == 0
     mean = make(ctx=ctx, id_init="mean")
     with torch.no_grad():
-        e_t = mean.proj["text"](mean._stores["text"].tokens[:, 0].float())
-        e_v = mean.proj["image"](mean._stores["image"].tokens[:, 0].float())
+        e_t = mean.proj["text"](ctx.features["text"].vector.float())
+        e_v = mean.proj["image"](ctx.features["image"].vector.float())
     assert torch.allclose(mean.id_emb.weight[1:], ((e_t + e_v) / 2)[1:], atol=1e-5)
     with pytest.raises(ValueError, match="id_init"):
         make(ctx=context(modalities=("text",)), id_init="image")
+
+
+def test_id_init_falls_back_to_the_summary_token_outside_the_token_space():
+    """A pooled vector of another size than the tokens (EfficientNet: 1280-d pool, grid tokens
+    of the map's size) cannot go through P_m: token 0 stands in."""
+    ctx = context(modalities=("image",))
+    f = ctx.features["image"]
+    f.vector = torch.cat([f.vector, f.vector], dim=1)                  # 20-d vs 10-d tokens
+    model = make(ctx=ctx, id_init="image")
+    with torch.no_grad():
+        expect = model.proj["image"](model._stores["image"].tokens[:, 0].float())
+    assert torch.allclose(model.id_emb.weight[1:], expect[1:], atol=1e-5)
+    fst = make(ctx=ctx, id_init="image", imt=False)                    # P_m of the own transformer
+    with torch.no_grad():
+        expect = fst.fst["image"].proj(fst._stores["image"].tokens[:, 0].float())
+    assert torch.allclose(fst.id_emb.weight[1:], expect[1:], atol=1e-5)
 
 
 def _one_step(model: ODMT, epoch: int = 30) -> dict[str, float]:
@@ -191,7 +211,8 @@ def test_modality_subsets_train(mods):
 
 @pytest.mark.parametrize("over", [
     {"id_init": "text"}, {"id_init": "image"}, {"id_init": "none"}, {"id_init": "mean"},
-    {"id_mask": False}, {"imt": False}, {"distill": False}, {"use_id": False},
+    {"id_mask": False}, {"imt": False}, {"imt": "pooled"}, {"distill": False},
+    {"distill": "branch_only"}, {"use_id": False}, {"use_id": False, "imt": "pooled"},
     {"loss": "full_ce"}, {"kd_loss": "ce", "detach_teacher": False}, {"image_grid": 2},
     {"use_id": False, "imt": False},
 ])
@@ -201,9 +222,13 @@ def test_ablation_switches_build_and_train(over):
     if over.get("use_id") is False:
         assert "id" not in model.branches and "loss_rec_id" not in logs
         assert "kd_text_ensemble" in logs
-    if over.get("distill") is False:
+    if over.get("distill") in (False, "branch_only"):
         assert not any(k.startswith("kd_") and k != "kd_w" for k in logs)
         assert logs["kd_w"] == 0.0
+    if over.get("distill") is False:                                   # one late-fusion loss
+        assert "loss_rec" in logs and not any(k.startswith("loss_rec_") for k in logs)
+    if over.get("distill") == "branch_only":
+        assert {f"loss_rec_{b}" for b in model.branches} <= set(logs)
 
 
 def test_image_grid_pooling_shrinks_tokens():
@@ -223,7 +248,9 @@ def test_missing_tokens_or_modalities_fail_before_training():
     ctx.features["text"].tokens = None
     with pytest.raises(ValueError, match="token"):
         make(ctx=ctx)
-    assert make(ctx=ctx, imt=False).branches == ["id", "text", "image"]
+    assert make(ctx=ctx, imt="pooled").branches == ["id", "text", "image"]
+    with pytest.raises(ValueError, match="token"):       # w/o IMT reads the same tokens
+        make(ctx=ctx, imt=False)
     with pytest.raises(ValueError, match="image"):
         make(ctx=context(modalities=("text",)), modalities=["image"])
     with pytest.raises(ValueError, match="unknown key"):
@@ -344,3 +371,66 @@ def test_errors_name_the_registered_model():
         ctx.features["text"].tokens = None
         with pytest.raises(ValueError, match=rf"model '{arch}' needs the token states of modality 'text'"):
             make(arch, ctx=ctx)
+
+
+@pytest.mark.parametrize("loss", ["inbatch", "full_ce"])
+def test_without_distillation_the_loss_is_the_late_fusion_loss(loss):
+    """`distill: false` (the paper's "w/o online distillation"): the CE of the mean branch
+    logits, i.e. late fusion's loss (mmrec.models.fusion.SASRecLF: concatenated branch vectors,
+    user side / branches, through the shared rec_loss), and nothing else."""
+    from mmrec.objectives.losses import rec_loss, training_rows
+
+    model = make(distill=False, loss=loss)
+    b = batch()
+    total, logs = model.loss(b, 30)
+    slots, uniq, per_item = model.slot_vectors(b.seq)
+    rows = training_rows(b)
+    n = len(model.branches)
+    user = torch.cat([model.encoders[m](slots[m][:, :-1], b.inputs > 0)[rows] for m in model.branches], 1) / n
+    table = model.item_repr() if loss == "full_ce" else torch.zeros(31, 16 * n).index_copy(
+        0, uniq, torch.cat([per_item[m] for m in model.branches], 1))
+    want = rec_loss(loss, user, table, b, rows, model.log_pop if loss == "inbatch" else None)
+    assert total.item() == pytest.approx(want.item(), rel=1e-5, abs=1e-6)
+    assert set(logs) == {"loss_rec", "kd_w"}
+
+
+def _branch_kl(model: ODMT, b: SeqBatch) -> float:
+    with torch.no_grad():
+        logits, _, offsets, _, _ = model.branch_logits(b)
+        return sum(online_distillation(logits, 0.5, "kl", True, offsets).values()).item()
+
+
+def _steps(model: ODMT, b: SeqBatch, n: int) -> None:
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    for _ in range(n):
+        loss, _ = model.loss(b, 1)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+
+
+def test_distillation_pulls_the_branches_together():
+    """Branches trained apart disagree (their KL grows from ~0 at init); from there, a few steps
+    with online distillation shrink the KL between them, and leave it below the same steps
+    without distillation."""
+    import copy
+
+    b = batch(n_users=16)
+    apart = make(distill="branch_only", rampup_epochs=0, kd_weight=1.0)
+    _steps(apart, b, 8)
+    start = _branch_kl(apart, b)
+    together = copy.deepcopy(apart)
+    together.cfg = apart.cfg.model_copy(update={"distill": True})
+    _steps(together, b, 8)
+    _steps(apart, b, 8)
+    assert _branch_kl(together, b) < 0.8 * start
+    assert _branch_kl(together, b) < _branch_kl(apart, b)
+
+
+def test_gradient_share_of_distillation_is_logged():
+    model = make(rampup_epochs=0)
+    diag = model.diagnostics(batch(), 1)
+    assert diag["gnorm_kd_rel"] > 0
+    assert make(distill=False).diagnostics(batch(), 1) == {}
+    kdsr = make("odmt_kdsr", ctx=context(teachers=True), rampup_epochs=0)
+    assert {"gnorm_kd_rel", "gnorm_skd_rel", "gnorm_ckd_rel"} <= set(kdsr.diagnostics(batch(), 1))
