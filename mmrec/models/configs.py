@@ -29,6 +29,31 @@ class SeqModelConfig(BaseModel):
     max_len: int = Field(13, ge=2)
     loss: Literal["full_ce", "inbatch"] = "full_ce"
     temperature: float = Field(1.0, gt=0)
+    # dot: score = <u, v>; cosine: L2-normalised user and item vectors (per branch in the
+    # multi-branch models), score = cos(u, v) / temperature (UniSRec/VQ-Rec/MISSRec use ~0.07)
+    loss_norm: Literal["dot", "cosine"] = "dot"
+
+
+class ContentConfig(SeqModelConfig):
+    """Settings of the models that read item content besides the ID: the inductive path for
+    items the ID table has not learned (mmrec.models.layers.InductiveId)."""
+
+    # table: every item scores with its own ID row; mask: items without a training interaction
+    # (items.parquet n_train = 0) use one learned [MASK] ID embedding instead of their untrained
+    # row, so their content decides their vectors (UniSRec/MISSRec's inductive setting)
+    cold_id: Literal["table", "mask"] = "table"
+    # training only: per forward pass, the ID of this share of items is the [MASK] embedding
+    # too (DropoutNet), so the content path learns to stand alone
+    id_dropout: float = Field(0.0, ge=0, le=1)
+
+
+class FeatureConfig(ContentConfig):
+    """ContentConfig of the models that read the frozen feature vectors/tokens themselves."""
+
+    # modalities whose frozen features are whitened (centred, decorrelated, unit variance; ZCA
+    # fitted on the catalogue's pooled vectors, also applied to tokens of the same size)
+    # before the model reads them; [] = none
+    whiten: list[Modality] = Field(default_factory=list)
 
 
 class SASRecConfig(SeqModelConfig):
@@ -41,7 +66,7 @@ class GRU4RecConfig(SeqModelConfig):
     layers: int = 1
 
 
-class FusionConfig(SeqModelConfig):
+class FusionConfig(FeatureConfig):
     """`train.sasrec_ef` / `train.sasrec_lf`."""
 
     modalities: Optional[list[Literal["text", "image"]]] = None  # None = every present modality
@@ -62,7 +87,7 @@ class FusionConfig(SeqModelConfig):
         return self
 
 
-class KDSRConfig(SeqModelConfig):
+class KDSRConfig(ContentConfig):
     """`train.kdsr`."""
 
     backbone: Literal["sasrec", "gru4rec"] = "sasrec"
@@ -95,7 +120,7 @@ class KDSRConfig(SeqModelConfig):
         return "off" if v is False else v
 
 
-class OdmtConfig(SeqModelConfig):
+class OdmtConfig(FeatureConfig):
     """`train.odmt`. hidden/layers/heads/dropout/max_len/loss/temperature come from train.common
     unless set here; `layers`/`heads` are the per-branch SASRec encoders'."""
 
@@ -112,6 +137,7 @@ class OdmtConfig(SeqModelConfig):
     text_tokens: int = Field(32, ge=1)            # keep the first k text tokens (CLS included)
     image_grid: int = Field(0, ge=0)              # average-pool the image grid to k x k; 0 = keep all
     input_norm: bool = True                       # LayerNorm on frozen features before P_m
+    imt_text_vector: bool = False                 # the pooled full-text vector as one more text token
     # ID
     use_id: bool = True
     id_init: Literal["mean", "text", "image", "none"] = "mean"

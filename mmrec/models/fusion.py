@@ -25,8 +25,10 @@ from mmrec.models.layers import (
     RecLossMixin,
     SeqTransformer,
     fit_window,
+    id_path,
     init_weights,
     modalities_to_use,
+    read_ids,
 )
 from mmrec.models.registry import MODELS
 from mmrec.models.tokens import TokenFST, TokenStore
@@ -93,6 +95,7 @@ class SASRecEF(_TokensFirst, RecLossMixin, SeqRecModel):
         self.n_rows = ctx.n_items + 1
         self.item_emb = nn.Embedding(self.n_rows, cfg.hidden, padding_idx=0) if cfg.use_id else None
         self.tables = ModalityTables(ctx, self.mods, cfg, "sasrec_ef")
+        self.inductive = id_path(ctx, cfg, cfg.hidden) if cfg.use_id else None
         self.encoder = SeqTransformer(cfg.hidden, cfg.layers, cfg.heads, cfg.dropout, cfg.max_len)
         init_weights(self)
         self.init_log_pop(ctx)
@@ -102,7 +105,7 @@ class SASRecEF(_TokensFirst, RecLossMixin, SeqRecModel):
         total = torch.zeros(ids.shape[0], self.cfg.hidden, device=ids.device)
         count = torch.zeros(ids.shape[0], 1, device=ids.device)
         if self.item_emb is not None:
-            total = total + self.item_emb(ids)
+            total = total + read_ids(self.inductive, self.item_emb, ids)
             count = count + 1
         for m in self.mods:
             total = total + self.tables.rows(m, ids)
@@ -115,21 +118,21 @@ class SASRecEF(_TokensFirst, RecLossMixin, SeqRecModel):
         return vecs if batch_seq is None else _scatter(ids, vecs, self.n_rows)
 
     def item_repr(self) -> torch.Tensor:
-        return self.table()                                            # [N+1, D]
+        return self.scored(self.table())                               # [N+1, D]
 
     def encode(self, seq: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
         return self.encoder(table[seq], seq > 0)                       # [B, L, D]
 
     def user_repr(self, history: torch.Tensor) -> torch.Tensor:
         h = fit_window(history, self.cfg.max_len)
-        return self.encode(h, self.table(h))[:, -1]
+        return self.scored(self.encode(h, self.table(h))[:, -1])
 
     def loss(self, batch: SeqBatch, epoch: int) -> tuple[torch.Tensor, dict[str, float]]:
         rows = batch.target_mask.nonzero(as_tuple=True)
         # Full softmax needs every item's vector; in-batch only the batch's own items.
         table = self.table(batch.seq if self.cfg.loss == "inbatch" else None)
-        user = self.encode(batch.inputs, table)[rows]
-        loss = self.rec_loss(user, table, batch, rows)
+        user = self.scored(self.encode(batch.inputs, table)[rows])
+        loss = self.rec_loss(user, self.scored(table), batch, rows)
         return loss, {"loss_rec": float(loss.detach())}
 
     def retention_tables(self) -> dict[str, torch.Tensor]:
@@ -153,6 +156,7 @@ class SASRecLF(_TokensFirst, RecLossMixin, SeqRecModel):
         self.n_rows = ctx.n_items + 1
         self.item_emb = nn.Embedding(self.n_rows, cfg.hidden, padding_idx=0) if cfg.use_id else None
         self.tables = ModalityTables(ctx, self.mods, cfg, "sasrec_lf")
+        self.inductive = id_path(ctx, cfg, cfg.hidden) if cfg.use_id else None
         self.encoders = nn.ModuleDict({b: SeqTransformer(cfg.hidden, cfg.layers, cfg.heads, cfg.dropout,
                                                          cfg.max_len) for b in self.branches})
         init_weights(self)
@@ -160,7 +164,7 @@ class SASRecLF(_TokensFirst, RecLossMixin, SeqRecModel):
 
     def branch_rows(self, b: str, ids: torch.Tensor) -> torch.Tensor:
         if b == "id":
-            return self.item_emb(ids)                                  # type: ignore[misc]
+            return read_ids(self.inductive, self.item_emb, ids)        # type: ignore[arg-type]
         return self.tables.rows(b, ids)
 
     def tables_for(self, batch_seq: Optional[torch.Tensor] = None) -> dict[str, torch.Tensor]:
@@ -174,13 +178,13 @@ class SASRecLF(_TokensFirst, RecLossMixin, SeqRecModel):
 
     def item_repr(self) -> torch.Tensor:
         t = self.tables_for()
-        return torch.cat([t[b] for b in self.branches], dim=-1)        # [N+1, n_branches*D]
+        return torch.cat([self.scored(t[b]) for b in self.branches], dim=-1)   # [N+1, n_branches*D]
 
     def encode(self, seq: torch.Tensor, tables: dict[str, torch.Tensor]) -> torch.Tensor:
         """[B, L, n_branches*D]: branch outputs concatenated, scaled by 1/branches so the dot
         product with concatenated item vectors is the mean of the branch logits."""
         valid = seq > 0
-        outs = [self.encoders[b](tables[b][seq], valid) for b in self.branches]
+        outs = [self.scored(self.encoders[b](tables[b][seq], valid)) for b in self.branches]
         return torch.cat(outs, dim=-1) / len(self.branches)
 
     def user_repr(self, history: torch.Tensor) -> torch.Tensor:
@@ -191,7 +195,7 @@ class SASRecLF(_TokensFirst, RecLossMixin, SeqRecModel):
         rows = batch.target_mask.nonzero(as_tuple=True)
         tables = self.tables_for(batch.seq if self.cfg.loss == "inbatch" else None)
         user = self.encode(batch.inputs, tables)[rows]                 # [M, n_branches*D]
-        items = torch.cat([tables[b] for b in self.branches], dim=-1)
+        items = torch.cat([self.scored(tables[b]) for b in self.branches], dim=-1)
         loss = self.rec_loss(user, items, batch, rows)
         return loss, {"loss_rec": float(loss.detach())}
 

@@ -33,8 +33,10 @@ from mmrec.models.layers import (
     RecLossMixin,
     SeqTransformer,
     fit_window,
+    id_path,
     init_weights,
     modalities_to_use,
+    read_ids,
 )
 from mmrec.models.registry import MODELS
 from mmrec.objectives.correlation_kd import (
@@ -82,6 +84,7 @@ class KDSR(RecLossMixin, SeqRecModel):
         self.corr_kind = {m: str(getattr(ctx.teachers[m], "correlation", "cosine")) for m in self.mods}
         D = cfg.hidden
         self.item_emb = nn.Embedding(ctx.n_items + 1, D, padding_idx=0)
+        self.inductive = id_path(ctx, cfg, D)
         dims = {m: int(ctx.teachers[m].denoised.shape[1]) for m in self.mods}
         self.mod_emb = nn.ModuleDict({m: nn.Embedding(ctx.n_items + 1, dims[m], padding_idx=0) for m in self.mods})
         self.mod_proj = nn.ModuleDict({m: nn.Linear(dims[m], D) for m in self.mods})
@@ -108,7 +111,8 @@ class KDSR(RecLossMixin, SeqRecModel):
     # item vectors -----------------------------------------------------------------------------
     def fused(self, ids: torch.Tensor) -> torch.Tensor:
         """ID embedding fused with the projected modality tables: ids [...] -> [..., D]."""
-        parts = [self.item_emb(ids)] + [self.mod_proj[m](self.mod_emb[m](ids)) for m in self.mods]
+        parts = [read_ids(self.inductive, self.item_emb, ids)] + [self.mod_proj[m](self.mod_emb[m](ids))
+                                                                  for m in self.mods]
         stack = torch.stack(parts, dim=-2)                             # [..., S, D]
         if self.gate is None:
             out = stack.mean(-2)
@@ -118,16 +122,17 @@ class KDSR(RecLossMixin, SeqRecModel):
         return out * (ids > 0)[..., None]
 
     def item_repr(self) -> torch.Tensor:
+        ids = torch.arange(self.item_emb.num_embeddings, device=self.item_emb.weight.device)
         if self.cfg.candidates == "id":
-            return self.item_emb.weight
-        return self.fused(torch.arange(self.item_emb.num_embeddings, device=self.item_emb.weight.device))
+            return self.scored(read_ids(self.inductive, self.item_emb, ids))
+        return self.scored(self.fused(ids))
 
     def encode(self, seq: torch.Tensor) -> torch.Tensor:
         # the encoder applies the (single) input dropout to the fused vectors
         return self.encoder(self.fused(seq), seq > 0)                  # [B, L, D]
 
     def user_repr(self, history: torch.Tensor) -> torch.Tensor:
-        return self.encode(fit_window(history, self.cfg.max_len))[:, -1]
+        return self.scored(self.encode(fit_window(history, self.cfg.max_len))[:, -1])
 
     # losses -----------------------------------------------------------------------------------
     def supervised(self, m: str, ids: torch.Tensor) -> torch.Tensor:
@@ -167,7 +172,7 @@ class KDSR(RecLossMixin, SeqRecModel):
     def loss_terms(self, batch: SeqBatch) -> tuple[torch.Tensor, dict[str, dict[str, torch.Tensor]]]:
         """(recommendation loss, `kd_terms` of the batch's inputs, empty without SKD and CKD)."""
         rows = batch.target_mask.nonzero(as_tuple=True)
-        user = self.encode(batch.inputs)[rows]                         # [M, D]
+        user = self.scored(self.encode(batch.inputs)[rows])            # [M, D]
         rec = self.rec_loss(user, self.item_repr(), batch, rows)
         kd = self.kd_terms(batch.inputs) if (self.cfg.skd or self.cfg.ckd) else {}
         return rec, kd

@@ -124,6 +124,60 @@ def init_weights(module: nn.Module, std: float = 0.02) -> None:
             nn.init.zeros_(m.bias)
 
 
+def unit(x: torch.Tensor, on: bool) -> torch.Tensor:
+    """`x` L2-normalised along the last dim when `on` (`loss_norm: cosine`); zero rows stay zero."""
+    return F.normalize(x, dim=-1) if on else x
+
+
+class InductiveId(nn.Module):
+    """The ID rows a content model reads, with an inductive path for items the ID table has not
+    learned: items without a training interaction (cold) get one learned [MASK] vector instead
+    of their untrained row (`cold_id: mask`), and in training each forward pass also masks the
+    ID of a random `id_dropout` share of all items (DropoutNet), so the content path learns to
+    carry an item alone. Built only when one of the two is on (the default model is unchanged).
+    """
+
+    def __init__(self, item_pop: torch.Tensor, dim: int, cold: bool, dropout: float) -> None:
+        super().__init__()
+        self.dropout = float(dropout)
+        self.mask_emb = nn.Parameter(torch.randn(dim) * 0.02)          # [D]
+        is_cold = (item_pop.detach().cpu() == 0) if cold else torch.zeros(item_pop.shape[0], dtype=torch.bool)
+        is_cold[0] = False                                              # padding stays padding
+        self.register_buffer("cold", is_cold, persistent=False)         # [N+1]
+
+    @staticmethod
+    def wanted(cfg) -> bool:
+        return getattr(cfg, "cold_id", "table") == "mask" or getattr(cfg, "id_dropout", 0.0) > 0
+
+    def masked(self, ids: torch.Tensor) -> torch.Tensor:
+        """[...] bool: which of `ids` read the [MASK] vector in this forward pass."""
+        hide = self.cold.to(ids.device)
+        if self.training and self.dropout > 0:
+            hide = hide | (torch.rand(hide.shape[0], device=ids.device) < self.dropout)
+        return hide[ids] & (ids > 0)
+
+    def forward(self, ids: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+        """ID rows [..., D] of item ids [...], the masked ones replaced by the [MASK] vector."""
+        return torch.where(self.masked(ids)[..., None], self.mask_emb.to(rows.dtype), rows)
+
+    def table(self, weight: torch.Tensor) -> torch.Tensor:
+        """The whole ID table [N+1, D] as the models score with it."""
+        return self(torch.arange(weight.shape[0], device=weight.device), weight)
+
+
+def id_path(ctx, cfg, dim: int) -> "InductiveId | None":
+    """The InductiveId a model with settings `cfg` needs, or None (the ID rows as they are)."""
+    if not InductiveId.wanted(cfg):
+        return None
+    return InductiveId(ctx.item_pop, dim, cfg.cold_id == "mask", cfg.id_dropout)
+
+
+def read_ids(path: "InductiveId | None", emb: nn.Embedding, ids: torch.Tensor) -> torch.Tensor:
+    """emb(ids) [..., D] through the inductive path when the model has one."""
+    rows = emb(ids)
+    return rows if path is None else path(ids, rows)
+
+
 def fit_window(history: torch.Tensor, max_len: int) -> torch.Tensor:
     """The last `max_len` positions of left-padded histories [B, L] (left-padded with 0 if shorter)."""
     L = history.shape[1]
@@ -166,6 +220,10 @@ class RecLossMixin:
         # Only the in-batch loss needs popularity; not persisted (rebuilt from the context).
         log_pop = log_popularity(ctx.item_pop) if self.cfg.loss == "inbatch" else torch.zeros(0)
         self.register_buffer("log_pop", log_pop, persistent=False)  # type: ignore[attr-defined]
+
+    def scored(self, x: torch.Tensor) -> torch.Tensor:
+        """Vectors as they enter a score: L2-normalised with `loss_norm: cosine` (apply per branch)."""
+        return unit(x, self.cfg.loss_norm == "cosine")
 
     def rec_loss(self, user: torch.Tensor, item_table: torch.Tensor, batch, rows) -> torch.Tensor:
         """user [M, D] at `rows` of `batch`, item_table [N+1, D] -> scalar loss."""

@@ -57,8 +57,10 @@ from mmrec.models.layers import (
     RecLossMixin,
     SeqTransformer,
     fit_window,
+    id_path,
     init_weights,
     modalities_to_use,
+    read_ids,
 )
 from mmrec.models.registry import MODELS
 from mmrec.models.tokens import TokenFST, TokenStore, feature_projection, key_padding_mask
@@ -161,6 +163,15 @@ class ODMT(RecLossMixin, SeqRecModel):
                                   cfg.input_norm)
         self.proj = nn.ModuleDict(proj)
         self.fst = nn.ModuleDict(fst)
+        if cfg.imt_text_vector:
+            if cfg.imt is not True or "text" not in self.modalities:
+                raise ValueError(f"model {name!r}: imt_text_vector needs imt: true and the text modality")
+            # the whole text's pooled vector as one more text token (the first `text_tokens`
+            # tokens are mostly the title; late fusion reads the whole text's vector)
+            vec = ctx.features["text"]
+            self._pooled["text"] = vec.vector.detach().to("cpu", torch.float32)
+            self._text_has = vec.has_feature.detach().to("cpu", torch.bool)
+            self.text_vec_proj = feature_projection(vec.vector.shape[-1], d, cfg.input_norm)
         self.id_emb = nn.Embedding(ctx.n_items + 1, d, padding_idx=0) if cfg.use_id else None
         if cfg.imt is True and self.modalities:
             self.imt_blocks = nn.ModuleList(Block(d, cfg.imt_heads, cfg.imt_dropout)
@@ -173,6 +184,7 @@ class ODMT(RecLossMixin, SeqRecModel):
         init_weights(self)
         if self.id_emb is not None and cfg.id_init != "none":
             self._init_id_from_features(ctx, cfg.id_init)
+        self.inductive = id_path(ctx, cfg, d) if cfg.use_id else None
         self.init_log_pop(ctx)
 
     # ----------------------------------------------------------------- construction helpers
@@ -225,14 +237,20 @@ class ODMT(RecLossMixin, SeqRecModel):
             for m in ("text", "image"):
                 if m in self.modalities:
                     tok, msk = self._stores[m].gather(ids, dev)
+                    z_m = self.proj[m](tok)                            # [U, T_m, d]
+                    if m == "text" and self.cfg.imt_text_vector:
+                        cpu = ids.cpu()
+                        vec = self._pooled["text"].index_select(0, cpu).to(dev)
+                        z_m = torch.cat([z_m, self.text_vec_proj(vec)[:, None]], 1)    # [U, T_t + 1, d]
+                        msk = torch.cat([msk, self._text_has.index_select(0, cpu).to(dev)[:, None]], 1)
                     starts[m] = pos
-                    pos += tok.shape[1]
-                    parts.append(self.proj[m](tok))                    # [U, T_m, d]
+                    pos += z_m.shape[1]
+                    parts.append(z_m)
                     masks.append(msk)
                 else:
                     masks.append(torch.zeros(ids.shape[0], 0, dtype=torch.bool, device=dev))
             if self.id_emb is not None:
-                parts.append(self.id_emb(ids)[:, None])                # [U, 1, d]
+                parts.append(read_ids(self.inductive, self.id_emb, ids)[:, None])   # [U, 1, d]
             z = self.imt_drop(torch.cat(parts, dim=1))                 # [U, L, d]
             mask = imt_attention_mask(masks[0], masks[1], self.id_emb is not None, self.cfg.id_mask)
             for block in self.imt_blocks[:-1]:
@@ -251,7 +269,7 @@ class ODMT(RecLossMixin, SeqRecModel):
                 else:                                                  # imt: pooled
                     h[m] = self.proj[m](self._pooled[m].index_select(0, ids.cpu()).to(dev))
             if self.id_emb is not None:
-                h["id"] = self.id_emb(ids)
+                h["id"] = read_ids(self.inductive, self.id_emb, ids)
         return {b: self.mlp[b](h[b]) for b in self.branches}
 
     def slot_vectors(self, seq: torch.Tensor) -> tuple[dict[str, torch.Tensor], torch.Tensor, dict[str, torch.Tensor]]:
@@ -292,7 +310,7 @@ class ODMT(RecLossMixin, SeqRecModel):
         tables = self._frozen_tables() or self.branch_tables()
         if not self.training and not torch.is_grad_enabled():
             self.__dict__["_eval_tables"] = (self._weights_version(), tables)
-        return torch.cat([tables[b] for b in self.branches], dim=1)   # [N+1, d * branches]
+        return torch.cat([self.scored(tables[b]) for b in self.branches], dim=1)   # [N+1, d * branches]
 
     def retention_tables(self) -> dict[str, torch.Tensor]:
         tables = self._frozen_tables() or self.branch_tables()
@@ -308,14 +326,15 @@ class ODMT(RecLossMixin, SeqRecModel):
             slots, _, _ = self.slot_vectors(hist)
         valid = hist > 0
         n = len(self.branches)
-        return torch.cat([self.encoders[b](slots[b], valid)[:, -1] / n for b in self.branches], 1)
+        return torch.cat([self.scored(self.encoders[b](slots[b], valid)[:, -1]) / n for b in self.branches], 1)
 
     def branch_scores(self, history: torch.Tensor) -> dict[str, torch.Tensor]:
         """{branch: [B, N+1]} scores of each branch alone (for per-branch metrics)."""
         hist = fit_window(history, self.cfg.max_len)
         slots, _, _ = self.slot_vectors(hist)
         tables = self.branch_tables()
-        return {b: self.encoders[b](slots[b], hist > 0)[:, -1] @ tables[b].T for b in self.branches}
+        return {b: self.scored(self.encoders[b](slots[b], hist > 0)[:, -1]) @ self.scored(tables[b]).T
+                for b in self.branches}
 
     # ----------------------------------------------------------------- training
     def branch_logits(self, batch: SeqBatch) -> tuple[dict[str, torch.Tensor], Candidates,
@@ -334,15 +353,15 @@ class ODMT(RecLossMixin, SeqRecModel):
             cands = inbatch_unique_candidates(seq, rows, self.log_pop)
             local = uniq[uniq > 0]                                      # sorted real items
             pos = torch.searchsorted(uniq, local)
-            cand_vecs = {b: gather_candidates(local, per_item[b][pos])[1] for b in self.branches}
+            cand_vecs = {b: gather_candidates(local, self.scored(per_item[b][pos]))[1] for b in self.branches}
             offsets = row_log_mult(cands)
         else:
             cands = full_candidates(batch.targets[rows], self.n_items)
             tables = self.branch_tables()
-            cand_vecs = {b: tables[b][1:] for b in self.branches}
+            cand_vecs = {b: self.scored(tables[b][1:]) for b in self.branches}
         logits = {}
         for b in self.branches:
-            user = self.encoders[b](slots[b][:, :-1], valid)[rows]     # [M, d]
+            user = self.scored(self.encoders[b](slots[b][:, :-1], valid)[rows])   # [M, d]
             logits[b] = candidate_logits(user, cand_vecs[b], cands, self.cfg.temperature,
                                          multiplicity=False)
         return logits, cands, offsets, uniq, per_item

@@ -67,4 +67,22 @@ def build_model(arch: str, ctx: ModelContext, cfg: dict[str, Any], section: str 
             f"{'unknown key' if e['type'] == 'extra_forbidden' else e['msg']}"
             for e in err.errors())
         raise ValueError(f"invalid settings for model {arch!r}: {problems}") from None
-    return cls(ctx, config)
+    return cls(with_whitened_features(ctx, list(getattr(config, "whiten", []))), config)
+
+
+def with_whitened_features(ctx: ModelContext, modalities: list[str]) -> ModelContext:
+    """`ctx` with the features of `modalities` whitened (mmrec.models.tokens.whiten_features),
+    recomputed from the frozen features whenever a model is built (and so when a checkpoint
+    loads); the context the training loop keeps (retention) is not changed."""
+    if not modalities:
+        return ctx
+    import dataclasses
+
+    from mmrec.models.tokens import whiten_features
+
+    missing = [m for m in modalities if m not in ctx.features]
+    if missing:
+        raise ValueError(f"whiten: modality {', '.join(missing)} has no features "
+                         f"(present: {', '.join(sorted(ctx.features)) or 'none'})")
+    feats = {m: whiten_features(f) if m in modalities else f for m, f in ctx.features.items()}
+    return dataclasses.replace(ctx, features=feats)

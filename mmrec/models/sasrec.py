@@ -25,17 +25,17 @@ class SASRec(RecLossMixin, SeqRecModel):
         self.init_log_pop(ctx)
 
     def item_repr(self) -> torch.Tensor:
-        return self.item_emb.weight                                    # [N+1, D]
+        return self.scored(self.item_emb.weight)                       # [N+1, D]
 
     def encode(self, seq: torch.Tensor) -> torch.Tensor:
         """Left-padded ids [B, L] -> hidden states [B, L, D]."""
         return self.encoder(self.item_emb(seq), seq > 0)
 
     def user_repr(self, history: torch.Tensor) -> torch.Tensor:
-        return self.encode(fit_window(history, self.cfg.max_len))[:, -1]   # [B, D]
+        return self.scored(self.encode(fit_window(history, self.cfg.max_len))[:, -1])   # [B, D]
 
     def loss(self, batch: SeqBatch, epoch: int) -> tuple[torch.Tensor, dict[str, float]]:
         rows = batch.target_mask.nonzero(as_tuple=True)                # (b [M], t [M])
-        user = self.encode(batch.inputs)[rows]                         # [M, D]
+        user = self.scored(self.encode(batch.inputs)[rows])            # [M, D]
         loss = self.rec_loss(user, self.item_repr(), batch, rows)
         return loss, {"loss_rec": float(loss.detach())}

@@ -119,3 +119,39 @@ class TokenFST(nn.Module):
         for block in self.blocks:
             x = block(x, mask)
         return self.norm(x[:, 0])                                      # [U, d]
+
+
+def whitening_map(vectors: torch.Tensor, has: torch.Tensor, eps: float = 1e-5
+                  ) -> tuple[torch.Tensor, torch.Tensor]:
+    """(mean [d], W [d, d]) of the ZCA whitening of the rows of `vectors` [N+1, d] with `has`:
+    (x - mean) @ W has zero mean, identity covariance over those rows. Eigenvalues are floored
+    at eps x their mean, so directions the catalogue does not span are not blown up."""
+    x = vectors[has.bool()].double()                                   # [M, d]
+    if x.shape[0] < 2:
+        raise ValueError(f"whitening needs at least 2 items with features, got {x.shape[0]}")
+    mean = x.mean(0)
+    xc = x - mean
+    cov = xc.T @ xc / (x.shape[0] - 1)                                 # [d, d]
+    vals, vecs = torch.linalg.eigh(cov)
+    vals = vals.clamp_min(eps * float(vals.clamp_min(0).mean()) + 1e-12)
+    w = vecs @ torch.diag(vals.rsqrt()) @ vecs.T
+    return mean.float(), w.float()
+
+
+def whiten_features(feats: ModalityFeatures, chunk: int = 4096) -> ModalityFeatures:
+    """A copy of `feats` with the pooled vectors whitened (`whitening_map`, fitted on the items
+    that have the feature; rows without it stay zero). Token states of the same size go through
+    the same map (real tokens only); tokens of another size are left as they are."""
+    has = feats.has_feature.detach().cpu().bool()
+    mean, w = whitening_map(feats.vector.detach().cpu().float(), has)
+    vector = ((feats.vector.detach().cpu().float() - mean) @ w) * has[:, None]
+    tokens = feats.tokens
+    if tokens is not None and feats.token_mask is not None and tokens.shape[-1] == w.shape[0]:
+        parts = []
+        for s in range(0, tokens.shape[0], chunk):
+            t = tokens[s:s + chunk].detach().cpu().float()
+            m = feats.token_mask[s:s + chunk].detach().cpu().bool()
+            parts.append((((t - mean) @ w) * m[..., None]).to(tokens.dtype))
+        tokens = torch.cat(parts)
+    return ModalityFeatures(vector.to(feats.vector.device), feats.has_feature, tokens, feats.token_mask,
+                            feats.encoder)

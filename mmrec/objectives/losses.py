@@ -25,7 +25,7 @@ Public API (other models and the training loop use these; keep this list current
         all-gather across ranks (gradient flows back to each rank's own rows); identity when
         not distributed. Ranks may hold different C_local (padded with id 0, which is excluded).
     candidate_logits(user [M, D], cand_vecs [C, D], cands, temperature=1.0, multiplicity=True) -> [M, C] float32
-        (user @ cand.T - log_q) / temperature (+ row_log_mult), excluded -> float32 min (after
+        user @ cand.T / temperature - log_q (+ row_log_mult), excluded -> float32 min (after
         the fp32 cast). multiplicity=False leaves the offsets out (add them later with
         `add_log_mult`, e.g. after a KD temperature).
     add_log_mult(logits, cands) -> logits               # logits + row_log_mult, masks kept
@@ -266,18 +266,21 @@ def mask_excluded(logits: torch.Tensor, cands: Candidates) -> torch.Tensor:
 
 def candidate_logits(user: torch.Tensor, cand_vecs: torch.Tensor, cands: Candidates,
                      temperature: float = 1.0, multiplicity: bool = True) -> torch.Tensor:
-    """[M, C] float32 logits (user·cand - log_q) / temperature with excluded entries masked,
+    """[M, C] float32 logits user·cand / temperature - log_q with excluded entries masked,
     plus the columns' multiplicity offsets (`row_log_mult`) unless `multiplicity` is False.
+
+    The logQ correction is applied to the tempered logit (it corrects the sampling of the
+    softmax's columns, whatever scale the scores have): dividing it by a temperature of 0.07
+    would multiply the popularity correction by 14 (`loss_norm: cosine`).
 
     The matmul may run in half precision under autocast; the debiasing, the division by a
     small temperature and the masking happen in float32, so nothing overflows.
     """
     if temperature <= 0:
         raise ValueError(f"temperature must be > 0, got {temperature}")
-    logits = (user @ cand_vecs.T).float()                          # [M, C]
+    logits = (user @ cand_vecs.T).float() / temperature            # [M, C]
     if cands.log_q is not None:
         logits = logits - cands.log_q.float()[None, :]
-    logits = logits / temperature
     if multiplicity and cands.log_mult is not None:
         logits = logits + row_log_mult(cands)
     return mask_excluded(logits, cands)

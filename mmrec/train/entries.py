@@ -11,8 +11,8 @@ Precedence, lowest first, for every key of an entry:
    `{arch: odmt, imt: false}` starts from exactly the `odmt` entry);
 4. the entry's own section `train.<entry>`.
 
-With `train.like_for_like: true` the training protocol keys (`PROTOCOL_KEYS`: loss, epochs,
-patience, select_metric) come from `train.common` for every entry, whatever the model sections
+With `train.like_for_like: true` the training protocol keys (`PROTOCOL_KEYS`: loss, loss_norm,
+temperature, epochs, patience, select_metric) come from `train.common` for every entry, whatever the model sections
 and class defaults say, so a table of models compares models rather than training protocols.
 
 `check_train_section` validates every entry this way when params are loaded, so an unknown
@@ -33,7 +33,7 @@ from mmrec.train.params import TrainCommon, TrainParams
 
 COMMON_KEYS = frozenset(TrainCommon.model_fields)
 #: What `like_for_like` makes equal across entries: the objective and the selection rule.
-PROTOCOL_KEYS = ("loss", "epochs", "patience", "select_metric")
+PROTOCOL_KEYS = ("loss", "loss_norm", "temperature", "epochs", "patience", "select_metric")
 
 
 @dataclass(frozen=True)

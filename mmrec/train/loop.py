@@ -25,7 +25,8 @@ from tqdm import tqdm
 
 from mmrec.data.sequences import EvalSplit, SeqBatch
 from mmrec.evaluate.params import MaskHistory
-from mmrec.evaluate.ranking import evaluate_model
+from mmrec.evaluate.breakdown import grouped_metrics, popularity_groups
+from mmrec.evaluate.ranking import metrics_from_ranks, rank_model
 from mmrec.evaluate.retention import modality_retention, retention_pairs
 from mmrec.io import atomic_path
 from mmrec.models.base import ModelContext, SeqRecModel
@@ -48,6 +49,7 @@ class EvalSettings:
     mask_history: MaskHistory = "none"
     batch_users: int = 1024
     item_chunk: int = 65536
+    popularity_groups: int = 4   # cold + this many quantile groups (as the evaluate stage's breakdown)
 
 
 @dataclass
@@ -119,6 +121,21 @@ def diagnostics_row(model: SeqRecModel, seq: torch.Tensor, epoch: int) -> dict[s
     devices = [seq.device] if seq.device.type == "cuda" else []
     with torch.random.fork_rng(devices=devices):
         return model.diagnostics(SeqBatch(seq), epoch)
+
+
+def validation_row(ranks: torch.Tensor, targets: torch.Tensor, item_pop: torch.Tensor,
+                   ks: Sequence[int], n_groups: int) -> dict[str, float]:
+    """`valid_<metric>` over every target, plus `valid_cold_recall@K` (targets never seen in
+    training) and `valid_q1_recall@K` (the least popular quantile of the warm items), grouped as
+    the evaluate stage's popularity breakdown (mmrec.evaluate.breakdown), so selection can see
+    the long tail. A group without targets has no column (train_log.tsv writes nan there)."""
+    row = {f"valid_{k}": v for k, v in metrics_from_ranks(ranks, ks).items()}
+    target_group = popularity_groups(item_pop, n_groups)[targets.cpu().long()]
+    for g in grouped_metrics(ranks, target_group, 2, ks):              # groups 0 (cold) and 1 (Q1)
+        name = "cold" if g["group"] == 0 else "q1"
+        if g["n_users"]:
+            row.update({f"valid_{name}_recall@{k}": g[f"recall@{k}"] for k in ks})
+    return row
 
 
 def write_log(rows: list[dict[str, Any]], path: Path) -> None:
@@ -273,12 +290,13 @@ def train_model(model: SeqRecModel, ctx: ModelContext, train_seq: torch.Tensor,
         decision = None
         if is_main:
             if valid is not None:
-                metrics = evaluate_model(model, valid.histories, valid.targets, ks=eval_settings.ks,
-                                         mask_history=eval_settings.mask_history,
-                                         mask_items=valid.full_history, device=device,
-                                         batch_users=eval_settings.batch_users,
-                                         item_chunk=eval_settings.item_chunk)
-                row.update({f"valid_{k}": v for k, v in metrics.items()})
+                ranks = rank_model(model, valid.histories, valid.targets,
+                                   mask_history=eval_settings.mask_history,
+                                   mask_items=valid.full_history, device=device,
+                                   batch_users=eval_settings.batch_users,
+                                   item_chunk=eval_settings.item_chunk)
+                row.update(validation_row(ranks, valid.targets, ctx.item_pop, eval_settings.ks,
+                                          eval_settings.popularity_groups))
             row.update(retention_row(model, ctx, pairs))
             row["lr"] = opt.param_groups[0]["lr"]
             row["train_seconds"] = train_time

@@ -27,6 +27,15 @@ class TrainCommon(BaseModel):
     patience: int = Field(5, ge=1)
     select_metric: str = "recall@10"
     loss: Literal["full_ce", "inbatch"] = "full_ce"
+    # Score normalisation and softmax temperature of every model (mmrec.models.configs):
+    # cosine = L2-normalised user/item vectors, logits cos / temperature.
+    loss_norm: Literal["dot", "cosine"] = "dot"
+    temperature: float = Field(1.0, gt=0)
+    # The inductive path of every model that reads content (mmrec.models.configs.ContentConfig):
+    # cold_id mask = a learned [MASK] ID for items without training interactions; id_dropout =
+    # the share of items whose ID is masked at each training step.
+    cold_id: Literal["table", "mask"] = "table"
+    id_dropout: float = Field(0.0, ge=0, le=1)
     hidden: int = Field(64, ge=8)
     layers: int = Field(2, ge=1)
     heads: int = Field(2, ge=1)

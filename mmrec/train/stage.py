@@ -69,7 +69,7 @@ def train_entry(params: TrainConfig, entry: str, root: Path = Path("."), progres
     result = train_model(model, ctx, seq, valid, common, paths.model_dir(params, entry, root),
                          seed=params.seed, arch=arch, name=entry, config=config,
                          eval_settings=EvalSettings(tuple(ev.ks), ev.mask_history, ev.batch_users,
-                                                    ev.item_chunk),
+                                                    ev.item_chunk, ev.popularity_groups),
                          progress=progress)
     return {"model": entry, "arch": arch, "users": int(seq.shape[0]), "skipped_short_sequences": skipped,
             "items": ctx.n_items, "modalities": sorted(ctx.features), "epochs": result.epochs_run,

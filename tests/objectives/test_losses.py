@@ -70,7 +70,8 @@ def test_logq_applied_and_zero_count_guarded():
     user = torch.tensor([[1.0, 0.0]])
     vecs = torch.tensor([[2.0, 0.0], [1.0, 0.0]])
     logits = candidate_logits(user, vecs, cands, temperature=0.5)
-    expect = (torch.tensor([2.0, 1.0]) - torch.tensor([math.log(0.5), math.log(0.25)])) / 0.5
+    # the correction applies to the tempered logit, not divided by the temperature with it
+    expect = torch.tensor([2.0, 1.0]) / 0.5 - torch.tensor([math.log(0.5), math.log(0.25)])
     assert torch.allclose(logits[0], expect)
 
 

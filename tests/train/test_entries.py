@@ -54,16 +54,19 @@ def test_model_class_defaults_live_unless_common_writes_the_key():
 
 
 def test_like_for_like_forces_the_protocol_keys_from_common():
-    sections = {"odmt": {"loss": "inbatch", "epochs": 10, "patience": 9, "imt_layers": 1},
+    sections = {"odmt": {"loss": "inbatch", "epochs": 10, "patience": 9, "imt_layers": 1, "temperature": 0.5},
                 "kdsr": {"epochs": 80}}
-    common = {"loss": "full_ce", "epochs": 30, "patience": 4, "select_metric": "ndcg@10"}
+    common = {"loss": "full_ce", "loss_norm": "cosine", "temperature": 0.07, "epochs": 30, "patience": 4,
+              "select_metric": "ndcg@10"}
     free = _train(["sasrec", "kdsr", "odmt"], sections, common)
     same = _train(["sasrec", "kdsr", "odmt"], sections, common, like_for_like=True)
     assert resolve_entry(free, "odmt").common.epochs == 10
+    assert resolve_entry(free, "odmt").config["temperature"] == 0.5
     for name in ("sasrec", "kdsr", "odmt"):
         e = resolve_entry(same, name)
         assert {k: getattr(e.common, k) for k in PROTOCOL_KEYS} == common
         assert e.config["loss"] == "full_ce"
+        assert e.config["loss_norm"] == "cosine" and e.config["temperature"] == 0.07
     assert resolve_entry(same, "odmt").config["imt_layers"] == 1       # model keys untouched
 
 

@@ -95,3 +95,32 @@ def test_a_changed_run_does_not_resume(tmp_path, monkeypatch):
     _run(tmp_path, epochs=5, interrupt_at=3, monkeypatch=monkeypatch)
     longer = _run(tmp_path, epochs=6)                                     # a higher cap: resumes
     assert [r["epoch"] for r in longer.log] == [1, 2, 3, 4, 5, 6]
+
+
+def test_validation_row_reports_cold_and_rare_recall():
+    from mmrec.train.loop import validation_row
+
+    # items 1..9: 1-2 cold (n_train 0); warm 3..9 by popularity, Q1 of 4 groups = items 3, 4
+    pop = torch.tensor([0, 0, 0, 1, 2, 3, 4, 5, 6, 7])
+    targets = torch.tensor([1, 2, 3, 4, 9, 9])
+    ranks = torch.tensor([1, 50, 50, 3, 1, 1])
+    row = validation_row(ranks, targets, pop, (10,), 4)
+    assert row["valid_recall@10"] == 4 / 6
+    assert row["valid_cold_recall@10"] == 0.5                          # items 1 (hit), 2 (miss)
+    assert row["valid_q1_recall@10"] == 0.5                            # items 3 (miss), 4 (hit)
+    none_cold = validation_row(ranks[2:], targets[2:], pop, (10,), 4)
+    assert "valid_cold_recall@10" not in none_cold                     # no cold target: not 0
+
+
+def test_train_log_has_the_cold_and_rare_columns(tmp_path):
+    seqs = torch.from_numpy(ts.sequences(16, 20, 8))
+    ctx = ts.context(20, max_len=7, modalities=())
+    valid = EvalSplit(torch.arange(16), seqs[:, :-1], seqs[:, :-1], seqs[:, -1])
+    common = TrainCommon(epochs=1, batch_size=8, max_len=7, retention_pairs=100)
+    ctx.item_pop[seqs[0, -1]] = 0                                     # one validation target is cold
+    model = build_model("sasrec", ctx, {"hidden": 16, "layers": 1, "max_len": 7})
+    res = train_model(model, ctx, seqs, valid, common, tmp_path, seed=3, arch="sasrec", name="sasrec",
+                      config=model.cfg.model_dump(), progress=False)
+    assert {"valid_cold_recall@10", "valid_q1_recall@20"} <= set(res.log[0])
+    header = (tmp_path / "train_log.tsv").read_text().splitlines()[0].split("\t")
+    assert "valid_q1_recall@10" in header and "valid_cold_recall@10" in header
