@@ -134,6 +134,11 @@ class ODMT(RecLossMixin, SeqRecModel):
     uses_tokens = True
     display_name = "odmt"                                              # the registry name, in errors
 
+    @classmethod
+    def wants_tokens(cls, cfg: dict) -> bool:
+        """Token states are read unless `imt: pooled` (projected pooled vectors only)."""
+        return cfg.get("imt", True) != "pooled"
+
     def __init__(self, ctx: ModelContext, cfg: OdmtConfig) -> None:
         super().__init__()
         self.cfg = cfg

@@ -249,6 +249,8 @@ def test_missing_tokens_or_modalities_fail_before_training():
     with pytest.raises(ValueError, match="token"):
         make(ctx=ctx)
     assert make(ctx=ctx, imt="pooled").branches == ["id", "text", "image"]
+    assert not ODMT.wants_tokens({"imt": "pooled"})                   # the stage loads none then
+    assert ODMT.wants_tokens({}) and ODMT.wants_tokens({"imt": False})
     with pytest.raises(ValueError, match="token"):       # w/o IMT reads the same tokens
         make(ctx=ctx, imt=False)
     with pytest.raises(ValueError, match="image"):

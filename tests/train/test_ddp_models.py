@@ -42,6 +42,13 @@ CASES = [
     ("odmt_id_none", "odmt", {"id_init": "none", "id_mask": False}),
     ("odmt_ref", "odmt", {"kd_loss": "ce", "detach_teacher": False, "loss": "full_ce"}),
     ("sasrec_inbatch", "sasrec", {"loss": "inbatch"}),
+    ("kdsr_on_table", "kdsr", {"kd_on": "table", "ckd": False}),
+    ("odmt_pooled", "odmt", {"imt": "pooled", "distill": "branch_only"}),
+    ("odmt_levers", "odmt", {"cold_id": "mask", "id_dropout": 0.3, "loss_norm": "cosine",
+                             "temperature": 0.07, "imt_text_vector": True, "whiten": ["text"]}),
+    ("lf_levers", "sasrec_lf", {"cold_id": "mask", "id_dropout": 0.3, "loss_norm": "cosine"}),
+    ("ef_levers", "sasrec_ef", {"cold_id": "mask", "id_dropout": 0.3, "whiten": ["image"]}),
+    ("kdsr_levers", "kdsr", {"cold_id": "mask", "id_dropout": 0.3, "loss_norm": "cosine", "loss": "inbatch"}),
 ]
 
 
@@ -77,6 +84,11 @@ def _worker(rank: int, world: int, init: str, out: str) -> None:
                     opt.zero_grad()
                     loss.backward()
                     opt.step()
+                # once-per-epoch diagnostics run on every rank (their losses may gather)
+                from mmrec.train.loop import diagnostics_row
+
+                diag = diagnostics_row(model, mine[0:4], 5)
+                assert all(isinstance(v, float) for v in diag.values()), diag
                 flat = torch.cat([p.detach().reshape(-1) for p in model.parameters()])
                 results[entry] = flat
             except Exception:  # report every case, not only the first failure
