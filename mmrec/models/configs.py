@@ -112,6 +112,9 @@ class KDSRConfig(ContentConfig):
     # upstream of the projection and the gate); `modality` each table after its projection to
     # `hidden`; `fused` the gated item vector the recommender scores with.
     kd_on: Literal["table", "modality", "fused"] = "fused"
+    # SKD's correlation on two linear projections of the vectors (the paper's g_phi) or, false,
+    # on the supervised vectors themselves
+    skd_projection: bool = True
 
     @field_validator("async_lr", mode="before")
     @classmethod

@@ -56,15 +56,19 @@ MODALITY_GROUP = "modality_tables"
 
 
 class PairHeads(nn.Module):
-    """One modality's student heads: SKD projections P2(P1(e)) and the CKD code classifier."""
+    """One modality's student heads: SKD projections P2(P1(e)) and the CKD code classifier.
+    Without `projection` SKD compares the supervised vectors themselves (no free linear map
+    that could absorb the mismatch instead of the vectors)."""
 
-    def __init__(self, dim: int, n_codes: int) -> None:
+    def __init__(self, dim: int, n_codes: int, projection: bool = True) -> None:
         super().__init__()
-        self.p1 = nn.Linear(dim, dim)
-        self.p2 = nn.Linear(dim, dim)
+        self.p1 = nn.Linear(dim, dim) if projection else None
+        self.p2 = nn.Linear(dim, dim) if projection else None
         self.code_mlp = nn.Sequential(nn.Linear(dim, dim), nn.ReLU(), nn.Linear(dim, n_codes))
 
     def project(self, e: torch.Tensor) -> torch.Tensor:
+        if self.p1 is None or self.p2 is None:
+            return e
         return self.p2(self.p1(e))                                     # no activation (reference)
 
     def code_logits(self, ei: torch.Tensor, ej: torch.Tensor) -> torch.Tensor:
@@ -89,7 +93,8 @@ class KDSR(RecLossMixin, SeqRecModel):
         self.mod_emb = nn.ModuleDict({m: nn.Embedding(ctx.n_items + 1, dims[m], padding_idx=0) for m in self.mods})
         self.mod_proj = nn.ModuleDict({m: nn.Linear(dims[m], D) for m in self.mods})
         head_dim = {m: dims[m] if cfg.kd_on == "table" else D for m in self.mods}
-        self.heads = nn.ModuleDict({m: PairHeads(head_dim[m], int(ctx.teachers[m].n_codes)) for m in self.mods})
+        self.heads = nn.ModuleDict({m: PairHeads(head_dim[m], int(ctx.teachers[m].n_codes), cfg.skd_projection)
+                                    for m in self.mods})
         self.gate = nn.Sequential(nn.Linear(D, D), nn.ReLU(), nn.Linear(D, 1)) if cfg.fusion == "gate" else None
         if cfg.backbone == "sasrec":
             self.encoder: nn.Module = SeqTransformer(D, cfg.layers, cfg.heads, cfg.dropout, cfg.max_len)

@@ -200,3 +200,19 @@ def test_gradient_shares_reach_the_training_log(tmp_path):
     for key in ("gnorm_skd_rel", "gnorm_ckd_rel", "ckd_acc_text", "ckd_chance_image"):
         assert key in log[-1] and log[-1][key] == log[-1][key]          # present, not nan
     assert log[-1]["gnorm_skd_rel"] > 0
+
+
+def test_skd_without_projection_compares_the_supervised_vectors():
+    from mmrec.objectives.correlation_kd import pair_correlation, sequence_pairs
+
+    _, model = _model(skd_projection=False, ckd=False, skd_form="reference", lambda_skd=1.0)
+    assert model.heads["text"].p1 is None
+    seq = torch.tensor([[0, 1, 2, 3, 4, 5, 6]])
+    _, kd = model.loss_terms(SeqBatch(seq))
+    b, i, j = sequence_pairs(SeqBatch(seq).inputs)                     # pairs of the input items
+    e = model.fused(torch.arange(21))
+    r, _ = model.teachers["text"].pair_targets(i, j)
+    r_hat = pair_correlation(e[i], e[j], "cosine")
+    want = (((r_hat - r) / 1.5).pow(2) + 1e-8).sum().sqrt()
+    assert kd["skd"]["text"].item() == pytest.approx(want.item(), rel=1e-5)
+    assert model.leaves_parameters_unused() is True                   # ckd off

@@ -43,6 +43,7 @@ CASES = [
     ("odmt_ref", "odmt", {"kd_loss": "ce", "detach_teacher": False, "loss": "full_ce"}),
     ("sasrec_inbatch", "sasrec", {"loss": "inbatch"}),
     ("kdsr_on_table", "kdsr", {"kd_on": "table", "ckd": False}),
+    ("kdsr_no_projection", "kdsr", {"skd_projection": False, "kd_on": "modality"}),
     ("odmt_pooled", "odmt", {"imt": "pooled", "distill": "branch_only"}),
     ("odmt_levers", "odmt", {"cold_id": "mask", "id_dropout": 0.3, "loss_norm": "cosine",
                              "temperature": 0.07, "imt_text_vector": True, "whiten": ["text"]}),
