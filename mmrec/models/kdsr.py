@@ -21,7 +21,7 @@ initialisation); with `fused`/`modality` that no longer makes the target trivial
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Optional
 
 import torch
 from torch import nn
@@ -126,15 +126,17 @@ class KDSR(RecLossMixin, SeqRecModel):
             out = (w * stack).sum(-2)
         return out * (ids > 0)[..., None]
 
-    def item_repr(self) -> torch.Tensor:
+    def item_repr(self, table: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """[N+1, D] candidate vectors; `table`: this step's fused table when already built."""
         ids = torch.arange(self.item_emb.num_embeddings, device=self.item_emb.weight.device)
         if self.cfg.candidates == "id":
             return self.scored(read_ids(self.inductive, self.item_emb, ids))
-        return self.scored(self.fused(ids))
+        return self.scored(self.fused(ids) if table is None else table)
 
-    def encode(self, seq: torch.Tensor) -> torch.Tensor:
+    def encode(self, seq: torch.Tensor, table: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """[B, L, D] from the fused vectors of seq [B, L] (rows of `table` [N+1, D] if given)."""
         # the encoder applies the (single) input dropout to the fused vectors
-        return self.encoder(self.fused(seq), seq > 0)                  # [B, L, D]
+        return self.encoder(self.fused(seq) if table is None else table[seq], seq > 0)
 
     def user_repr(self, history: torch.Tensor) -> torch.Tensor:
         return self.scored(self.encode(fit_window(history, self.cfg.max_len))[:, -1])
@@ -148,13 +150,17 @@ class KDSR(RecLossMixin, SeqRecModel):
             return self.mod_proj[m](self.mod_emb[m](ids))
         return self.fused(ids)
 
-    def kd_terms(self, seq: torch.Tensor) -> dict[str, dict[str, torch.Tensor]]:
+    def kd_terms(self, seq: torch.Tensor, table: Optional[torch.Tensor] = None
+                 ) -> dict[str, dict[str, torch.Tensor]]:
         """{"skd"|"ckd": {modality: loss}} over the unique item pairs of each row of seq [B, L],
-        plus "acc"/"chance": {modality: CKD head accuracy / majority-code share} (detached)."""
+        plus "acc"/"chance": {modality: CKD head accuracy / majority-code share} (detached).
+        `table`: this step's fused table [N+1, D] when already built."""
         b, i, j = sequence_pairs(seq, self.cfg.include_diagonal)       # [P] each
         uniq = torch.unique(seq)                                       # [U] sorted
         pi, pj = torch.searchsorted(uniq, i), torch.searchsorted(uniq, j)
-        fused = self.fused(uniq) if self.cfg.kd_on == "fused" else None
+        fused = None
+        if self.cfg.kd_on == "fused":
+            fused = self.fused(uniq) if table is None else table[uniq]
         out: dict[str, dict[str, torch.Tensor]] = {"skd": {}, "ckd": {}, "acc": {}, "chance": {}}
         for m in self.mods:
             r, c = self.teachers[m].pair_targets(i, j)
@@ -177,9 +183,13 @@ class KDSR(RecLossMixin, SeqRecModel):
     def loss_terms(self, batch: SeqBatch) -> tuple[torch.Tensor, dict[str, dict[str, torch.Tensor]]]:
         """(recommendation loss, `kd_terms` of the batch's inputs, empty without SKD and CKD)."""
         rows = batch.target_mask.nonzero(as_tuple=True)
-        user = self.scored(self.encode(batch.inputs)[rows])            # [M, D]
-        rec = self.rec_loss(user, self.item_repr(), batch, rows)
-        kd = self.kd_terms(batch.inputs) if (self.cfg.skd or self.cfg.ckd) else {}
+        # One fused table per step, read by the inputs, the candidates and SKD/CKD alike (so an
+        # item whose ID `id_dropout` masks is masked everywhere in this step).
+        ids = torch.arange(self.item_emb.num_embeddings, device=self.item_emb.weight.device)
+        table = self.fused(ids)                                        # [N+1, D]
+        user = self.scored(self.encode(batch.inputs, table)[rows])     # [M, D]
+        rec = self.rec_loss(user, self.item_repr(table), batch, rows)
+        kd = self.kd_terms(batch.inputs, table) if (self.cfg.skd or self.cfg.ckd) else {}
         return rec, kd
 
     def loss(self, batch: SeqBatch, epoch: int) -> tuple[torch.Tensor, dict[str, float]]:

@@ -350,19 +350,24 @@ class ODMT(RecLossMixin, SeqRecModel):
         {m: [U, d]} unique-item vectors). With `loss: inbatch` the columns are the batch's unique
         items (mmrec.objectives.losses.inbatch_unique_candidates)."""
         seq = batch.seq
-        slots, uniq, per_item = self.slot_vectors(seq)                # {m: [B, S+1, d]}
         rows = training_rows(batch)
         valid = batch.inputs > 0
         offsets = None
         if self.cfg.loss == "inbatch":
+            slots, uniq, per_item = self.slot_vectors(seq)            # {m: [B, S+1, d]}
             cands = inbatch_unique_candidates(seq, rows, self.log_pop)
             local = uniq[uniq > 0]                                      # sorted real items
             pos = torch.searchsorted(uniq, local)
             cand_vecs = {b: gather_candidates(local, self.scored(per_item[b][pos]))[1] for b in self.branches}
             offsets = row_log_mult(cands)
         else:
-            cands = full_candidates(batch.targets[rows], self.n_items)
+            # the catalogue's vectors serve the inputs too: one IMT pass (and one id_dropout
+            # draw) per step
             tables = self.branch_tables()
+            uniq = torch.unique(seq)
+            slots = {b: t[seq] for b, t in tables.items()}
+            per_item = {b: t[uniq] for b, t in tables.items()}
+            cands = full_candidates(batch.targets[rows], self.n_items)
             cand_vecs = {b: self.scored(tables[b][1:]) for b in self.branches}
         logits = {}
         for b in self.branches:

@@ -158,3 +158,17 @@ def test_imt_text_vector_is_one_more_text_token():
     assert torch.allclose(off_a, off_b)                                # off: the vector is not read
     with pytest.raises(ValueError, match="imt_text_vector"):
         _build("odmt", ctx, imt_text_vector=True, imt="pooled")
+
+
+@pytest.mark.parametrize("arch, over", [(a, {}) for a in CONTENT_MODELS] + [("odmt", {"loss": "full_ce"}),
+                                                                          ("kdsr", {"loss": "inbatch"})])
+def test_one_id_dropout_draw_per_step(arch, over, monkeypatch):
+    """Inputs, candidates (and KDSR's supervised vectors) see the same masked items in a step."""
+    from mmrec.models.layers import InductiveId
+
+    model = _build(arch, _ctx(arch), id_dropout=0.3, **over).train()
+    draws = []
+    real = InductiveId.masked
+    monkeypatch.setattr(InductiveId, "masked", lambda self, ids: draws.append(1) or real(self, ids))
+    loss, _ = model.loss(SeqBatch(torch.from_numpy(mf.ts.sequences(8, N, L + 1))), 1)
+    assert torch.isfinite(loss) and len(draws) == 1
