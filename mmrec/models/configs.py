@@ -112,6 +112,9 @@ class KDSRConfig(ContentConfig):
     # upstream of the projection and the gate); `modality` each table after its projection to
     # `hidden`; `fused` the gated item vector the recommender scores with.
     kd_on: Literal["table", "modality", "fused"] = "fused"
+    # teacher: the modality tables start as the teacher's vectors (paper, released code);
+    # random: N(0, 0.02), the teacher's correlations then reach them through SKD/CKD only
+    table_init: Literal["teacher", "random"] = "teacher"
     # SKD's correlation on two linear projections of the vectors (the paper's g_phi) or, false,
     # on the supervised vectors themselves
     skd_projection: bool = True

@@ -34,6 +34,11 @@ def test_modality_tables_start_from_teacher_features():
     for m in ("text", "image"):
         assert torch.equal(model.mod_emb[m].weight[1:], ctx.teachers[m].denoised[1:])
         assert model.mod_emb[m].weight.requires_grad
+    _, rand = _model(table_init="random")
+    for m in ("text", "image"):
+        w = rand.mod_emb[m].weight.detach()
+        assert not torch.allclose(w[1:], ctx.teachers[m].denoised[1:]) and float(w[1:].std()) < 0.05
+        assert w[0].abs().sum() == 0
 
 
 @pytest.mark.parametrize("bug", [False, True])
