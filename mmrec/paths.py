@@ -31,6 +31,12 @@ def dataset_dir(p: Layout, root: str | Path = ".") -> Path:
     return Path(root) / "data" / p.data.name
 
 
+def resolved_params_path(p: Layout, root: str | Path = ".") -> Path:
+    """`data/<name>/params.yaml`: params.yaml as the stages use it (profiles applied, train entries
+    resolved), written by the `params` stage; dvc.yaml tracks every stage's keys in it."""
+    return dataset_dir(p, root) / "params.yaml"
+
+
 def ingest_dir(p: Layout, root: str | Path = ".") -> Path:
     return dataset_dir(p, root) / "ingest"
 

@@ -14,12 +14,52 @@ from typing import Any
 VIEW_CACHE = os.path.join(".mmrec", "serving_view.json")
 
 
+#: The profile of every dataset that has no profile of its own (real data).
+DEFAULT_PROFILE = "default"
+
+
 def deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
     """`over` merged into a copy of `base`: mappings merge key by key, other values replace."""
     out = dict(base)
     for key, value in over.items():
         out[key] = deep_merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
     return out
+
+
+def fill_unset(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    """`over` filled into a copy of `base` where `base` leaves a key unset (absent or null):
+    mappings merge key by key, a value written in `base` always stays."""
+    out = dict(base)
+    for key, value in over.items():
+        mine = out.get(key)
+        if isinstance(value, dict) and isinstance(mine, dict):
+            out[key] = fill_unset(mine, value)
+        elif mine is None:
+            out[key] = value
+    return out
+
+
+def dataset_profile(raw: dict[str, Any], name: Any) -> tuple[dict[str, Any], list[str]]:
+    """The settings `profiles` gives dataset `name`, and the profiles they come from:
+    `profiles.default` with `profiles.<name>` merged over it (either may be missing)."""
+    profiles = raw.get("profiles")
+    if not isinstance(profiles, dict):
+        return {}, []
+    used = [p for p in (DEFAULT_PROFILE, name) if isinstance(p, str) and isinstance(profiles.get(p), dict)]
+    merged: dict[str, Any] = {}
+    for p in dict.fromkeys(used):
+        merged = deep_merge(merged, profiles[p])
+    return merged, list(dict.fromkeys(used))
+
+
+def apply_profiles(raw: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
+    """params.yaml's raw mapping with its dataset's profile filled in where a section leaves a
+    key unset: a value written in a section (by hand or by `dvc exp run -S`) always wins over a
+    profile, so an override is never silently replaced. Returns (mapping, profiles used)."""
+    data = raw.get("data")
+    name = data.get("name", "sample") if isinstance(data, dict) else None
+    prof, used = dataset_profile(raw, name)
+    return (fill_unset(raw, prof) if prof else raw), used
 
 
 def _file_key(path: str | os.PathLike) -> list[Any]:
@@ -67,9 +107,7 @@ def _parse_view(path: str | os.PathLike) -> dict[str, Any] | None:
     name = data.get("name") if isinstance(data, dict) else None
     if not isinstance(name, str):
         return None
-    profile = (raw.get("profiles") or {}).get(name) if isinstance(raw.get("profiles"), dict) else None
-    if isinstance(profile, dict):
-        raw = deep_merge(raw, profile)
+    raw = apply_profiles(raw)[0]
     train, rec = raw.get("train"), raw.get("recommend", {})
     models = train.get("models") if isinstance(train, dict) else None
     if not isinstance(models, list) or not isinstance(rec, dict):

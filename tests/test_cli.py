@@ -107,7 +107,7 @@ def test_run_dispatches_to_stage_modules(project, monkeypatch, capsys):
     sizes = out.pop("threads")  # the pool sizes the run used, added to every stage summary
     assert out == {"model": "sasrec"} and 1 <= sizes["torch"] and sizes["budget"] <= sizes["cpus_available"]
     assert cli.main(["run", "bogus", *_args(root)]) == 2
-    assert "known: ingest, extract, teacher, train, evaluate, report" in capsys.readouterr().err
+    assert "known: params, ingest, extract, teacher, train, evaluate, report" in capsys.readouterr().err
     assert cli.main(["run", "ingest", "sasrec", *_args(root)]) == 2
 
 
