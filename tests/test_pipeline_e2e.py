@@ -83,5 +83,8 @@ def test_second_repro_does_nothing_and_encoder_swap_invalidates_downstream_only(
     params = yaml.safe_load((proj / "params.yaml").read_text())
     params["extract"]["text"]["encoder"] = "sentence-transformers:paraphrase-MiniLM-L3-v2"
     (proj / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    # only the stages whose own params changed; their downstream follows once they re-run
+    # params.yaml is validated and resolved first; then only the stages whose own (resolved)
+    # params changed are stale, and their downstream follows once they re-run
+    assert stale_stages(proj, env) == {"params"}
+    dvc(proj, env, "repro", "params")
     assert stale_stages(proj, env) == {"extract@text", "report"}
