@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 from typing import Any, Protocol
@@ -60,6 +61,28 @@ def encoder_stem(p: Layout, modality: str) -> str:
 def feature_path(p: Layout, modality: str, root: str | Path = ".") -> Path:
     """`features/<modality>/<modality>-<encoder slug>.parquet` for modality `text` or `image`."""
     return modality_features_dir(p, modality, root) / f"{encoder_stem(p, modality)}.parquet"
+
+
+#: The extract stage's record beside each modality's feature file (features/<modality>/).
+SUMMARY_FILE = "summary.json"
+
+
+def modality_status(p: Layout, modality: str, root: str | Path = ".") -> str:
+    """What extraction left for one modality under the configured encoder:
+
+    - `present`: the feature file exists and summary.json does not say otherwise;
+    - `absent`: extraction ran and found no item with this modality (summary.json `skipped`),
+      the explicit output of a dataset without it (e.g. text-only Amazon data): not an error;
+    - `missing`: neither; extraction did not run, failed, or ran with another encoder.
+    """
+    summary = modality_features_dir(p, modality, root) / SUMMARY_FILE
+    try:
+        record = json.loads(summary.read_text()) if summary.exists() else {}
+    except (OSError, ValueError) as err:
+        raise ValueError(f"{summary}: unreadable ({err}); re-run the extract stage") from None
+    if isinstance(record, dict) and "skipped" in record:
+        return "absent"
+    return "present" if feature_path(p, modality, root).exists() else "missing"
 
 
 def extract_cache_path(p: Layout, modality: str, root: str | Path = ".") -> Path:

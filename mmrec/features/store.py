@@ -183,24 +183,3 @@ def load_features(path: str | os.PathLike, tokens: bool = True) -> ModalityFeatu
         token_mask=None if mask is None else torch.from_numpy(mask),
         encoder=enc if isinstance(enc, str) else str(enc))
 
-
-#: The extract stage's record beside each modality's feature file.
-SUMMARY_FILE = "summary.json"
-
-
-def modality_status(feature_file: Path) -> str:
-    """What extraction left for one modality, from its folder (features/<modality>/):
-
-    - `present`: the feature file exists and summary.json does not say otherwise;
-    - `absent`: extraction ran and found no item with this modality (summary.json `skipped`),
-      the explicit output of a dataset without it (e.g. text-only Amazon data): not an error;
-    - `missing`: neither; extraction did not run, failed, or ran with another encoder.
-    """
-    summary = feature_file.parent / SUMMARY_FILE
-    try:
-        record = json.loads(summary.read_text()) if summary.exists() else {}
-    except (OSError, ValueError) as err:
-        raise ValueError(f"{summary}: unreadable ({err}); re-run the extract stage") from None
-    if isinstance(record, dict) and "skipped" in record:
-        return "absent"
-    return "present" if feature_file.exists() else "missing"

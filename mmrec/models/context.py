@@ -49,9 +49,7 @@ def present_modalities(params: ContextConfig, root: Path) -> list[str]:
     pictures): one that is neither (extraction not run, failed, or run with another encoder)
     raises, so a "multimodal" model never trains on fewer modalities than the data has.
     """
-    from mmrec.features.store import modality_status
-
-    status = {m: modality_status(paths.feature_path(params, m, root)) for m in MODALITIES}
+    status = {m: paths.modality_status(params, m, root) for m in MODALITIES}
     missing = [m for m, s in status.items() if s == "missing"]
     if missing:
         required = set(getattr(params.data, "require", []) or [])

@@ -12,11 +12,11 @@ import polars as pl
 import pyarrow.parquet as pq
 import torch
 
-from mmrec.features.store import modality_status
 from mmrec.io import pick_device, read_parquet_metadata, write_json, write_parquet
 from mmrec.paths import (
     feature_path,
     ingest_dir,
+    modality_status,
     modality_teacher_dir,
     teacher_modality_dir,
 )
@@ -170,7 +170,7 @@ def run(params: TeacherConfig, root: Path = Path("."), modalities: Sequence[str]
     if not splits_path.exists():
         raise FileNotFoundError(f"{splits_path}: missing (run the ingest stage first)")
     seqs = training_sequences(pl.scan_parquet(splits_path), splits_path)
-    status = {m: modality_status(feature_path(params, m, root)) for m in modalities}
+    status = {m: modality_status(params, m, root) for m in modalities}
     missing = [m for m, s in status.items() if s == "missing"]
     if missing:
         expected = ", ".join(str(feature_path(params, m, root)) for m in missing)

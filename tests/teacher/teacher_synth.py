@@ -9,7 +9,7 @@ import polars as pl
 import pyarrow as pa
 
 from mmrec.config import Params, parse_params
-from mmrec.features.store import SUMMARY_FILE
+from mmrec.paths import SUMMARY_FILE
 from mmrec.io import write_json, write_parquet
 from mmrec.paths import feature_path, ingest_dir
 

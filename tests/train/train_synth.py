@@ -109,7 +109,7 @@ def params(name: str = "tiny", models=("sasrec",), **common):
 def mark_absent(root: Path, p, modality: str) -> None:
     """The record extract@<modality> leaves for a dataset without that modality."""
     from mmrec import paths
-    from mmrec.features.store import SUMMARY_FILE
+    from mmrec.paths import SUMMARY_FILE
     from mmrec.io import write_json
 
     write_json({"modality": modality, "skipped": f"no item has {modality}"},
