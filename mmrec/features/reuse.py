@@ -71,6 +71,8 @@ def _verified_keys(cache: Path, fingerprint: str) -> dict[str, int]:
     meta = read_parquet_metadata(kpath)
     if meta.get("fingerprint") != fingerprint:
         return {}  # another encoder setting's cache: not damage, just not ours (replaced after this run)
+    if "features_sha256" not in meta:
+        raise CacheMismatch(f"{kpath.name} was written by an older mmrec, without the features' sha256")
     size = cache.stat().st_size
     if meta.get("features_size") != size:
         raise CacheMismatch(f"{cache.name} is not the file its keys were written for ({size} bytes, "

@@ -189,7 +189,7 @@ def test_keys_written_for_another_copy_are_refused(project, reuse_encoders):
 
 
 @pytest.mark.parametrize("damage", ["garbage features", "truncated features", "garbage keys",
-                                    "no keys", "no features", "keys out of range"])
+                                    "no keys", "no features", "keys out of range", "keys without a hash"])
 def test_a_damaged_cache_is_discarded_and_the_items_encoded_again(project, reuse_encoders, damage):
     params = make_params(text={"tokens": 8})
     _text_run(project, params)
@@ -206,6 +206,10 @@ def test_a_damaged_cache_is_discarded_and_the_items_encoded_again(project, reuse
         keys.unlink()
     elif damage == "no features":
         cache.unlink()
+    elif damage == "keys without a hash":  # as the cache of an older mmrec (a hard link) left them
+        table = pq.read_table(keys)
+        meta = {k: v for k, v in table.schema.metadata.items() if not k.startswith(b"features_")}
+        pq.write_table(table.replace_schema_metadata(meta), keys)
     else:  # well-formed keys that point past the cached rows, with a matching hash recorded
         meta = pq.read_schema(keys).metadata
         table = pq.read_table(keys)
