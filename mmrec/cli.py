@@ -288,6 +288,20 @@ def build_parser() -> argparse.ArgumentParser:
     return ap
 
 
+#: Exit status when the reader of stdout went away (`mmrec recommend ... | head`): what a
+#: process killed by SIGPIPE reports to the shell (128 + 13).
+EXIT_BROKEN_PIPE = 141
+
+
+def _closed_pipe() -> int:
+    """The reader of stdout closed it early: stop quietly, as Python's documentation advises
+    (signal module, "Note on SIGPIPE"): point stdout at devnull so the interpreter's own flush
+    at exit cannot raise again."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    return EXIT_BROKEN_PIPE
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = debug_requested(argv)  # accepted anywhere on the line, not only before the command
@@ -309,6 +323,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                 print_recommendations(rec)
         elif args.command == "inspect":
             print(inspect_parquet(args.path, args.n))
+        sys.stdout.flush()  # a closed pipe shows here, inside the handler below, not at exit
+    except BrokenPipeError:
+        return _closed_pipe()
     except CliError as err:
         print(f"mmrec: error: {err}", file=sys.stderr)
         return 2

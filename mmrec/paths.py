@@ -20,6 +20,24 @@ class Layout(Protocol):
     def extract(self) -> Any: ...
 
 
+_DATA_NAME = re.compile(r"[A-Za-z0-9_.-]{1,100}")
+
+
+def check_data_name(name: object) -> str:
+    """`name` when it is a valid `data.name`, else ValueError saying why.
+
+    Outputs go to data/<name>/: one plain folder name (letters, digits, `_`, `-`, `.`, at most
+    100), never `..`, `.`, a hidden folder or a path. Params validation and `mmrec recommend`'s
+    fast path (which reads params.yaml without validating it) both apply this one rule."""
+    if not isinstance(name, str) or not _DATA_NAME.fullmatch(name):
+        raise ValueError(f"{name!r} is not a plain folder name: use 1 to 100 letters, digits, "
+                         "'_', '-' and '.'")
+    if name.startswith("."):
+        raise ValueError("must not start with '.': outputs would land outside "
+                         "data/ or in a hidden folder; use letters, digits, '_', '-' and '.'")
+    return name
+
+
 def encoder_slug(encoder: str) -> str:
     """A file-name-safe form of an encoder name: `open_clip:ViT-B-32:openai` -> `open_clip-vit-b-32-openai`."""
     slug = re.sub(r"[^A-Za-z0-9_.]+", "-", encoder.strip()).strip("-.").lower()
