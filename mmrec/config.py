@@ -1,10 +1,11 @@
 """params.yaml: one validated object. Each package owns the schema of its own section.
 
-`profiles.<dataset name>` holds settings merged over the sections when `data.name` is that name:
-params.yaml's own values are the defaults for real data, and a small dataset (the embedded
-sample) overrides what it must to fit its time budget. The merge is deep (mappings merge key by
-key, anything else replaces), happens before validation, and `Params.profile` records which
-profile was applied.
+Settings that depend on the dataset live in `profiles`: `profiles.default` for every dataset
+(real data) and `profiles.<dataset name>` merged over it for one dataset (the embedded sample).
+A profile fills only the keys its section leaves unset (absent or null), so a value written in a
+section, by hand or by `dvc exp run -S`, always wins and is never silently replaced. The fill is
+deep (mappings key by key), happens before validation, and `Params.profile` records which
+profiles were applied (`default+sample`).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from pydantic import BaseModel, ConfigDict, PositiveInt, ValidationError, model_
 from mmrec.data.params import DataParams
 from mmrec.evaluate.params import EvaluateParams, RecommendParams
 from mmrec.features.params import ExtractParams
-from mmrec.rawparams import deep_merge
+from mmrec.rawparams import apply_profiles
 from mmrec.teacher.params import TeacherParams
 from mmrec.train.params import TrainParams
 
@@ -44,9 +45,9 @@ class Params(BaseModel):
     train: TrainParams = TrainParams()
     evaluate: EvaluateParams = EvaluateParams()
     recommend: RecommendParams = RecommendParams()
-    # dataset name -> settings merged over the sections above (see the module docstring)
+    # dataset name (or `default`) -> settings filled into the sections above (module docstring)
     profiles: dict[str, dict[str, Any]] = {}
-    profile: Optional[str] = None  # set on load: the profile applied, if any
+    profile: Optional[str] = None  # set on load: the profiles applied (`default+sample`), if any
 
     @model_validator(mode="before")
     @classmethod
@@ -56,20 +57,17 @@ class Params(BaseModel):
         profiles = raw["profiles"]
         if not isinstance(profiles, dict) or not all(isinstance(v, dict) for v in profiles.values()):
             raise ValueError("profiles must map a dataset name to a mapping of settings")
-        data = raw.get("data") or {}
-        name = data.get("name", DataParams().name) if isinstance(data, dict) else None
-        if name not in profiles:
-            return raw
-        prof = profiles[name]
-        # dvc.yaml templates paths and stages from these raw values, before any profile applies.
-        fixed = [k for k in ("profiles", "profile") if k in prof]
-        fixed += [f"{sec}.{k}" for sec, k in (("data", "name"), ("data", "raw_dir"), ("train", "models"))
-                  if isinstance(prof.get(sec), dict) and k in prof[sec]]
-        if fixed:
-            raise ValueError(f"profiles.{name} cannot set {', '.join(fixed)} (dvc.yaml reads them "
-                             "from params.yaml itself): set them at the top level")
-        merged = deep_merge(raw, profiles[name])
-        merged["profile"] = name
+        for name, prof in profiles.items():
+            # dvc.yaml templates paths and stages from these raw values, before any profile applies.
+            fixed = [k for k in ("profiles", "profile") if k in prof]
+            fixed += [f"{sec}.{k}" for sec, k in (("data", "name"), ("data", "raw_dir"), ("train", "models"))
+                      if isinstance(prof.get(sec), dict) and k in prof[sec]]
+            if fixed:
+                raise ValueError(f"profiles.{name} cannot set {', '.join(fixed)} (dvc.yaml reads them "
+                                 "from params.yaml itself): set them at the top level")
+        merged, used = apply_profiles(raw)
+        if used:
+            merged["profile"] = "+".join(used)
         return merged
 
 
@@ -130,3 +128,40 @@ def load_params(path: str | os.PathLike = "params.yaml") -> Params:
     if raw is not None and not isinstance(raw, dict):
         raise ParamsError(f"{path}: top level must be a mapping")
     return parse_params(raw or {}, str(path))
+
+
+def resolved_params(params: Params) -> dict[str, Any]:
+    """What the stages compute from: every section with its dataset's profile applied and every
+    `train.models` entry resolved to its architecture, loop settings and full model config
+    (class defaults included). `threads` and `profiles` are left out: the first sizes thread
+    pools without changing results, the second is already applied.
+
+    The params stage writes this to data/<name>/params.yaml and dvc.yaml tracks each stage's keys
+    there, so DVC records (dvc.lock) and compares the values a stage really used: editing a
+    profile re-runs exactly what it changes, and a model's own defaults count too.
+    """
+    from mmrec.models.configs import CONFIGS
+    from mmrec.train.entries import check_train_section
+
+    out = params.model_dump(mode="json", exclude={"profiles", "threads", "train"})
+    entries = check_train_section(params.train)
+    out["train"] = {"models": list(params.train.models), "entries": {
+        name: {"arch": e.arch, "common": e.common.model_dump(mode="json"),
+               "model": CONFIGS[e.arch].model_validate(e.config).model_dump(mode="json")}
+        for name, e in entries.items()}}
+    return out
+
+
+def run(params: Params, root: Path = Path(".")) -> dict[str, Any]:
+    """The `params` stage: params.yaml was validated on load (`load_params`); write its resolved
+    values (`resolved_params`) for the stages after it. Every DVC stage reads its params from
+    that file, so `dvc repro <any stage>` and `dvc exp run` validate params.yaml first."""
+    from mmrec.atomic import atomic_path
+    from mmrec.paths import resolved_params_path
+
+    path = resolved_params_path(params, root)
+    text = yaml.safe_dump(resolved_params(params), sort_keys=False, allow_unicode=True)
+    with atomic_path(path) as tmp:
+        tmp.write_text("# written by the params stage from params.yaml: the values the stages use\n" + text,
+                       encoding="utf-8")
+    return {"path": str(path), "profile": params.profile, "models": list(params.train.models)}

@@ -107,9 +107,56 @@ def write_parquet_groups(n_rows: int, rows: Callable[[int, int], pa.Table | Any]
     return path
 
 
+class UnreadableParquetError(ValueError):
+    """A Parquet input that is damaged, truncated or not Parquet at all."""
+
+
+def _is_read_error(err: BaseException) -> bool:
+    if isinstance(err, FileNotFoundError):
+        return False  # its message names the file already, and says the fix is another
+    if isinstance(err, (pa.ArrowException, OSError)):
+        return True
+    polars = sys.modules.get("polars")  # only loaded when the reader used it
+    return polars is not None and isinstance(err, polars.exceptions.PolarsError)
+
+
+@contextlib.contextmanager
+def reading_parquet(path: str | os.PathLike) -> Iterator[None]:
+    """Around a read of `path`: pyarrow's and polars' errors about the file (which rarely name
+    it) become one UnreadableParquetError that does; our own errors pass unchanged."""
+    try:
+        yield
+    except Exception as err:
+        if not _is_read_error(err):
+            raise
+        raise UnreadableParquetError(
+            f"{path}: not a readable Parquet file ({type(err).__name__}: {' '.join(str(err).split())[:300]}); "
+            "re-run the stage that writes it") from err
+
+
+def read_table(path: str | os.PathLike, columns: list[str] | None = None) -> pa.Table:
+    """`pyarrow.parquet.read_table`, with errors naming the file (`reading_parquet`)."""
+    with reading_parquet(path):
+        return pq.read_table(path, columns=columns)
+
+
+def read_schema(path: str | os.PathLike) -> pa.Schema:
+    """`pyarrow.parquet.read_schema`, with errors naming the file (`reading_parquet`)."""
+    with reading_parquet(path):
+        return pq.read_schema(path)
+
+
+def read_frame(path: str | os.PathLike, columns: list[str] | None = None) -> "pl.DataFrame":
+    """`polars.read_parquet`, with errors naming the file (`reading_parquet`)."""
+    import polars as pl
+
+    with reading_parquet(path):
+        return pl.read_parquet(path, columns=columns)
+
+
 def read_parquet_metadata(path: str | os.PathLike) -> dict[str, Any]:
     """The JSON metadata written by `write_parquet` (pandas/polars internals left out)."""
-    raw = pq.read_schema(path).metadata or {}
+    raw = read_schema(path).metadata or {}
     out: dict[str, Any] = {}
     for k, v in raw.items():
         key = k.decode()

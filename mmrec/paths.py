@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 from typing import Any, Protocol
@@ -19,6 +20,24 @@ class Layout(Protocol):
     def extract(self) -> Any: ...
 
 
+_DATA_NAME = re.compile(r"[A-Za-z0-9_.-]{1,100}")
+
+
+def check_data_name(name: object) -> str:
+    """`name` when it is a valid `data.name`, else ValueError saying why.
+
+    Outputs go to data/<name>/: one plain folder name (letters, digits, `_`, `-`, `.`, at most
+    100), never `..`, `.`, a hidden folder or a path. Params validation and `mmrec recommend`'s
+    fast path (which reads params.yaml without validating it) both apply this one rule."""
+    if not isinstance(name, str) or not _DATA_NAME.fullmatch(name):
+        raise ValueError(f"{name!r} is not a plain folder name: use 1 to 100 letters, digits, "
+                         "'_', '-' and '.'")
+    if name.startswith("."):
+        raise ValueError("must not start with '.': outputs would land outside "
+                         "data/ or in a hidden folder; use letters, digits, '_', '-' and '.'")
+    return name
+
+
 def encoder_slug(encoder: str) -> str:
     """A file-name-safe form of an encoder name: `open_clip:ViT-B-32:openai` -> `open_clip-vit-b-32-openai`."""
     slug = re.sub(r"[^A-Za-z0-9_.]+", "-", encoder.strip()).strip("-.").lower()
@@ -29,6 +48,12 @@ def encoder_slug(encoder: str) -> str:
 
 def dataset_dir(p: Layout, root: str | Path = ".") -> Path:
     return Path(root) / "data" / p.data.name
+
+
+def resolved_params_path(p: Layout, root: str | Path = ".") -> Path:
+    """`data/<name>/params.yaml`: params.yaml as the stages use it (profiles applied, train entries
+    resolved), written by the `params` stage; dvc.yaml tracks every stage's keys in it."""
+    return dataset_dir(p, root) / "params.yaml"
 
 
 def ingest_dir(p: Layout, root: str | Path = ".") -> Path:
@@ -54,6 +79,28 @@ def encoder_stem(p: Layout, modality: str) -> str:
 def feature_path(p: Layout, modality: str, root: str | Path = ".") -> Path:
     """`features/<modality>/<modality>-<encoder slug>.parquet` for modality `text` or `image`."""
     return modality_features_dir(p, modality, root) / f"{encoder_stem(p, modality)}.parquet"
+
+
+#: The extract stage's record beside each modality's feature file (features/<modality>/).
+SUMMARY_FILE = "summary.json"
+
+
+def modality_status(p: Layout, modality: str, root: str | Path = ".") -> str:
+    """What extraction left for one modality under the configured encoder:
+
+    - `present`: the feature file exists and summary.json does not say otherwise;
+    - `absent`: extraction ran and found no item with this modality (summary.json `skipped`),
+      the explicit output of a dataset without it (e.g. text-only Amazon data): not an error;
+    - `missing`: neither; extraction did not run, failed, or ran with another encoder.
+    """
+    summary = modality_features_dir(p, modality, root) / SUMMARY_FILE
+    try:
+        record = json.loads(summary.read_text()) if summary.exists() else {}
+    except (OSError, ValueError) as err:
+        raise ValueError(f"{summary}: unreadable ({err}); re-run the extract stage") from None
+    if isinstance(record, dict) and "skipped" in record:
+        return "absent"
+    return "present" if feature_path(p, modality, root).exists() else "missing"
 
 
 def extract_cache_path(p: Layout, modality: str, root: str | Path = ".") -> Path:

@@ -5,7 +5,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a clone without installing
 
-from mmrec.cli import stage_main  # noqa: E402
+from mmrec.entry import stage_main  # noqa: E402
 
 
 def main() -> None:

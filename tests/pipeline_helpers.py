@@ -78,3 +78,19 @@ def make_project(proj: Path, models: list[str], epochs: int = 2, n_items: int = 
     sh(["git", "init", "-q"], proj, env)
     dvc(proj, env, "init", "-q")
     return env
+
+
+def copy_project(proj: Path) -> dict[str, str]:
+    """The shipped project as a fresh clone has it (dvc.yaml, params.yaml, dvc.lock, metrics/,
+    stages, package, embedded sample), in `proj` with an empty DVC cache; returns the
+    environment to run in. Nothing is changed: a `dvc repro` there is the user's first run."""
+    ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
+    for d in ("stages", "mmrec", "metrics", "data/raw/sample"):
+        shutil.copytree(ROOT / d, proj / d, ignore=ignore)
+    for f in ("dvc.yaml", "dvc.lock", "params.yaml", ".gitignore", ".dvcignore"):
+        shutil.copy(ROOT / f, proj / f)
+    shutil.copytree(ROOT / ".dvc", proj / ".dvc", ignore=shutil.ignore_patterns("cache", "tmp"))
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+           "PYTHONPATH": str(proj), "DVC_NO_ANALYTICS": "1", "PYTHONUNBUFFERED": "1"}
+    sh(["git", "init", "-q"], proj, env)
+    return env

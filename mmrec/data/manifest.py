@@ -20,7 +20,7 @@ import numpy as np
 import polars as pl
 
 from mmrec.hashing import file_sha256
-from mmrec.io import write_parquet
+from mmrec.io import read_frame, write_parquet
 
 SCHEMA = {"item_idx": pl.Int32, "path": pl.String, "size": pl.Int64, "sha256": pl.String}
 HASH_THREADS = 8  # hashing is I/O-bound on cold caches; hashlib releases the GIL on large reads
@@ -79,7 +79,7 @@ def read_manifest(path: str | Path) -> pl.DataFrame:
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"{path}: image manifest not found (run the ingest stage first)")
-    df = pl.read_parquet(path)
+    df = read_frame(path)
     missing = [c for c in SCHEMA if c not in df.columns]
     if missing:
         raise ValueError(f"{path}: column(s) {missing} missing (have {df.columns})")

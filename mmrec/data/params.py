@@ -7,6 +7,7 @@ from typing import Literal, Optional, Protocol
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from mmrec.data.images import DEFAULT_MAX_PIXELS
+from mmrec.paths import check_data_name
 
 
 class _Strict(BaseModel):
@@ -43,7 +44,7 @@ class TimeSplitParams(_Strict):
 
 class DataParams(_Strict):
     # Outputs go to data/<name>/: one plain folder name, never `..`, `.` or a path.
-    name: str = Field("sample", pattern=r"^[A-Za-z0-9_.-]+$", max_length=100)
+    name: str = "sample"
     source: Literal["amazon2014", "amazon2018", "amazon2023", "hm"] = "amazon2018"
     raw_dir: str = "data/raw/sample"
     category: Optional[str] = None  # Amazon file stem, e.g. Arts_Crafts_and_Sewing; None = the only one present
@@ -59,14 +60,10 @@ class DataParams(_Strict):
     text: TextParams = TextParams()
     images: ImageDownloadParams = ImageDownloadParams()
 
-
     @field_validator("name")
     @classmethod
     def _plain_name(cls, v: str) -> str:
-        if v.startswith("."):
-            raise ValueError("must not start with '.': outputs would land outside "
-                             "data/ or in a hidden folder; use letters, digits, '_', '-' and '.'")
-        return v
+        return check_data_name(v)  # the same rule `mmrec recommend`'s fast path applies
 
 
 class IngestConfig(Protocol):

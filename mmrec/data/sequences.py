@@ -18,6 +18,8 @@ import numpy as np
 import polars as pl
 import torch
 
+from mmrec.io import read_frame
+
 
 @dataclass
 class SeqBatch:
@@ -92,7 +94,7 @@ def read_splits(ingest_dir: Path, split: str) -> pl.DataFrame:
     path = Path(ingest_dir) / SPLITS_FILE
     if not path.exists():
         raise FileNotFoundError(f"{path}: not found (run the ingest stage first)")
-    df = pl.read_parquet(path, columns=None)
+    df = read_frame(path)
     missing = [c for c in _REQUIRED if c not in df.columns]
     if missing:
         raise ValueError(f"{path}: missing column(s) {', '.join(missing)}")

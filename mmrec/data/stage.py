@@ -228,13 +228,24 @@ def run(params: IngestConfig, root: Path = Path(".")) -> dict[str, Any]:
     return result
 
 
+def filter_drops(filters: list[dict[str, Any]]) -> dict[str, int]:
+    """Interactions removed per filter step (report.json's `filters`), in the order the steps
+    first ran; steps that removed nothing are left out."""
+    out: dict[str, int] = {}
+    for f in filters:
+        out[f["step"]] = out.get(f["step"], 0) + f["rows_dropped"]
+    return {step: n for step, n in out.items() if n}
+
+
 def summary_line(result: dict[str, Any]) -> str:
     """The one-line summary printed by `stages/ingest.py`."""
     s = result["stats"]
     cut = result.get("truncated_files") or []
     shout = (f"WARNING: {len(cut)} TRUNCATED FILE(S) READ ONLY IN PART ({', '.join(cut)}; "
              "data.allow_truncated is on); " if cut else "")
+    dropped = filter_drops(result.get("filters", []))
+    drops = ("; dropped " + ", ".join(f"{step} -{n:,}" for step, n in dropped.items())) if dropped else ""
     return (shout + f"ingest {result['dataset']} ({result['source']}): read {result['rows_read']:,} rows "
-            f"({result['rows_failed']:,} failed) -> {s['interactions']:,} interactions, "
+            f"({result['rows_failed']:,} failed){drops} -> {s['interactions']:,} interactions, "
             f"{s['users']:,} users, {s['items']:,} items, avg len {s['avg_length']}, "
             f"density {s['density']}; {result['elapsed_s']}s -> {result['output_dir']}")

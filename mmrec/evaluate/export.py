@@ -44,7 +44,7 @@ from mmrec.evaluate.params import RecommendConfig, RecommendParams
 from mmrec.evaluate.recommend import top_k_scores
 from mmrec.evaluate.serving import FORMAT_VERSION, INDEX_FILE, IndexWriter, export_inputs, fingerprint
 from mmrec.evaluate.stage import model_max_len
-from mmrec.io import atomic_dir, pick_device
+from mmrec.io import atomic_dir, pick_device, read_schema, read_table
 from mmrec.models import checkpoint
 
 
@@ -70,11 +70,11 @@ def load_user_sequences(interactions_path: Path) -> UserSequences:
     if not path.exists():
         raise FileNotFoundError(f"{path}: not found (run the ingest stage first)")
     need = ["user_idx", "user_id", "item_idx"]
-    names = pq.read_schema(path).names
+    names = read_schema(path).names
     missing = [c for c in need if c not in names]
     if missing:
         raise ValueError(f"{path}: missing column(s) {', '.join(missing)} (columns: {', '.join(names)})")
-    table = pq.read_table(path, columns=need + (["timestamp"] if "timestamp" in names else []))
+    table = read_table(path, columns=need + (["timestamp"] if "timestamp" in names else []))
     uidx = table["user_idx"].to_numpy().astype(np.int64)
     if len(uidx) and bool((np.diff(uidx) < 0).any()):
         raise ValueError(f"{path}: rows are not grouped by user_idx (ingest writes them sorted by "
@@ -102,11 +102,11 @@ def load_items(items_path: Path) -> pa.Table:
     path = Path(items_path)
     if not path.exists():
         raise FileNotFoundError(f"{path}: not found (run the ingest stage first)")
-    names = pq.read_schema(path).names
+    names = read_schema(path).names
     missing = [c for c in ITEM_COLUMNS if c not in names]
     if missing:
         raise ValueError(f"{path}: missing column(s) {', '.join(missing)} (columns: {', '.join(names)})")
-    table = pq.read_table(path, columns=ITEM_COLUMNS).sort_by("item_idx").combine_chunks()
+    table = read_table(path, columns=ITEM_COLUMNS).sort_by("item_idx").combine_chunks()
     idx = table["item_idx"].to_numpy()
     if len(idx) == 0 or not np.array_equal(idx, np.arange(1, len(idx) + 1)):
         raise ValueError(f"{path}: item_idx must be exactly 1..N (0 is padding)")

@@ -32,7 +32,7 @@ from mmrec.evaluate.ranking import (
     metrics_from_ranks,
     rank_model,
 )
-from mmrec.io import pick_device, write_json, write_parquet
+from mmrec.io import pick_device, read_frame, write_json, write_parquet
 from mmrec.models import checkpoint
 from mmrec.paths import RANKS_FILE
 
@@ -52,7 +52,7 @@ def load_item_pop(items_path: Path) -> torch.Tensor:
     """Training popularity [N+1] (row 0 = padding = 0) from items.parquet's `n_train`."""
     if not items_path.exists():
         raise FileNotFoundError(f"{items_path}: not found (run the ingest stage first)")
-    df = pl.read_parquet(items_path, columns=["item_idx", "n_train"]).sort("item_idx")
+    df = read_frame(items_path, columns=["item_idx", "n_train"]).sort("item_idx")
     idx = df["item_idx"].to_numpy()
     n = len(idx)
     if n == 0 or idx[0] != 1 or idx[-1] != n or len(set(idx.tolist())) != n:

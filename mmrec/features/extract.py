@@ -26,7 +26,7 @@ from tqdm.auto import tqdm
 
 from mmrec.features.encoders import Encoder, library_versions
 from mmrec.features.store import features_table, merge_chunks, read_chunk_metadata, write_chunk
-from mmrec.io import write_json
+from mmrec.io import read_frame, write_json
 from mmrec.threads import budget, loader_split
 
 MODALITIES = ("text", "image")
@@ -42,7 +42,7 @@ def read_items(path: str | Path) -> pl.DataFrame:
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"{path}: items file not found (run the ingest stage first)")
-    items = pl.read_parquet(path)
+    items = read_frame(path)
     for col in ("item_idx",):
         if col not in items.columns:
             raise ValueError(f"{path}: column {col!r} missing (have {items.columns})")

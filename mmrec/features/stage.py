@@ -55,6 +55,13 @@ def _device(params: ExtractConfig, d: Dist) -> torch.device:
     return device
 
 
+def _remove(files: Sequence[Path], d: Dist) -> None:
+    """Delete a modality's outputs (rank 0 only: the ranks of one run share them)."""
+    if d.is_main:
+        for f in files:
+            f.unlink(missing_ok=True)
+
+
 def modality_inputs(params: ExtractConfig, modality: str, root: Path) -> tuple[list[Optional[str]], list[Optional[str]], Path]:
     """(sources, content keys, the file they come from) of one modality.
 
@@ -108,12 +115,20 @@ def run(params: ExtractConfig, root: Path = Path("."), *, modalities: Sequence[s
                 cfg = getattr(params.extract, modality)
                 encoder = build_encoder(cfg.encoder, modality, cfg.tokens, device)
                 encoder.max_pixels = params.data.images.max_pixels  # the downloader's bomb cap, too
-                res = extract_reusing(
-                    sources, keys, encoder, feature_path(params, modality, root),
-                    extract_cache_path(params, modality, root),
-                    batch_size=params.extract.batch_size, chunk_size=params.extract.chunk_size,
-                    num_workers=params.extract.num_workers, dist=d, progress=progress, max_chunks=max_chunks,
-                    max_failed_fraction=params.extract.max_failed_fraction)
+                outputs = (feature_path(params, modality, root),
+                           modality_features_dir(params, modality, root) / "summary.json")
+                # This run replaces them (as DVC deletes them first): a failed or partial run must
+                # never leave the old pair, or a half-spliced file, for training to read.
+                _remove(outputs, d)
+                try:
+                    res = extract_reusing(
+                        sources, keys, encoder, outputs[0], extract_cache_path(params, modality, root),
+                        batch_size=params.extract.batch_size, chunk_size=params.extract.chunk_size,
+                        num_workers=params.extract.num_workers, dist=d, progress=progress,
+                        max_chunks=max_chunks, max_failed_fraction=params.extract.max_failed_fraction)
+                except BaseException:
+                    _remove(outputs, d)
+                    raise
                 timings[modality] = res.pop("seconds")
                 pools[modality] = res.pop("pools")  # like timings: machine-dependent, not in summary.json
                 res.pop("encoded_here")
@@ -126,7 +141,7 @@ def run(params: ExtractConfig, root: Path = Path("."), *, modalities: Sequence[s
                 # No timings in the file: same inputs -> byte-identical outputs (DVC skips downstream);
                 # `reused` stays out too: reusing vectors must not make the file differ from a fresh run.
                 write_json({"modality": modality, "items": len(sources), "source": rel_src,
-                            **{k: v for k, v in res.items() if k != "reused"}},
+                            **{k: v for k, v in res.items() if k not in ("reused", "cache_discarded")}},
                            modality_features_dir(params, modality, root) / "summary.json")
         summary["seconds"] = time.perf_counter() - t0
         summary["timings"] = timings
@@ -153,8 +168,9 @@ def summary_line(summary: dict[str, Any]) -> str:
             pool = summary.get("pools", {}).get(mod)
             threads = (f", {pool['model_threads']} model threads + {pool['loader_workers']} loader workers"
                        if pool else "")
+            discarded = f"(cache discarded: {r['cache_discarded']}) " if r.get("cache_discarded") else ""
             parts.append(f"{mod}: {r['extracted']} extracted, {r['missing']} missing, {r['failed']} failed, "
-                         f"{r.get('reused', 0)} reused "
+                         f"{r.get('reused', 0)} reused {discarded}"
                          f"[{r['encoder']}, d={r['dims']['vector']}, {r['dims']['tokens']} tokens] "
                          f"-> {r['path']} ({secs:.1f}s{threads})")
     return (f"extract: {summary['items']} items; " + "; ".join(parts)

@@ -20,7 +20,7 @@ import pyarrow.parquet as pq
 import torch
 
 from mmrec.features.types import ModalityFeatures
-from mmrec.io import atomic_path, read_parquet_metadata
+from mmrec.io import atomic_path, read_parquet_metadata, reading_parquet
 
 TOKENS_DTYPE = np.float16  # halves the size of token states; pooled vectors stay float32
 LOAD_BATCH_ROWS = 4096  # rows decoded at a time by load_features
@@ -139,11 +139,17 @@ def load_features(path: str | os.PathLike, tokens: bool = True) -> ModalityFeatu
     vector [N+1, d] float32, has_feature [N+1] bool (False at 0), tokens [N+1, T, d_tok] float16
     and token_mask [N+1, T] bool when `tokens` is True and the file has them (else None).
     Read batch by batch into preallocated arrays, so peak memory is the result plus one batch.
-    Raises ValueError naming the file when item_idx is not exactly 1..N in order.
+    Raises ValueError naming the file when item_idx is not exactly 1..N in order, or when the
+    file cannot be read (damaged, truncated, not Parquet).
     """
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"{path}: feature file not found (run the extract stage: `dvc repro extract`)")
+    with reading_parquet(path):
+        return _load_features(path, tokens)
+
+
+def _load_features(path: Path, tokens: bool) -> ModalityFeatures:
     pf = pq.ParquetFile(path)
     schema = pf.schema_arrow
     missing = {"item_idx", "vector", "has_feature"} - set(schema.names)
@@ -182,3 +188,4 @@ def load_features(path: str | os.PathLike, tokens: bool = True) -> ModalityFeatu
         tokens=None if tok is None else torch.from_numpy(tok),
         token_mask=None if mask is None else torch.from_numpy(mask),
         encoder=enc if isinstance(enc, str) else str(enc))
+

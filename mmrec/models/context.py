@@ -43,8 +43,22 @@ def load_item_pop(items_path: Path) -> torch.Tensor:
 
 
 def present_modalities(params: ContextConfig, root: Path) -> list[str]:
-    """Modalities whose feature file exists for the configured encoders."""
-    return [m for m in MODALITIES if paths.feature_path(params, m, root).exists()]
+    """Modalities whose features exist for the configured encoders.
+
+    A modality must be either extracted or recorded absent by its extraction (a dataset without
+    pictures): one that is neither (extraction not run, failed, or run with another encoder)
+    raises, so a "multimodal" model never trains on fewer modalities than the data has.
+    """
+    status = {m: paths.modality_status(params, m, root) for m in MODALITIES}
+    missing = [m for m, s in status.items() if s == "missing"]
+    if missing:
+        required = set(getattr(params.data, "require", []) or [])
+        why = " (required by data.require)" if required & set(missing) else ""
+        raise FileNotFoundError(
+            f"features for {', '.join(missing)}{why} not found: no "
+            f"{', '.join(str(paths.feature_path(params, m, root)) for m in missing)} and no record that "
+            f"the dataset lacks them; run the extract stage (`dvc repro extract@{missing[0]}`)")
+    return [m for m in MODALITIES if status[m] == "present"]
 
 
 def read_features(path: Path, n_items: int, tokens: bool) -> ModalityFeatures:
@@ -83,15 +97,16 @@ def build_context(params: ContextConfig, device: torch.device | str = "cpu", roo
     device = torch.device(device)
     item_pop = load_item_pop(paths.ingest_dir(params, root) / "items.parquet")
     n_items = int(item_pop.shape[0]) - 1
-    present = present_modalities(params, root)
     if modalities is not None:
         wanted = list(modalities)
-        missing = [m for m in wanted if m not in present]
+        missing = [m for m in wanted if not paths.feature_path(params, m, root).exists()]
         if missing:
             raise FileNotFoundError(
                 f"features for {', '.join(missing)} not found under {paths.features_dir(params, root)} "
                 "(run the extract stage with the same encoders)")
         present = [m for m in MODALITIES if m in wanted]
+    else:
+        present = present_modalities(params, root)
     features = {m: place_features(read_features(paths.feature_path(params, m, root), n_items, tokens), device)
                 for m in present}
     found_teachers = {}

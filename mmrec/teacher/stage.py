@@ -16,6 +16,7 @@ from mmrec.io import pick_device, read_parquet_metadata, write_json, write_parqu
 from mmrec.paths import (
     feature_path,
     ingest_dir,
+    modality_status,
     modality_teacher_dir,
     teacher_modality_dir,
 )
@@ -43,6 +44,8 @@ from mmrec.teacher.targets import (
 )
 
 MODALITIES = ("text", "image")
+#: In teacher/<modality>/ when the dataset has no item with that modality.
+SKIPPED_FILE = "skipped.json"
 # Distinct seed streams per modality, so text and image never share noise or pair samples.
 _SEED_OFFSET = {"text": 0, "image": 1_000_003}
 
@@ -150,9 +153,10 @@ def run(params: TeacherConfig, root: Path = Path("."), modalities: Sequence[str]
 
     For each of `modalities` (one per DVC stage `teacher@<modality>`; default both) whose feature
     file exists, writes denoised.parquet, codebook.parquet and teacher.json under
-    teacher_modality_dir. A modality without a feature file (its extraction found no item with
-    it, e.g. a dataset without pictures) gets a `skipped.json` in its teacher folder, so the
-    stage's output exists; none of the asked modalities having features is an error.
+    teacher_modality_dir. A modality the dataset lacks (its extraction found no item with it,
+    e.g. Amazon data without pictures) gets a `skipped.json` in its teacher folder, so the
+    stage's output exists and the DAG goes on; a modality whose extraction did not run or
+    failed is an error.
     """
     t0 = time.time()
     unknown = [m for m in modalities if m not in MODALITIES]
@@ -166,17 +170,20 @@ def run(params: TeacherConfig, root: Path = Path("."), modalities: Sequence[str]
     if not splits_path.exists():
         raise FileNotFoundError(f"{splits_path}: missing (run the ingest stage first)")
     seqs = training_sequences(pl.scan_parquet(splits_path), splits_path)
-    absent = [m for m in modalities if not feature_path(params, m, root).exists()]
-    if len(absent) == len(modalities):
-        expected = ", ".join(str(feature_path(params, m, root)) for m in absent)
-        raise FileNotFoundError(f"no feature file found (expected one of: {expected}); "
-                                f"run extract (`dvc repro extract@{absent[0]}`)")
+    status = {m: modality_status(params, m, root) for m in modalities}
+    missing = [m for m, s in status.items() if s == "missing"]
+    if missing:
+        expected = ", ".join(str(feature_path(params, m, root)) for m in missing)
+        raise FileNotFoundError(f"no feature file {expected} and no record that the dataset lacks "
+                                f"{' and '.join(missing)}; run extract (`dvc repro extract@{missing[0]}`)")
 
     summary: dict[str, Any] = {"modalities": {}, "device": str(device)}
     for m in modalities:
-        if m in absent:
-            note = {"modality": m, "skipped": f"no feature file {feature_path(params, m, Path('.'))}"}
-            write_json(note, modality_teacher_dir(params, m, root) / "skipped.json")
+        if status[m] == "absent":
+            # The dataset has no item with this modality: an explicit, complete output, so the
+            # DAG goes on (models then run on the modalities that exist).
+            note = {"modality": m, "skipped": f"the dataset has no {m} (extract@{m} found none)"}
+            write_json(note, modality_teacher_dir(params, m, root) / SKIPPED_FILE)
             summary["modalities"][m] = note
             continue
         summary["modalities"][m] = build_and_write(params, m, seqs, device, root)

@@ -88,3 +88,26 @@ def test_damaged_gzip_keeps_what_the_standard_library_keeps(tmp_path):
         assert got == want and err is not None
         (ex,) = rep.examples
         assert ex["detail"].startswith(str(err)[:60]), (name, ex)
+
+
+def test_a_repeated_key_takes_its_last_value_in_any_chunk(tmp_path):
+    """The same line parses the same way whether its chunk is otherwise clean (polars' path)
+    or holds a malformed line (the line-by-line path): the last value, as json.loads gives,
+    counted as a repair."""
+    dup = '{"u": "first", "i": "x", "t": 1, "u": "last"}'
+    clean, with_bad = _lines(40), _lines(40)
+    with_bad[5] = '{"u": "bad", '
+    clean[20], with_bad[20] = dup, dup
+    p = tmp_path / "dup.jsonl"
+    p.write_text("\n".join(clean + with_bad) + "\n")
+    rep = FileReport(str(p))
+    chunks = list(scan_json_columns(p, rep, SCHEMA, ["u", "i", "t"], chunk_bytes=len("\n".join(clean)) + 1))
+    assert len(chunks) == 2  # one chunk per half
+    df = pl.concat(chunks)
+    assert df.filter(pl.col("i") == "x").select("u", "_line").rows() == [("last", 21), ("last", 61)]
+    assert rep.repaired == {"duplicate_key:u": 2} and rep.failed == {"malformed": 1}
+    # a value equal to a field's name is not a repeated key (it only takes the slow path)
+    p.write_text(json.dumps({"u": "u", "i": "i", "t": 3}) + "\n")
+    rep = FileReport(str(p))
+    assert pl.concat(scan_json_columns(p, rep, SCHEMA, ["u", "i", "t"])).select("u", "i").rows() == [("u", "i")]
+    assert rep.repaired == {} and rep.failed == {}

@@ -24,7 +24,7 @@ def test_save_torch_is_byte_reproducible_whatever_the_file_name(tmp_path):
 def test_checkpoint_bytes_repeat_and_load_model_uses_a_checkpoint_already_read(tmp_path):
     mf.ts.write_dataset(tmp_path, n_items=20)
     p = mf.ts.params()
-    ctx = build_context(p, "cpu", tmp_path, max_len=4, teachers=False)
+    ctx = build_context(p, "cpu", tmp_path, max_len=4, teachers=False, modalities=[])
     torch.manual_seed(0)
     model = build_model("sasrec", ctx, {"hidden": 8, "max_len": 4})
     dirs = [tmp_path / f"data/tiny/models/run{i}" for i in (1, 2)]

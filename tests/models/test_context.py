@@ -21,7 +21,20 @@ def _project(tmp_path, n_items: int = 24):
     table = features_table(np.arange(1, n_items + 1), tokens[:, 0], np.ones(n_items, bool),
                            tokens, np.ones((n_items, 5), bool))
     write_parquet(table, paths.feature_path(p, "text", tmp_path), metadata={"encoder": "fake"})
+    mf.ts.mark_absent(tmp_path, p, "image")
     return p
+
+
+def test_a_modality_neither_extracted_nor_recorded_absent_is_an_error(tmp_path):
+    """After a failed (or never run) image extraction, a multimodal model must not quietly
+    train on text alone: only extract's explicit record makes a modality absent."""
+    import pytest
+
+    p = _project(tmp_path)
+    (paths.feature_path(p, "image", tmp_path).parent / "summary.json").unlink()
+    with pytest.raises(FileNotFoundError, match=r"features for image \(required by data.require\)"):
+        build_context(p, "cpu", tmp_path, teachers=False)
+    assert build_context(p, "cpu", tmp_path, teachers=False, modalities=[]).features == {}
 
 
 def test_token_states_stay_on_the_cpu_and_move_per_batch(tmp_path):

@@ -9,7 +9,8 @@ import polars as pl
 import pyarrow as pa
 
 from mmrec.config import Params, parse_params
-from mmrec.io import write_parquet
+from mmrec.paths import SUMMARY_FILE
+from mmrec.io import write_json, write_parquet
 from mmrec.paths import feature_path, ingest_dir
 
 N_ITEMS = 120
@@ -60,7 +61,8 @@ def synth_params(**teacher: object) -> Params:
 
 
 def build_dataset(root: Path, p: Params, image: bool = True) -> None:
-    """items.parquet, splits.parquet and text (+ image) feature files under root/data/tiny."""
+    """items.parquet, splits.parquet and text (+ image) feature files under root/data/tiny;
+    without `image`, the record extract@image leaves for a dataset without pictures."""
     idir = ingest_dir(p, root)
     idir.mkdir(parents=True, exist_ok=True)
     write_parquet(pl.DataFrame({"item_idx": np.arange(1, N_ITEMS + 1, dtype=np.int32),
@@ -77,3 +79,6 @@ def build_dataset(root: Path, p: Params, image: bool = True) -> None:
         has_img = np.ones(N_ITEMS + 1, dtype=bool)
         has_img[0] = False
         write_parquet(features_table(synth_features(d=16, seed=2), has_img), feature_path(p, "image", root))
+    else:
+        write_json({"modality": "image", "skipped": "no item has image"},
+                   feature_path(p, "image", root).parent / SUMMARY_FILE)

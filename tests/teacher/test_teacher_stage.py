@@ -91,10 +91,20 @@ def test_stage_only_processes_present_modalities(tmp_path) -> None:
     assert not teacher_modality_dir(p, "image", tmp_path).exists()
     # teacher@image of a dataset without pictures: its DVC output exists and says why it is empty
     note = json.loads((modality_teacher_dir(p, "image", tmp_path) / "skipped.json").read_text())
-    assert note["modality"] == "image" and "no feature file" in note["skipped"]
+    assert note["modality"] == "image" and "the dataset has no image" in note["skipped"]
     feature_path(p, "text", tmp_path).unlink()
     with pytest.raises(FileNotFoundError, match="no feature file"):
         run(p, tmp_path, ["text"])
+
+
+def test_a_modality_whose_extraction_did_not_run_is_an_error(tmp_path) -> None:
+    """Only extract's explicit record makes a modality absent; a missing file alone (extraction
+    not run or failed) must not let the teacher, or a model, go on without it."""
+    p = synth_params(epochs=3)
+    build_dataset(tmp_path, p, image=False)
+    (feature_path(p, "image", tmp_path).parent / "summary.json").unlink()
+    with pytest.raises(FileNotFoundError, match="run extract"):
+        run(p, tmp_path, ["image"])
 
 
 def test_different_seed_changes_codebook_and_bad_counts_fail() -> None:

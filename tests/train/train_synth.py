@@ -106,13 +106,26 @@ def params(name: str = "tiny", models=("sasrec",), **common):
                          "train": {"models": list(models), "common": base}})
 
 
+def mark_absent(root: Path, p, modality: str) -> None:
+    """The record extract@<modality> leaves for a dataset without that modality."""
+    from mmrec import paths
+    from mmrec.paths import SUMMARY_FILE
+    from mmrec.io import write_json
+
+    write_json({"modality": modality, "skipped": f"no item has {modality}"},
+               paths.feature_path(p, modality, root).parent / SUMMARY_FILE)
+
+
 def write_features(root: Path, p, modalities=("text", "image"), n_items: int = 24,
                    missing: tuple[int, ...] = ()) -> None:
-    """Feature files at the configured encoders' paths (format of mmrec.features.store)."""
+    """Feature files at the configured encoders' paths (format of mmrec.features.store), and
+    the extraction's "absent" record for the modalities not in `modalities`."""
     from mmrec import paths
     from mmrec.features.store import features_table
     from mmrec.io import write_parquet
 
+    for m in {"text", "image"} - set(modalities):
+        mark_absent(root, p, m)
     dims = {"text": 12, "image": 20}
     for m in modalities:
         f = features(n_items, dims[m], seed=len(m), missing=missing)
