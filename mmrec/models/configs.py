@@ -99,7 +99,7 @@ class KDSRConfig(ContentConfig):
     candidates: Literal["fused", "id"] = "fused"  # id = score against ID embeddings only (reference)
     skd: bool = True
     ckd: bool = True
-    skd_form: Literal["paper", "reference"] = "paper"
+    skd_form: Literal["paper", "reference"] = "reference"
     tau: float = Field(1.5, gt=0)
     # lambda1; None = the chosen form's own weight (SKD_DEFAULT_WEIGHT: reference 4, as the
     # released code; paper a weight of the same gradient scale, see correlation_kd)
@@ -173,7 +173,7 @@ class OdmtKdsrConfig(OdmtConfig):
     lambda_skd: Optional[float] = Field(None, ge=0)   # None = the skd_form's own weight
     lambda_ckd: float = Field(0.5, ge=0)
     skd_tau: float = Field(1.5, gt=0)
-    skd_form: Literal["paper", "reference"] = "paper"
+    skd_form: Literal["paper", "reference"] = "reference"
     include_diagonal: bool = False
     reference_weight_bug: bool = False
 
