@@ -29,8 +29,8 @@ STAGES: dict[str, tuple[str, bool]] = {
     "teacher": ("mmrec.teacher.stage", False),
     "train": ("mmrec.train.stage", True),
     "evaluate": ("mmrec.evaluate.stage", True),
-    "report": ("mmrec.evaluate.report", False),
-    "recommend": ("mmrec.evaluate.export", True),
+    "report": ("mmrec.report.stage", False),
+    "recommend": ("mmrec.serving.export", True),
 }
 
 
@@ -165,7 +165,7 @@ def _note(text: str) -> None:
 
 def _item_indices(items_path: Path, raw_ids: list[str]) -> list[int]:
     """item_idx of raw item ids, in the given order; an unknown id is a CliError naming it."""
-    from mmrec.evaluate.lookup import read_matching
+    from mmrec.serving.lookup import read_matching
 
     if not items_path.exists():
         raise CliError(f"{items_path}: not found (run the ingest stage first)")
@@ -188,8 +188,8 @@ def recommend(model: str, user: str | None = None, k: int = 10, params_path: str
     `history` (raw item ids, oldest first) is always scored by the model.
     """
     from mmrec import paths
-    from mmrec.evaluate.lookup import item_rows, user_history
-    from mmrec.evaluate.serving import INDEX_FILE, ExportUnusable, answer, answer_from_index
+    from mmrec.serving.lookup import item_rows, user_history
+    from mmrec.serving.index import INDEX_FILE, ExportUnusable, answer, answer_from_index
 
     _check_request(user, history, k)
     params = _params(params_path)
@@ -217,7 +217,7 @@ def recommend(model: str, user: str | None = None, k: int = 10, params_path: str
         times = rows["timestamp"].to_pylist() if "timestamp" in rows.column_names else None
     else:
         items = _item_indices(ingest / "items.parquet", history)
-    from mmrec.evaluate.recommend import top_k
+    from mmrec.serving.recommend import top_k
     from mmrec.evaluate.stage import model_max_len
     from mmrec.io import pick_device
     from mmrec.models import checkpoint
@@ -253,7 +253,7 @@ def quick_recommend(model: str, user: str, k: int, params_path: str = "params.ya
     cannot answer (a setting it needs is not written out, no usable index): `recommend` then
     validates params, explains on stderr and falls back to the model."""
     from mmrec import paths
-    from mmrec.evaluate.serving import (
+    from mmrec.serving.index import (
         DEFAULT_MASK_HISTORY,
         INDEX_FILE,
         ExportUnusable,

@@ -18,7 +18,7 @@ LAYERS = {
     "teacher": 3,
     "objectives": 4,
     "models": 5,
-    "evaluate": 6,
+    "metrics": 6, "evaluate": 6, "serving": 6, "report": 6,
     "train": 7,
     "config": 8,
     "cli": 9,

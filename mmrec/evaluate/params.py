@@ -7,7 +7,7 @@ from typing import Any, Literal, Protocol, get_args
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from mmrec.data.params import DataParams
-from mmrec.evaluate.serving import DEFAULT_MASK_HISTORY
+from mmrec.serving.index import DEFAULT_MASK_HISTORY
 from mmrec.features.params import ExtractParams
 
 #: How a user's earlier items take part in the ranking of their next item:

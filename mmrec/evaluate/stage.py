@@ -16,7 +16,7 @@ import torch
 from tqdm import tqdm
 
 from mmrec import paths
-from mmrec.evaluate.breakdown import (
+from mmrec.metrics.breakdown import (
     grouped_metrics,
     history_bucket_labels,
     history_buckets,
@@ -24,9 +24,9 @@ from mmrec.evaluate.breakdown import (
     popularity_groups,
 )
 from mmrec.evaluate.headline import write_headline
-from mmrec.evaluate.intervals import metric_intervals
+from mmrec.metrics.intervals import metric_intervals
 from mmrec.evaluate.params import EvaluateConfig, EvaluateParams, protocol_label
-from mmrec.evaluate.ranking import (
+from mmrec.metrics.ranking import (
     TIE_RTOL,
     count_repeats,
     metrics_from_ranks,
@@ -104,7 +104,7 @@ def summarize_ranks(ranks: torch.Tensor, targets: torch.Tensor, full_history: to
     return {
         "n_users": n_users,
         "overall": metrics_from_ranks(ranks, ks),
-        # 95% percentile bootstrap over users (mmrec.evaluate.intervals)
+        # 95% percentile bootstrap over users (mmrec.metrics.intervals)
         "ci95": metric_intervals(ranks.numpy(), [f"recall@{k}", f"ndcg@{k}"], cfg.bootstrap),
         "repeat_targets": count_repeats(targets, full_history),
         "overall_without_repeats": metrics_from_ranks(ranks[~repeat], ks),

@@ -25,8 +25,8 @@ from tqdm import tqdm
 
 from mmrec.data.sequences import EvalSplit
 from mmrec.evaluate.params import MaskHistory
-from mmrec.evaluate.ranking import evaluate_model
-from mmrec.evaluate.retention import modality_retention, retention_pairs
+from mmrec.metrics.ranking import evaluate_model
+from mmrec.metrics.retention import modality_retention, retention_pairs
 from mmrec.io import atomic_path
 from mmrec.models.base import ModelContext, SeqRecModel
 from mmrec.models.checkpoint import CHECKPOINT_FILE, save_checkpoint, save_torch

@@ -5,8 +5,8 @@ import re
 import pytest
 
 from evaluate_fakes import tiny_params
-from mmrec.evaluate.fake_run import write_fake_run
-from mmrec.evaluate.report import PLOTS, collect, comparison_table, relative_improvement, run
+from fake_run import write_fake_run
+from mmrec.report.stage import PLOTS, collect, comparison_table, relative_improvement, run
 
 MODELS = ("sasrec", "kdsr", "odmt", "gru4rec")
 

@@ -139,7 +139,7 @@ def write_trained_project(root, n_users: int, n_items: int, weights: bytes = b"p
 def export_tiny_project(root, monkeypatch, n_users: int = 30, n_items: int = 15, **context):
     """A tiny project with sasrec's export (k 6, 4 users per row group, FakeModel behind the
     stage's patched loader): (root, params, the export folder)."""
-    import mmrec.evaluate.export as export
+    import mmrec.serving.export as export
     from mmrec.evaluate.params import RecommendParams
     from mmrec.models import checkpoint
 

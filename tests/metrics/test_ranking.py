@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from mmrec.evaluate.ranking import (count_repeats, evaluate_model, metrics_from_ranks, ndcg_single,
+from mmrec.metrics.ranking import (count_repeats, evaluate_model, metrics_from_ranks, ndcg_single,
                                     rank_model, rank_targets)
 from evaluate_fakes import FakeModel, random_split
 

@@ -20,7 +20,7 @@ from typing import Any
 import polars as pl
 
 from mmrec import paths
-from mmrec.evaluate.intervals import metric_intervals, paired_difference
+from mmrec.metrics.intervals import metric_intervals, paired_difference
 from mmrec.evaluate.params import EvaluateConfig, protocol_label
 from mmrec.paths import RANKS_FILE
 

@@ -39,10 +39,10 @@ import pyarrow.parquet as pq
 import torch
 
 from mmrec import paths
-from mmrec.evaluate.lookup import ITEM_VECTORS_FILE, META_KEY, RECS_FILE, USER_VECTORS_FILE
+from mmrec.serving.lookup import ITEM_VECTORS_FILE, META_KEY, RECS_FILE, USER_VECTORS_FILE
 from mmrec.evaluate.params import RecommendConfig, RecommendParams
-from mmrec.evaluate.recommend import top_k_scores
-from mmrec.evaluate.serving import FORMAT_VERSION, INDEX_FILE, IndexWriter, export_inputs, fingerprint
+from mmrec.serving.recommend import top_k_scores
+from mmrec.serving.index import FORMAT_VERSION, INDEX_FILE, IndexWriter, export_inputs, fingerprint
 from mmrec.evaluate.stage import model_max_len
 from mmrec.io import atomic_dir, pick_device
 from mmrec.models import checkpoint

@@ -11,7 +11,7 @@ from typing import Any, Sequence
 
 import torch
 
-from mmrec.evaluate.ranking import metrics_from_ranks
+from mmrec.metrics.ranking import metrics_from_ranks
 
 
 def popularity_groups(item_pop: torch.Tensor, n_groups: int) -> torch.Tensor:

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from mmrec.evaluate.intervals import bootstrap_interval, metric_intervals, paired_difference, per_user
+from mmrec.metrics.intervals import bootstrap_interval, metric_intervals, paired_difference, per_user
 
 
 def test_per_user_values_match_the_metric_definitions():
