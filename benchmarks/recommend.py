@@ -44,11 +44,11 @@ sys.path.insert(0, str(ROOT))
 
 from mmrec import paths  # noqa: E402
 from mmrec.config import parse_params  # noqa: E402
-from mmrec.serving.export import export_recommendations, load_items, load_user_sequences  # noqa: E402
-from mmrec.serving.index import INDEX_FILE, answer_from_index, export_inputs, fingerprint  # noqa: E402
 from mmrec.io import atomic_dir, write_parquet  # noqa: E402
 from mmrec.models.base import ModelContext  # noqa: E402
 from mmrec.models.registry import build_model  # noqa: E402
+from mmrec.serving.export import export_recommendations, load_items, load_user_sequences  # noqa: E402
+from mmrec.serving.index import INDEX_FILE, answer_from_index, export_inputs, fingerprint  # noqa: E402
 
 
 def peak_rss_mib() -> float:

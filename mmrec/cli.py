@@ -218,7 +218,6 @@ def recommend(model: str, user: str | None = None, k: int = 10, params_path: str
     else:
         items = _item_indices(ingest / "items.parquet", history)
     from mmrec.serving.recommend import top_k
-    from mmrec.evaluate.stage import model_max_len
     from mmrec.io import pick_device
     from mmrec.models import checkpoint
 
@@ -226,7 +225,7 @@ def recommend(model: str, user: str | None = None, k: int = 10, params_path: str
     if not (mdir / "model.pt").exists():
         raise CliError(f"{mdir / 'model.pt'}: not found (run `mmrec run train {model}` first)")
     net = checkpoint.load_model(mdir, params, pick_device(params.device), root=rootp)
-    max_len = model_max_len(net)
+    max_len = checkpoint.model_max_len(net)
     ids, scores = top_k(net, items, k, max_len, mask_history=mask)
     shown = item_rows(ingest / "items.parquet", sorted(set(ids) | set(items[-max_len:])))
     return answer(model, user, user_idx, len(items), mask, "model", items, times, max_len, ids, scores, shown)

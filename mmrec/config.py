@@ -17,9 +17,10 @@ import yaml
 from pydantic import BaseModel, ConfigDict, PositiveInt, ValidationError, model_validator
 
 from mmrec.data.params import DataParams
-from mmrec.evaluate.params import EvaluateParams, RecommendParams
 from mmrec.features.params import ExtractParams
+from mmrec.metrics.params import EvaluateParams
 from mmrec.rawparams import deep_merge
+from mmrec.serving.params import RecommendParams
 from mmrec.teacher.params import TeacherParams
 from mmrec.train.params import TrainParams
 

@@ -140,7 +140,7 @@ def export_tiny_project(root, monkeypatch, n_users: int = 30, n_items: int = 15,
     """A tiny project with sasrec's export (k 6, 4 users per row group, FakeModel behind the
     stage's patched loader): (root, params, the export folder)."""
     import mmrec.serving.export as export
-    from mmrec.evaluate.params import RecommendParams
+    from mmrec.serving.params import RecommendParams
     from mmrec.models import checkpoint
 
     write_trained_project(root, n_users, n_items, weights=b"weights-v1", **context)

@@ -16,6 +16,9 @@ import torch
 from tqdm import tqdm
 
 from mmrec import paths
+from mmrec.evaluate.headline import write_headline
+from mmrec.evaluate.params import EvaluateConfig
+from mmrec.io import pick_device, write_json, write_parquet
 from mmrec.metrics.breakdown import (
     grouped_metrics,
     history_bucket_labels,
@@ -23,16 +26,14 @@ from mmrec.metrics.breakdown import (
     popularity_group_info,
     popularity_groups,
 )
-from mmrec.evaluate.headline import write_headline
 from mmrec.metrics.intervals import metric_intervals
-from mmrec.evaluate.params import EvaluateConfig, EvaluateParams, protocol_label
+from mmrec.metrics.params import EvaluateParams, protocol_label
 from mmrec.metrics.ranking import (
     TIE_RTOL,
     count_repeats,
     metrics_from_ranks,
     rank_model,
 )
-from mmrec.io import pick_device, write_json, write_parquet
 from mmrec.models import checkpoint
 from mmrec.paths import RANKS_FILE
 
@@ -142,15 +143,6 @@ def ranks_frame(split: str, user_idx: torch.Tensor, targets: torch.Tensor, ranks
                          "target": targets.numpy().astype("int32"), "rank": ranks.numpy().astype("int32")})
 
 
-def model_max_len(model: torch.nn.Module) -> int:
-    """Input positions of a loaded model: the `max_len` its checkpoint was trained with (its
-    stored config), never params.yaml's, which may have changed since."""
-    cfg = getattr(model, "cfg", None)
-    if cfg is None or not hasattr(cfg, "max_len"):
-        raise TypeError(f"{type(model).__name__} keeps no config with max_len (.cfg.max_len)")
-    return int(cfg.max_len)
-
-
 def _load_eval_split(ingest_dir: Path, split: str, max_len: int) -> EvalSplitLike:
     from mmrec.data.sequences import load_eval_split
 
@@ -193,7 +185,7 @@ def evaluate_one(params: EvaluateConfig, model: str, root: Path, splits: tuple[s
     if n_items != item_pop.shape[0] - 1:
         raise ValueError(f"model {model!r} scores {n_items} items but items.parquet has "
                          f"{item_pop.shape[0] - 1}: retrain after re-ingesting")
-    max_len = model_max_len(net)
+    max_len = checkpoint.model_max_len(net)
     per_split, frames = {}, []
     for split in splits:
         data = _load_eval_split(paths.ingest_dir(params, root), split, max_len)

@@ -12,7 +12,7 @@ from typing import Callable, Sequence
 
 import torch
 
-from mmrec.evaluate.params import MaskHistory, mask_mode
+from mmrec.metrics.params import MaskHistory, mask_mode
 
 # Scores within this relative distance of the target's score count as ties (against the target).
 TIE_RTOL = 1e-6

@@ -20,8 +20,9 @@ from typing import Any
 import polars as pl
 
 from mmrec import paths
+from mmrec.evaluate.params import EvaluateConfig
 from mmrec.metrics.intervals import metric_intervals, paired_difference
-from mmrec.evaluate.params import EvaluateConfig, protocol_label
+from mmrec.metrics.params import protocol_label
 from mmrec.paths import RANKS_FILE
 
 BASELINE = "sasrec"

@@ -39,13 +39,12 @@ import pyarrow.parquet as pq
 import torch
 
 from mmrec import paths
-from mmrec.serving.lookup import ITEM_VECTORS_FILE, META_KEY, RECS_FILE, USER_VECTORS_FILE
-from mmrec.evaluate.params import RecommendConfig, RecommendParams
-from mmrec.serving.recommend import top_k_scores
-from mmrec.serving.index import FORMAT_VERSION, INDEX_FILE, IndexWriter, export_inputs, fingerprint
-from mmrec.evaluate.stage import model_max_len
 from mmrec.io import atomic_dir, pick_device
 from mmrec.models import checkpoint
+from mmrec.serving.index import FORMAT_VERSION, INDEX_FILE, IndexWriter, export_inputs, fingerprint
+from mmrec.serving.lookup import ITEM_VECTORS_FILE, META_KEY, RECS_FILE, USER_VECTORS_FILE
+from mmrec.serving.params import RecommendConfig, RecommendParams
+from mmrec.serving.recommend import top_k_scores
 
 
 @dataclass
@@ -317,6 +316,6 @@ def run(params: RecommendConfig, root: Path = Path("."), model: str | None = Non
     items_table = load_items(inputs["items.parquet"])
     out_dir = paths.recommend_dir(params, model, root)
     with atomic_dir(out_dir) as tmp:
-        summary = export_recommendations(net, seqs, items_table, tmp, params.recommend, model_max_len(net),
+        summary = export_recommendations(net, seqs, items_table, tmp, params.recommend, checkpoint.model_max_len(net),
                                          metadata={"model": model, "inputs": recorded}, device=device)
     return {"model": model, "path": str(out_dir / RECS_FILE), **summary}

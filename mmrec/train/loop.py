@@ -24,10 +24,10 @@ import torch
 from tqdm import tqdm
 
 from mmrec.data.sequences import EvalSplit
-from mmrec.evaluate.params import MaskHistory
+from mmrec.io import atomic_path
+from mmrec.metrics.params import MaskHistory
 from mmrec.metrics.ranking import evaluate_model
 from mmrec.metrics.retention import modality_retention, retention_pairs
-from mmrec.io import atomic_path
 from mmrec.models.base import ModelContext, SeqRecModel
 from mmrec.models.checkpoint import CHECKPOINT_FILE, save_checkpoint, save_torch
 from mmrec.models.context import context_summary

@@ -12,8 +12,8 @@ from typing import Any, Literal, Protocol
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from mmrec.data.params import DataParams
-from mmrec.evaluate.params import EvaluateParams
 from mmrec.features.params import ExtractParams
+from mmrec.metrics.params import EvaluateParams
 
 
 class TrainCommon(BaseModel):

@@ -12,13 +12,13 @@ import pytest
 import torch
 from evaluate_fakes import FakeModel, tiny_params, write_interactions, write_items, write_trained_project
 
-import mmrec.serving.export as export
-from mmrec.serving.export import export_recommendations, load_items, load_user_sequences
-from mmrec.serving.lookup import ITEM_VECTORS_FILE, META_KEY, RECS_FILE, USER_VECTORS_FILE
-from mmrec.evaluate.params import RecommendParams
-from mmrec.serving.recommend import left_pad, top_k, top_k_scores
 from mmrec.io import read_parquet_metadata, write_parquet
 from mmrec.models import checkpoint
+from mmrec.serving.export import export_recommendations, load_items, load_user_sequences
+from mmrec.serving.lookup import ITEM_VECTORS_FILE, META_KEY, RECS_FILE, USER_VECTORS_FILE
+from mmrec.serving.params import RecommendParams
+from mmrec.serving.recommend import left_pad, top_k, top_k_scores
+import mmrec.serving.export as export
 
 N_ITEMS, N_USERS, MAX_LEN = 12, 23, 4
 
