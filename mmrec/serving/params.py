@@ -8,7 +8,6 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from mmrec.data.params import DataParams
 from mmrec.features.params import ExtractParams
-from mmrec.metrics.params import EvaluateParams
 from mmrec.serving.index import DEFAULT_MASK_HISTORY
 
 
@@ -31,13 +30,11 @@ class RecommendParams(BaseModel):
 
 
 class RecommendConfig(Protocol):
-    """What the recommend stage reads (`mmrec.config.Params` fits): the evaluate stage's sections
-    (the model is rebuilt as for evaluation) plus `recommend`."""
+    """What the recommend stage reads (`mmrec.config.Params` fits): the sections the model is
+    rebuilt from (`mmrec.models.context.ContextConfig`), the device, and `recommend`."""
 
-    seed: int
     device: str
     data: DataParams
     extract: ExtractParams
     train: Any
-    evaluate: EvaluateParams
     recommend: RecommendParams
