@@ -28,12 +28,8 @@ from mmrec.metrics.breakdown import (
 )
 from mmrec.metrics.intervals import metric_intervals
 from mmrec.metrics.params import EvaluateParams, protocol_label
-from mmrec.metrics.ranking import (
-    TIE_RTOL,
-    count_repeats,
-    metrics_from_ranks,
-    rank_model,
-)
+from mmrec.metrics.formulas import metrics_from_ranks
+from mmrec.metrics.ranking import TIE_RTOL, count_repeats, rank_model
 from mmrec.models import checkpoint
 from mmrec.paths import RANKS_FILE
 

@@ -1,8 +1,8 @@
 """Confidence intervals over users: how sure a metric, or a difference between two models, is.
 
-Every metric here is a mean over users of a per-user value (recall@K = 1[rank <= K],
-NDCG@K = 1[rank <= K] / log2(rank + 1), MRR@K = 1[rank <= K] / rank), so the users are the
-resampling unit. Intervals are percentile bootstrap intervals; a comparison resamples the same
+Every metric is a mean over users of a per-user value (`mmrec.metrics.formulas.per_user`, the
+one formula per metric), so the users are the resampling unit and an interval's `mean` is the
+figure the evaluate stage reports. Intervals are percentile bootstrap intervals; a comparison resamples the same
 users for both models (paired), which is what makes a small difference between two strong models
 detectable at all. "A beats B" means the paired interval of the difference excludes zero.
 """
@@ -13,25 +13,11 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from mmrec.metrics.formulas import per_user
+
 #: One seed for every interval: reruns give the same bounds.
 BOOTSTRAP_SEED = 20260
 LEVEL = 0.95
-
-
-def per_user(ranks: np.ndarray, metric: str) -> np.ndarray:
-    """[U] float64 per-user values of `metric` (`recall@10`, `ndcg@20`, `mrr@5`) from 1-based ranks."""
-    name, _, k = metric.partition("@")
-    if not k.isdigit():
-        raise ValueError(f"metric {metric!r}: expected <name>@<K>, e.g. recall@10")
-    r = np.asarray(ranks, dtype=np.float64)
-    hit = r <= int(k)
-    if name == "recall":
-        return hit.astype(np.float64)
-    if name == "ndcg":
-        return np.where(hit, 1.0 / np.log2(r + 1.0), 0.0)
-    if name == "mrr":
-        return np.where(hit, 1.0 / r, 0.0)
-    raise ValueError(f"metric {metric!r}: known names are recall, ndcg, mrr")
 
 
 def _resample_means(values: np.ndarray, n_boot: int, seed: int) -> np.ndarray:

@@ -6,7 +6,8 @@ import torch
 
 import mmrec.evaluate.stage as stage
 from evaluate_fakes import FakeModel, random_split, tiny_params, write_items
-from mmrec.metrics.ranking import metrics_from_ranks, rank_targets
+from mmrec.metrics.formulas import metrics_from_ranks
+from mmrec.metrics.ranking import rank_targets
 from mmrec.models import checkpoint
 
 

@@ -3,7 +3,7 @@ import torch
 
 from mmrec.metrics.breakdown import (grouped_metrics, history_bucket_labels, history_buckets,
                                       popularity_group_info, popularity_groups)
-from mmrec.metrics.ranking import metrics_from_ranks
+from mmrec.metrics.formulas import metrics_from_ranks
 
 
 def test_popularity_groups_cold_items_and_equal_counts():
