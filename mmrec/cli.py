@@ -4,6 +4,7 @@
     mmrec recommend --model sasrec --user A1B2C3 -k 10 [--json]     (from recommend@sasrec's export)
     mmrec recommend --model sasrec --history ITEM1,ITEM2 -k 10      (ad hoc: scored by the model)
     mmrec inspect data/sample/ingest/items.parquet [-n 5]
+    mmrec paired data/sample/results/odmt data/sample/results/sasrec [-k 10] [--json]
 
 A failure prints one `mmrec: error: ...` line naming the file, line or key; add --debug (or set
 MMREC_DEBUG=1) for the traceback. The stage scripts in stages/ report errors the same way.
@@ -360,6 +361,18 @@ def build_parser() -> argparse.ArgumentParser:
     p_ins = sub.add_parser("inspect", help="schema, row count and head of a Parquet artifact")
     p_ins.add_argument("path")
     p_ins.add_argument("-n", type=int, default=5, help="rows to show (default 5)")
+
+    p_pair = sub.add_parser("paired", help="paired differences A - B of two results folders (same users)")
+    p_pair.add_argument("a", help="results folder of A (holds ranks.parquet), or the ranks.parquet itself")
+    p_pair.add_argument("b", help="results folder of B")
+    p_pair.add_argument("-k", type=int, default=10, help="cutoff of Recall/NDCG/MRR (default 10)")
+    p_pair.add_argument("--split", default="test", help="test (default) or valid")
+    # Defaults (None here) are evaluate.bootstrap's and evaluate.equivalence_margin's defaults
+    # (mmrec.metrics.params), not read here so the CLI starts without pydantic.
+    p_pair.add_argument("--bootstrap", type=int, help="resamples (default 10000, as evaluate.bootstrap)")
+    p_pair.add_argument("--margin", type=float,
+                        help="equivalence margin (default 0.005, as evaluate.equivalence_margin)")
+    p_pair.add_argument("--json", action="store_true", help="machine-readable output")
     return ap
 
 
@@ -384,6 +397,15 @@ def main(argv: Sequence[str] | None = None) -> int:
                 print_recommendations(rec)
         elif args.command == "inspect":
             print(inspect_parquet(args.path, args.n))
+        elif args.command == "paired":
+            from mmrec.report.paired import format_paired, paired_folders
+
+            if args.k < 1 or (args.bootstrap or 100) < 100 or (args.margin is not None and args.margin <= 0):
+                raise CliError("paired: -k must be >= 1, --bootstrap >= 100, --margin > 0")
+            given = {"n_boot": args.bootstrap, "margin": args.margin}
+            result = paired_folders(args.a, args.b, args.k, args.split,
+                                    **{key: v for key, v in given.items() if v is not None})
+            print(json.dumps(result, sort_keys=True) if args.json else format_paired(result))
     except CliError as err:
         print(f"mmrec: error: {err}", file=sys.stderr)
         return 2

@@ -69,7 +69,7 @@ def tiny_params(models=("sasrec", "kdsr"), **evaluate):
     raw = {"data": {"name": "tiny"}, "device": "cpu",
            "train": {"models": list(models), "common": {"max_len": 5}},
            "evaluate": {"ks": [1, 5, 10], "popularity_groups": 2, "history_buckets": [3, 6],
-                        **evaluate}}
+                        "bootstrap": 300, **evaluate}}
     return parse_params(raw)
 
 

@@ -28,6 +28,13 @@ def mask_mode(value: "MaskHistory | bool") -> MaskHistory:
     return value  # type: ignore[return-value]
 
 
+#: Resamples for reported intervals (evaluate.bootstrap's default): at 1,000, bounds near zero
+#: flip with the seed.
+N_BOOT = 10_000
+#: evaluate.equivalence_margin's default: a |difference| below it is too small to matter.
+EQUIVALENCE_MARGIN = 0.005
+
+
 class EvaluateParams(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -35,9 +42,13 @@ class EvaluateParams(BaseModel):
     # none | except_target | all (see MaskHistory above); true/false read as
     # except_target/none. Default none: the protocol of every published figure we compare with.
     mask_history: MaskHistory = "none"
-    # Paired bootstrap intervals: resamples, and the model every other is compared with.
-    bootstrap: int = Field(1000, ge=100)
+    # Paired bootstrap intervals: resamples, and the model every other is compared with (the
+    # report's intervals and its relative-improvement table both use this baseline).
+    bootstrap: int = Field(N_BOOT, ge=100)
     baseline: str = "sasrec"
+    # A paired difference whose 95% interval lies inside ±margin is "equivalent"; one that
+    # neither excludes zero nor fits inside is "inconclusive" (mmrec.metrics.intervals.verdict).
+    equivalence_margin: float = Field(EQUIVALENCE_MARGIN, gt=0)
     batch_users: int = Field(1024, ge=1)
     item_chunk: int = Field(65536, ge=1)
     popularity_groups: int = Field(4, ge=1)  # quantile groups after group 0 (cold items)
