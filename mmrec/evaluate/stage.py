@@ -16,6 +16,7 @@ import torch
 from tqdm import tqdm
 
 from mmrec import paths
+from mmrec.data.items import load_item_pop
 from mmrec.evaluate.headline import write_headline
 from mmrec.evaluate.params import EvaluateConfig
 from mmrec.io import pick_device, write_json, write_parquet
@@ -43,23 +44,6 @@ class EvalSplitLike(Protocol):
     histories: torch.Tensor     # [U, L] left-padded model input (most recent last)
     full_history: torch.Tensor  # [U, H] every earlier item, 0-padded
     targets: torch.Tensor       # [U]
-
-
-def load_item_pop(items_path: Path) -> torch.Tensor:
-    """Training popularity [N+1] (row 0 = padding = 0) from items.parquet's `n_train`."""
-    if not items_path.exists():
-        raise FileNotFoundError(f"{items_path}: not found (run the ingest stage first)")
-    df = pl.read_parquet(items_path, columns=["item_idx", "n_train"]).sort("item_idx")
-    idx = df["item_idx"].to_numpy()
-    n = len(idx)
-    if n == 0 or idx[0] != 1 or idx[-1] != n or len(set(idx.tolist())) != n:
-        raise ValueError(f"{items_path}: item_idx must be exactly 1..N (0 is padding); "
-                         f"got {n} rows spanning {idx.min() if n else None}..{idx.max() if n else None}")
-    if df["n_train"].null_count():
-        raise ValueError(f"{items_path}: column n_train has {df['n_train'].null_count()} nulls")
-    pop = torch.zeros(n + 1, dtype=torch.long)
-    pop[1:] = torch.from_numpy(df["n_train"].to_numpy().astype("int64"))
-    return pop
 
 
 def split_ranks(model: torch.nn.Module, split: EvalSplitLike, cfg: EvaluateParams,

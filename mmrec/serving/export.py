@@ -39,6 +39,7 @@ import pyarrow.parquet as pq
 import torch
 
 from mmrec import paths
+from mmrec.data.items import check_item_idx
 from mmrec.io import atomic_dir, pick_device
 from mmrec.models import checkpoint
 from mmrec.serving.index import FORMAT_VERSION, INDEX_FILE, IndexWriter, export_inputs, fingerprint
@@ -106,9 +107,7 @@ def load_items(items_path: Path) -> pa.Table:
     if missing:
         raise ValueError(f"{path}: missing column(s) {', '.join(missing)} (columns: {', '.join(names)})")
     table = pq.read_table(path, columns=ITEM_COLUMNS).sort_by("item_idx").combine_chunks()
-    idx = table["item_idx"].to_numpy()
-    if len(idx) == 0 or not np.array_equal(idx, np.arange(1, len(idx) + 1)):
-        raise ValueError(f"{path}: item_idx must be exactly 1..N (0 is padding)")
+    check_item_idx(table["item_idx"].to_numpy(), path)
     return table
 
 
