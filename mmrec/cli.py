@@ -195,7 +195,10 @@ def recommend(model: str, user: str | None = None, k: int = 10, params_path: str
     _check_request(user, history, k)
     params = _params(params_path)
     rootp = Path(root)
-    _check_model(model, params.train.models)
+    try:
+        paths.check_model(params.train.models, model)
+    except KeyError as err:
+        raise CliError(err.args[0]) from None
     ingest = paths.ingest_dir(params, rootp)
     # Serving, unlike the evaluation protocol (evaluate.mask_history), does not recommend what the
     # user already has unless asked (recommend.mask_history, --no-mask).
@@ -239,11 +242,6 @@ def _check_request(user: str | None, history: list[str] | None, k: int) -> None:
         raise CliError("give exactly one of --user (a known user) or --history (ad-hoc item ids)")
     if history is not None and not history:
         raise CliError("--history: give at least one item id")
-
-
-def _check_model(model: str, models: list[str]) -> None:
-    if model not in models:
-        raise CliError(f"model {model!r} is not in train.models; known: {', '.join(models)}")
 
 
 def quick_recommend(model: str, user: str, k: int, params_path: str = "params.yaml", root: str = ".",

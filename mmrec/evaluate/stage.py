@@ -138,22 +138,14 @@ def run(params: EvaluateConfig, root: Path = Path("."), model: str | None = None
     the entries without one.
     """
     if model is None:
-        out: dict[str, Any] = {}
-        skipped = []
-        for name in params.train.models:
-            if (paths.model_dir(params, name, root) / "model.pt").exists():
-                out[name] = evaluate_one(params, name, Path(root), splits)
-            else:
-                skipped.append(name)
-        out["skipped"] = skipped
-        return out
+        have, skipped = paths.trained_models(params, params.train.models, root)
+        return {**{name: evaluate_one(params, name, Path(root), splits) for name in have}, "skipped": skipped}
     return evaluate_one(params, model, Path(root), splits)
 
 
 def evaluate_one(params: EvaluateConfig, model: str, root: Path, splits: tuple[str, ...] = SPLITS) -> dict[str, Any]:
     """`run` for one model."""
-    if model not in params.train.models:
-        raise KeyError(f"model {model!r} is not in train.models; known: {', '.join(params.train.models)}")
+    paths.check_model(params.train.models, model)
     t0 = time.perf_counter()
     device = pick_device(params.device)
     mdir = paths.model_dir(params, model, root)

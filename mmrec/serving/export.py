@@ -289,17 +289,9 @@ def run(params: RecommendConfig, root: Path = Path("."), model: str | None = Non
     `train.models` entry that has a model.pt ({model: summary}, plus `skipped`)."""
     root = Path(root)
     if model is None:
-        out: dict[str, Any] = {}
-        skipped = []
-        for name in params.train.models:
-            if (paths.model_dir(params, name, root) / "model.pt").exists():
-                out[name] = run(params, root, name)
-            else:
-                skipped.append(name)
-        out["skipped"] = skipped
-        return out
-    if model not in params.train.models:
-        raise KeyError(f"model {model!r} is not in train.models; known: {', '.join(params.train.models)}")
+        have, skipped = paths.trained_models(params, params.train.models, root)
+        return {**{name: run(params, root, name) for name in have}, "skipped": skipped}
+    paths.check_model(params.train.models, model)
     inputs = export_inputs(params, model, root)
     if not inputs["model.pt"].exists():
         raise FileNotFoundError(f"{inputs['model.pt']}: not found (run `mmrec run train {model}` first)")
