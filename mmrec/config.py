@@ -73,6 +73,14 @@ class Params(BaseModel):
         merged["profile"] = name
         return merged
 
+    @model_validator(mode="after")
+    def _select_metric_is_evaluated(self) -> "Params":
+        k = int(self.train.common.select_metric.partition("@")[2])
+        if k not in self.evaluate.ks:
+            raise ValueError(f"train.common.select_metric {self.train.common.select_metric!r}: "
+                             f"K={k} is not among evaluate.ks {self.evaluate.ks}")
+        return self
+
 
 def _did_you_mean(loc: tuple) -> str:
     """For an unknown key at `loc`, the closest known key of the section that holds it."""

@@ -15,19 +15,7 @@ from typing import Sequence
 
 import numpy as np
 
-#: The metric names a `<name>@<K>` setting may use (evaluate outputs all three at every K).
-METRICS: tuple[str, ...] = ("recall", "ndcg", "mrr")
-
-
-def parse_metric(metric: str) -> tuple[str, int]:
-    """`"ndcg@10"` -> ("ndcg", 10); a clear error naming the known metrics otherwise."""
-    name, _, k = metric.partition("@")
-    if not k.isdigit() or int(k) < 1:
-        raise ValueError(f"metric {metric!r}: expected <name>@<K> with K >= 1, e.g. recall@10")
-    if name not in METRICS:
-        raise ValueError(f"metric {metric!r}: known names are {', '.join(METRICS)}")
-    return name, int(k)
-
+from mmrec.metrics.params import METRICS, parse_metric
 
 def per_user(ranks: "np.ndarray | Sequence[int]", metric: str) -> np.ndarray:
     """[U] float64 per-user values of `metric` (`recall@10`, `ndcg@20`, `mrr@5`) from 1-based

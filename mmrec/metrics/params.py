@@ -28,6 +28,20 @@ def mask_mode(value: "MaskHistory | bool") -> MaskHistory:
     return value  # type: ignore[return-value]
 
 
+#: The metric names a `<name>@<K>` setting may use (evaluate outputs all three at every K).
+METRICS: tuple[str, ...] = ("recall", "ndcg", "mrr")
+
+
+def parse_metric(metric: str) -> tuple[str, int]:
+    """`"ndcg@10"` -> ("ndcg", 10); a clear error naming the known metrics otherwise."""
+    name, _, k = metric.partition("@")
+    if not k.isdigit() or int(k) < 1:
+        raise ValueError(f"metric {metric!r}: expected <name>@<K> with K >= 1, e.g. recall@10")
+    if name not in METRICS:
+        raise ValueError(f"metric {metric!r}: known names are {', '.join(METRICS)}")
+    return name, int(k)
+
+
 #: Resamples for reported intervals (evaluate.bootstrap's default): at 1,000, bounds near zero
 #: flip with the seed.
 N_BOOT = 10_000

@@ -9,11 +9,11 @@ from __future__ import annotations
 
 from typing import Any, Literal, Protocol
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from mmrec.data.params import DataParams
 from mmrec.features.params import ExtractParams
-from mmrec.metrics.params import EvaluateParams
+from mmrec.metrics.params import EvaluateParams, parse_metric
 
 
 class TrainCommon(BaseModel):
@@ -25,6 +25,8 @@ class TrainCommon(BaseModel):
     weight_decay: float = Field(0.01, ge=0)
     grad_clip: float = Field(5.0, gt=0)
     patience: int = Field(5, ge=1)
+    # The validation metric that picks the best epoch: <recall|ndcg|mrr>@<K>, K one of evaluate.ks
+    # (both checked when params load).
     select_metric: str = "recall@10"
     loss: Literal["full_ce", "inbatch"] = "full_ce"
     hidden: int = Field(64, ge=8)
@@ -42,6 +44,13 @@ class TrainCommon(BaseModel):
     # Continue an interrupted run of the same training from models/<name>/resume.pt (written after
     # every epoch, deleted at the end; mmrec.train.loop): same weights as an uninterrupted run.
     resume: bool = True
+
+
+    @field_validator("select_metric")
+    @classmethod
+    def _known_metric(cls, v: str) -> str:
+        parse_metric(v)
+        return v
 
 
 class TrainParams(BaseModel):
