@@ -7,17 +7,19 @@ An entry may set `arch:` to train a registered model under another name (an abla
 
 from __future__ import annotations
 
-from typing import Any, Literal, Protocol
+from typing import Any, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from mmrec.data.params import DataParams
 from mmrec.features.params import ExtractParams
 from mmrec.metrics.params import EvaluateParams, parse_metric
+from mmrec.models.configs import SeqModelConfig
 
 
-class TrainCommon(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class TrainCommon(SeqModelConfig):
+    """`train.common`: the sequence-model settings every model shares (declared once, in
+    SeqModelConfig) plus the training loop's own."""
 
     epochs: int = Field(50, ge=1)
     batch_size: int = Field(256, ge=1)
@@ -28,12 +30,6 @@ class TrainCommon(BaseModel):
     # The validation metric that picks the best epoch: <recall|ndcg|mrr>@<K>, K one of evaluate.ks
     # (both checked when params load).
     select_metric: str = "recall@10"
-    loss: Literal["full_ce", "inbatch"] = "full_ce"
-    hidden: int = Field(64, ge=8)
-    layers: int = Field(2, ge=1)
-    heads: int = Field(2, ge=1)
-    dropout: float = Field(0.2, ge=0, lt=1)
-    max_len: int = Field(13, ge=2, le=4096)  # input positions per training sequence (attention is O(L^2))
     retention_pairs: int = Field(20_000, ge=100)
     amp: bool = True  # autocast on CUDA; ignored on CPU
     num_workers: int = Field(0, ge=0)
@@ -44,7 +40,6 @@ class TrainCommon(BaseModel):
     # Continue an interrupted run of the same training from models/<name>/resume.pt (written after
     # every epoch, deleted at the end; mmrec.train.loop): same weights as an uninterrupted run.
     resume: bool = True
-
 
     @field_validator("select_metric")
     @classmethod

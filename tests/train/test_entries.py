@@ -87,3 +87,20 @@ def test_architecture_sections_may_exist_without_an_entry():
     # train.odmt configures the odmt ablations even when odmt itself is not trained
     p = _parse({"models": ["sasrec", "noid"], "odmt": {"epochs": 3}, "noid": {"arch": "odmt", "use_id": False}})
     assert resolve_entry(p.train, "noid").common.epochs == 3
+
+
+def test_each_shared_setting_is_declared_once():
+    """train.common's model settings are SeqModelConfig's fields, inherited (not re-declared) by
+    TrainCommon and every model config: a model may change a default, never a type or a bound."""
+    from mmrec.models.configs import CONFIGS, SeqModelConfig
+    from mmrec.train.params import TrainCommon
+
+    base = SeqModelConfig.model_fields
+    model_keys = set().union(*(cls.model_fields for cls in CONFIGS.values()))
+    assert set(TrainCommon.model_fields) & model_keys == set(base)
+    for cls in (TrainCommon, *CONFIGS.values()):
+        for name, field in base.items():
+            got = cls.model_fields[name]
+            assert (got.annotation, got.metadata) == (field.annotation, field.metadata), (cls.__name__, name)
+    with pytest.raises(ParamsError, match=r"train.gru4rec: layers: Input should be greater than or equal to 1"):
+        parse_params({"train": {"models": ["gru4rec"], "gru4rec": {"layers": 0}}})
