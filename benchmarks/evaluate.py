@@ -21,7 +21,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from mmrec.evaluate.ranking import metrics_from_ranks, rank_targets  # noqa: E402
+from mmrec.metrics.formulas import metrics_from_ranks  # noqa: E402
+from mmrec.metrics.ranking import rank_targets  # noqa: E402
 
 
 def peak_rss_mib() -> float:

@@ -44,11 +44,11 @@ sys.path.insert(0, str(ROOT))
 
 from mmrec import paths  # noqa: E402
 from mmrec.config import parse_params  # noqa: E402
-from mmrec.evaluate.export import export_recommendations, load_items, load_user_sequences  # noqa: E402
-from mmrec.evaluate.serving import INDEX_FILE, answer_from_index, export_inputs, fingerprint  # noqa: E402
 from mmrec.io import atomic_dir, write_parquet  # noqa: E402
 from mmrec.models.base import ModelContext  # noqa: E402
 from mmrec.models.registry import build_model  # noqa: E402
+from mmrec.serving.export import export_recommendations, load_items, load_user_sequences  # noqa: E402
+from mmrec.serving.index import INDEX_FILE, answer_from_index, export_inputs, fingerprint  # noqa: E402
 
 
 def peak_rss_mib() -> float:
@@ -114,7 +114,7 @@ def main() -> None:
         print(f"{args.users:,} users x {args.items:,} items, d={args.dim}, max_len={args.max_len}, "
               f"k={args.k}, batch_users={args.batch_users}, torch threads={torch.get_num_threads()}")
 
-        # 1. the export, as `recommend@sasrec` runs it (mmrec.evaluate.export.run minus load_model)
+        # 1. the export, as `recommend@sasrec` runs it (mmrec.serving.export.run minus load_model)
         t0 = time.perf_counter()
         inputs = export_inputs(params, "sasrec", root)
         recorded = {name: fingerprint(p, root) for name, p in inputs.items()}
@@ -133,7 +133,7 @@ def main() -> None:
 
         # What the user encoder alone costs (SASRec forward on the same batches): the rest of the
         # export is scoring against all items, the top-k and writing.
-        from mmrec.evaluate.export import batch_inputs
+        from mmrec.serving.export import batch_inputs
 
         t = time.perf_counter()
         with torch.inference_mode():
@@ -161,7 +161,7 @@ def main() -> None:
             return wall, int(res.stderr.strip().splitlines()[-1]) / 1024
 
         bare = [fresh([sys.executable, "-c", "pass"]) for _ in range(5)]
-        floor = [fresh([sys.executable, "-c", "import mmrec.cli, mmrec.evaluate.serving, mmrec.rawparams"])
+        floor = [fresh([sys.executable, "-c", "import mmrec.cli, mmrec.serving.index, mmrec.rawparams"])
                  for _ in range(5)]
         runs = []
         for uid in users[:args.lookups]:

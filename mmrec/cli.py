@@ -4,6 +4,7 @@
     mmrec recommend --model sasrec --user A1B2C3 -k 10 [--json]     (from recommend@sasrec's export)
     mmrec recommend --model sasrec --history ITEM1,ITEM2 -k 10      (ad hoc: scored by the model)
     mmrec inspect data/sample/ingest/items.parquet [-n 5]
+    mmrec paired data/sample/results/odmt data/sample/results/sasrec [-k 10] [--json]
 
 A failure prints one `mmrec: error: ...` line naming the file, line or key; add --debug (or set
 MMREC_DEBUG=1) for the traceback. The stage scripts in stages/ report errors the same way.
@@ -30,8 +31,8 @@ STAGES: dict[str, tuple[str, bool]] = {
     "teacher": ("mmrec.teacher.stage", False),
     "train": ("mmrec.train.stage", True),
     "evaluate": ("mmrec.evaluate.stage", True),
-    "report": ("mmrec.evaluate.report", False),
-    "recommend": ("mmrec.evaluate.export", True),
+    "report": ("mmrec.report.stage", False),
+    "recommend": ("mmrec.serving.export", True),
 }
 
 
@@ -89,7 +90,7 @@ def _note(text: str) -> None:
 
 def _item_indices(items_path: Path, raw_ids: list[str]) -> list[int]:
     """item_idx of raw item ids, in the given order; an unknown id is a CliError naming it."""
-    from mmrec.evaluate.lookup import read_matching
+    from mmrec.serving.lookup import read_matching
 
     if not items_path.exists():
         raise CliError(f"{items_path}: not found (run the ingest stage first)")
@@ -112,13 +113,16 @@ def recommend(model: str, user: str | None = None, k: int = 10, params_path: str
     `history` (raw item ids, oldest first) is always scored by the model.
     """
     from mmrec import paths
-    from mmrec.evaluate.lookup import item_rows, user_history
-    from mmrec.evaluate.serving import INDEX_FILE, ExportUnusable, answer, answer_from_index
+    from mmrec.serving.lookup import item_rows, user_history
+    from mmrec.serving.index import INDEX_FILE, ExportUnusable, answer, answer_from_index
 
     _check_request(user, history, k)
     params = _params(params_path)
     rootp = Path(root)
-    _check_model(model, params.train.models)
+    try:
+        paths.check_model(params.train.models, model)
+    except KeyError as err:
+        raise CliError(err.args[0]) from None
     ingest = paths.ingest_dir(params, rootp)
     # Serving, unlike the evaluation protocol (evaluate.mask_history), does not recommend what the
     # user already has unless asked (recommend.mask_history, --no-mask).
@@ -141,8 +145,7 @@ def recommend(model: str, user: str | None = None, k: int = 10, params_path: str
         times = rows["timestamp"].to_pylist() if "timestamp" in rows.column_names else None
     else:
         items = _item_indices(ingest / "items.parquet", history)
-    from mmrec.evaluate.recommend import top_k
-    from mmrec.evaluate.stage import model_max_len
+    from mmrec.serving.recommend import top_k
     from mmrec.io import pick_device
     from mmrec.models import checkpoint
 
@@ -150,7 +153,7 @@ def recommend(model: str, user: str | None = None, k: int = 10, params_path: str
     if not (mdir / "model.pt").exists():
         raise CliError(f"{mdir / 'model.pt'}: not found (run `mmrec run train {model}` first)")
     net = checkpoint.load_model(mdir, params, pick_device(params.device), root=rootp)
-    max_len = model_max_len(net)
+    max_len = checkpoint.model_max_len(net)
     ids, scores = top_k(net, items, k, max_len, mask_history=mask)
     shown = item_rows(ingest / "items.parquet", sorted(set(ids) | set(items[-max_len:])))
     return answer(model, user, user_idx, len(items), mask, "model", items, times, max_len, ids, scores, shown)
@@ -165,11 +168,6 @@ def _check_request(user: str | None, history: list[str] | None, k: int) -> None:
         raise CliError("--history: give at least one item id")
 
 
-def _check_model(model: str, models: list[str]) -> None:
-    if model not in models:
-        raise CliError(f"model {model!r} is not in train.models; known: {', '.join(models)}")
-
-
 def quick_recommend(model: str, user: str, k: int, params_path: str = "params.yaml", root: str = ".",
                     mask_history: bool | None = None) -> dict[str, Any] | None:
     """`recommend` for a known user from the export's index, reading params.yaml as plain YAML
@@ -177,7 +175,7 @@ def quick_recommend(model: str, user: str, k: int, params_path: str = "params.ya
     cannot answer (a setting it needs is not written out, no usable index): `recommend` then
     validates params, explains on stderr and falls back to the model."""
     from mmrec import paths
-    from mmrec.evaluate.serving import (
+    from mmrec.serving.index import (
         DEFAULT_MASK_HISTORY,
         INDEX_FILE,
         ExportUnusable,
@@ -285,6 +283,18 @@ def build_parser() -> argparse.ArgumentParser:
     p_ins = sub.add_parser("inspect", help="schema, row count and head of a Parquet artifact")
     p_ins.add_argument("path")
     p_ins.add_argument("-n", type=int, default=5, help="rows to show (default 5)")
+
+    p_pair = sub.add_parser("paired", help="paired differences A - B of two results folders (same users)")
+    p_pair.add_argument("a", help="results folder of A (holds ranks.parquet), or the ranks.parquet itself")
+    p_pair.add_argument("b", help="results folder of B")
+    p_pair.add_argument("-k", type=int, default=10, help="cutoff of Recall/NDCG/MRR (default 10)")
+    p_pair.add_argument("--split", default="test", help="test (default) or valid")
+    # Defaults (None here) are evaluate.bootstrap's and evaluate.equivalence_margin's defaults
+    # (mmrec.metrics.params), not read here so the CLI starts without pydantic.
+    p_pair.add_argument("--bootstrap", type=int, help="resamples (default 10000, as evaluate.bootstrap)")
+    p_pair.add_argument("--margin", type=float,
+                        help="equivalence margin (default 0.005, as evaluate.equivalence_margin)")
+    p_pair.add_argument("--json", action="store_true", help="machine-readable output")
     return ap
 
 
@@ -323,6 +333,15 @@ def main(argv: Sequence[str] | None = None) -> int:
                 print_recommendations(rec)
         elif args.command == "inspect":
             print(inspect_parquet(args.path, args.n))
+        elif args.command == "paired":
+            from mmrec.report.paired import format_paired, paired_folders
+
+            if args.k < 1 or (args.bootstrap or 100) < 100 or (args.margin is not None and args.margin <= 0):
+                raise CliError("paired: -k must be >= 1, --bootstrap >= 100, --margin > 0")
+            given = {"n_boot": args.bootstrap, "margin": args.margin}
+            result = paired_folders(args.a, args.b, args.k, args.split,
+                                    **{key: v for key, v in given.items() if v is not None})
+            print(json.dumps(result, sort_keys=True) if args.json else format_paired(result))
         sys.stdout.flush()  # a closed pipe shows here, inside the handler below, not at exit
     except BrokenPipeError:
         return _closed_pipe()

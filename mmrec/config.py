@@ -18,9 +18,10 @@ import yaml
 from pydantic import BaseModel, ConfigDict, PositiveInt, ValidationError, model_validator
 
 from mmrec.data.params import DataParams
-from mmrec.evaluate.params import EvaluateParams, RecommendParams
 from mmrec.features.params import ExtractParams
+from mmrec.metrics.params import EvaluateParams
 from mmrec.rawparams import apply_profiles
+from mmrec.serving.params import RecommendParams
 from mmrec.teacher.params import TeacherParams
 from mmrec.train.params import TrainParams
 
@@ -69,6 +70,14 @@ class Params(BaseModel):
         if used:
             merged["profile"] = "+".join(used)
         return merged
+
+    @model_validator(mode="after")
+    def _select_metric_is_evaluated(self) -> "Params":
+        k = int(self.train.common.select_metric.partition("@")[2])
+        if k not in self.evaluate.ks:
+            raise ValueError(f"train.common.select_metric {self.train.common.select_metric!r}: "
+                             f"K={k} is not among evaluate.ks {self.evaluate.ks}")
+        return self
 
 
 def _did_you_mean(loc: tuple) -> str:

@@ -5,7 +5,9 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, Sequence
+
+from mmrec.registry import did_you_mean
 
 
 class Layout(Protocol):
@@ -135,6 +137,20 @@ def model_dir(p: Layout, model: str, root: str | Path = ".") -> Path:
 
 #: In results_dir, beside metrics.json: every evaluated user's rank of their target (intervals).
 RANKS_FILE = "ranks.parquet"
+
+
+def check_model(models: Sequence[str], model: str) -> None:
+    """KeyError unless `model` is one of `models` (train.models), naming the known entries."""
+    if model not in models:
+        raise KeyError(f"model {model!r} is not in train.models; known: {', '.join(models)}"
+                       f"{did_you_mean(model, models)}")
+
+
+def trained_models(p: Layout, models: Sequence[str], root: str | Path = ".") -> tuple[list[str], list[str]]:
+    """(entries of `models` with a models/<entry>/model.pt, entries without one), in order: what
+    `evaluate` and `recommend` run for and skip when no model is named."""
+    have = [m for m in models if (model_dir(p, m, root) / "model.pt").exists()]
+    return have, [m for m in models if m not in have]
 
 
 def results_dir(p: Layout, model: str, root: str | Path = ".") -> Path:

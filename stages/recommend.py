@@ -1,4 +1,4 @@
-"""DVC stage `recommend@<model>`: every user's top-k items for serving (see mmrec.evaluate.export)."""
+"""DVC stage `recommend@<model>`: every user's top-k items for serving (see mmrec.serving.export)."""
 
 import sys
 from pathlib import Path
@@ -11,7 +11,7 @@ from mmrec.entry import stage_main  # noqa: E402
 def main() -> None:
     # Imported here, after stage_main has sized the thread pools (polars reads its size at import).
     from mmrec.config import load_params
-    from mmrec.evaluate.export import run
+    from mmrec.serving.export import run
 
     if len(sys.argv) != 2:
         sys.exit("usage: python stages/recommend.py <model>")

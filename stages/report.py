@@ -1,4 +1,4 @@
-"""DVC stage `report`: compare every trained model (see mmrec.evaluate.report)."""
+"""DVC stage `report`: compare every trained model (see mmrec.report.stage)."""
 
 import sys
 from pathlib import Path
@@ -11,7 +11,7 @@ from mmrec.entry import stage_main  # noqa: E402
 def main() -> None:
     # Imported here, after stage_main has sized the thread pools (polars reads its size at import).
     from mmrec.config import load_params
-    from mmrec.evaluate.report import run
+    from mmrec.report.stage import run
 
     s = run(load_params())
     missing = f"; missing: {', '.join(s['missing'])}" if s["missing"] else ""

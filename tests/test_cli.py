@@ -7,12 +7,10 @@ import pytest
 import torch
 import yaml
 
-sys.path.insert(0, str(Path(__file__).parent / "evaluate"))
-
-import mmrec.cli as cli  # noqa: E402
-from evaluate_fakes import FakeModel, write_items, write_stand_in_checkpoint  # noqa: E402
-from mmrec.io import write_parquet  # noqa: E402
-from mmrec.models import checkpoint  # noqa: E402
+import mmrec.cli as cli
+from evaluate_fakes import FakeModel, write_items, write_stand_in_checkpoint
+from mmrec.io import write_parquet
+from mmrec.models import checkpoint
 
 
 @pytest.fixture
@@ -94,7 +92,7 @@ def test_inspect(project, capsys):
 def test_run_dispatches_to_stage_modules(project, monkeypatch, capsys):
     root, _ = project
     seen = {}
-    import mmrec.evaluate.report as report
+    import mmrec.report.stage as report
 
     monkeypatch.setattr(report, "run", lambda params, r: seen.setdefault("report", (params.data.name, r)) and {"ok": 1})
     assert cli.main(["run", "report", *_args(root)]) == 0

@@ -44,7 +44,7 @@ def test_wrong_type_and_bad_value_are_named():
 
 
 def test_bad_source_lists_choices():
-    with pytest.raises(ParamsError, match=r"data\.source"):
+    with pytest.raises(ParamsError, match=r"data\.source: .*known: amazon2014, amazon2018, amazon2023, hm, table"):
         parse_params({"data": {"source": "amazon2020"}})
 
 
@@ -63,3 +63,12 @@ def test_encoder_slug_is_path_safe():
     assert encoder_slug("sentence-transformers:/models/my model") == "sentence-transformers-models-my-model"
     p = parse_params({})
     assert feature_path(p, "text").name == "text-sentence-transformers-all-minilm-l6-v2.parquet"
+
+
+def test_select_metric_is_checked_when_params_load():
+    """A typo in train.common.select_metric fails at once, not after the first epoch."""
+    with pytest.raises(ParamsError, match=r"select_metric: .*'recal@10': known names are recall, ndcg, mrr"):
+        parse_params({"train": {"common": {"select_metric": "recal@10"}}})
+    with pytest.raises(ParamsError, match=r"K=7 is not among evaluate.ks \[5, 10, 20\]"):
+        parse_params({"train": {"common": {"select_metric": "ndcg@7"}}})
+    assert parse_params({"train": {"common": {"select_metric": "mrr@5"}}}).train.common.select_metric == "mrr@5"

@@ -16,8 +16,9 @@ ROOT = Path(__file__).resolve().parents[1]
 #: `params` stage depends on them and writes those values to data/<name>/params.yaml, which
 #: every other stage tracks key by key (so a changed default re-runs what it changes).
 SCHEMA = {"mmrec/config.py", "mmrec/rawparams.py", "mmrec/data/params.py", "mmrec/evaluate/params.py",
-          "mmrec/features/params.py", "mmrec/teacher/params.py", "mmrec/train/params.py",
-          "mmrec/train/entries.py", "mmrec/models/configs.py"}
+          "mmrec/metrics/params.py", "mmrec/serving/params.py", "mmrec/features/params.py",
+          "mmrec/teacher/params.py", "mmrec/train/params.py", "mmrec/train/entries.py",
+          "mmrec/models/configs.py"}
 #: Process set-up that never changes what a stage computes: thread pool sizes (deliberately not
 #: a dependency, README "CPU threads") and the error/lock wrapper every stage runs in.
 NOT_SHAPING = {"mmrec/entry.py", "mmrec/threads.py", "mmrec/__init__.py"}
@@ -33,7 +34,8 @@ def _module_file(module: str) -> Path | None:
 
 def _imported(path: Path, package: str) -> set[str]:
     """Every mmrec module `path` imports, at module level or inside functions, plus the literal
-    names it hands to importlib.import_module and the model modules the registry loads."""
+    names it hands to importlib.import_module, the model modules the registry loads and the
+    plug-in modules a registry discovers with pkgutil."""
     tree = ast.parse(path.read_text())
     out: set[str] = set()
     for node in ast.walk(tree):
@@ -48,6 +50,10 @@ def _imported(path: Path, package: str) -> set[str]:
         elif (isinstance(node, ast.Call) and getattr(node.func, "attr", None) == "import_module"
               and node.args and isinstance(node.args[0], ast.Constant)):
             out.add(node.args[0].value)
+        elif isinstance(node, ast.Call) and getattr(node.func, "attr", None) == "iter_modules":
+            # a registry that discovers its plug-ins (mmrec/data/sources): every module beside it
+            here = package if path.name == "__init__.py" else package.rsplit(".", 1)[0]
+            out |= {f"{here}.{p.stem}" for p in path.parent.glob("*.py") if p.name != "__init__.py"}
     if path == ROOT / "mmrec/models/registry.py":
         from mmrec.models.registry import _MODEL_MODULES
 
@@ -117,6 +123,7 @@ def test_closure_follows_lazy_imports_and_the_model_registry():
     assert "mmrec/train/loop.py" in train           # imported inside stage functions
     assert not any(f.startswith("mmrec/features/encoders") for f in train)
     assert "mmrec/config.py" not in closure("ingest.py")
+    assert "mmrec/data/sources/table.py" in closure("ingest.py")  # discovered, never imported by name
 
 
 @pytest.mark.parametrize("stage", ["params", "ingest", "extract@image", "teacher@text", "train@kdsr",

@@ -229,7 +229,7 @@ def test_report_stage_never_imports_torch(tmp_path):
     import yaml
 
     from mmrec.config import parse_params
-    from mmrec.evaluate.fake_run import write_fake_run
+    from fake_run import write_fake_run
 
     raw = {"data": {"name": "tiny"}, "device": "cpu", "threads": 1,
            "train": {"models": ["sasrec", "kdsr"], "common": {"max_len": 5}},

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Literal, Optional, Protocol
+from typing import Any, Literal, Optional, Protocol
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from mmrec.data.images import DEFAULT_MAX_PIXELS
+from mmrec.data.sources import get_source, source_names
 from mmrec.paths import check_data_name
 
 
@@ -42,10 +43,15 @@ class TimeSplitParams(_Strict):
     test_start: Optional[str] = None
 
 
-class DataParams(_Strict):
+class DataParams(BaseModel):
+    # Besides the keys below, only `data.<source>` sections: a registered reader's own settings
+    # (mmrec/data/sources/), validated by its params class. Any other key is an error.
+    model_config = ConfigDict(extra="allow")
+
     # Outputs go to data/<name>/: one plain folder name, never `..`, `.` or a path.
     name: str = "sample"
-    source: Literal["amazon2014", "amazon2018", "amazon2023", "hm"] = "amazon2018"
+    # A registered reader (mmrec/data/sources/): amazon2014, amazon2018, amazon2023, hm, table.
+    source: str = "amazon2018"
     raw_dir: str = "data/raw/sample"
     category: Optional[str] = None  # Amazon file stem, e.g. Arts_Crafts_and_Sewing; None = the only one present
     min_user_interactions: int = Field(5, ge=1)
@@ -64,6 +70,40 @@ class DataParams(_Strict):
     @classmethod
     def _plain_name(cls, v: str) -> str:
         return check_data_name(v)  # the same rule `mmrec recommend`'s fast path applies
+
+    @field_validator("source")
+    @classmethod
+    def _registered(cls, v: str) -> str:
+        if v not in source_names():
+            raise ValueError(f"unknown data source {v!r}; known: {', '.join(source_names())}")
+        return v
+
+    @model_validator(mode="after")
+    def _reader_sections(self) -> "DataParams":
+        for key, value in (self.model_extra or {}).items():
+            if key not in source_names() or get_source(key).params is None:
+                with_params = [n for n in source_names() if get_source(n).params is not None]
+                raise ValueError(f"data.{key}: unknown key (a data section may only hold the settings "
+                                 f"of a reader that has some: {', '.join(with_params)})")
+            self._validate_section(key, value)
+        return self
+
+    @staticmethod
+    def _validate_section(name: str, value: Any) -> BaseModel:
+        try:
+            return get_source(name).params.model_validate(value or {})  # type: ignore[union-attr]
+        except ValidationError as err:
+            problems = "; ".join(f"data.{name}.{'.'.join(map(str, e['loc']))}: "
+                                 f"{'unknown key' if e['type'] == 'extra_forbidden' else e['msg']}"
+                                 for e in err.errors())
+            raise ValueError(problems) from None
+
+    def source_options(self) -> Optional[BaseModel]:
+        """`data.<source>` validated by the reader's params class (its defaults when the section
+        is absent); None for a reader that declares no params."""
+        if get_source(self.source).params is None:
+            return None
+        return self._validate_section(self.source, (self.model_extra or {}).get(self.source))
 
 
 class IngestConfig(Protocol):

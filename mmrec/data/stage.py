@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import polars as pl
 
@@ -38,6 +38,7 @@ from mmrec.data.images import download_images, list_images, safe_name, unreadabl
 from mmrec.data.manifest import write_manifest
 from mmrec.data.params import IngestConfig
 from mmrec.data.report import IngestReport
+from mmrec.data.sources import ReadRequest, Source, SourceData, get_source
 from mmrec.data.splits import global_time, leave_one_out, split_filters, time_cuts
 from mmrec.io import atomic_dir, write_json, write_parquet, write_parquet_groups
 from mmrec.paths import image_manifest_path, ingest_dir
@@ -45,32 +46,11 @@ from mmrec.paths import image_manifest_path, ingest_dir
 ITEM_FIRST_COLS = ["item_idx", "item_id", "text", "image_path", "n_train", "has_text", "has_image"]
 
 
-def _read(params: IngestConfig, raw_dir: Path, prefix: str,
-          report: IngestReport) -> tuple[pl.DataFrame, Iterator[pl.DataFrame], dict[str, Any]]:
-    """(item metadata, lazy interaction chunks, extra report fields incl. time_per_second)."""
+def _read(params: IngestConfig, raw_dir: Path, prefix: str, report: IngestReport) -> tuple[Source, SourceData]:
+    """The registered reader of data.source (mmrec/data/sources/) and what it read."""
     d = params.data
-    if d.source == "hm":
-        from mmrec.data.hm import iter_hm_transactions, locate_hm, read_hm_articles
-
-        files = locate_hm(raw_dir)
-        items = read_hm_articles(files.articles, raw_dir, prefix, d.text.hm_fields,
-                                 d.text.max_chars, report)
-        return items, iter_hm_transactions(files.transactions, report), {"time_per_second": 1}
-    from mmrec.data.amazon import (
-        FORMATS,
-        iter_amazon_interactions,
-        locate_files,
-        read_amazon_meta,
-        resolve_category,
-    )
-
-    fmt = FORMATS[d.source]
-    cat = resolve_category(raw_dir, d.category)
-    files = locate_files(fmt, raw_dir, cat)
-    items = read_amazon_meta(fmt, files.meta, raw_dir, prefix, d.text.amazon_fields,
-                             d.text.max_chars, report)
-    return (items, iter_amazon_interactions(fmt, files, report),
-            {"category": cat, "time_per_second": 1 if files.is_csv else fmt.time_per_second})
+    src = get_source(d.source)
+    return src, src.read(ReadRequest(d, d.source_options(), raw_dir, prefix, report))
 
 
 def _eligible(require: list[str], can_download: bool) -> pl.Expr:
@@ -128,12 +108,12 @@ def run(params: IngestConfig, root: Path = Path(".")) -> dict[str, Any]:
     prefix = raw_dir_cfg.as_posix().rstrip("/")  # image paths as the user wrote raw_dir
     report = IngestReport(allow_truncated=d.allow_truncated)
 
-    items, chunks, extra = _read(params, raw_dir, prefix, report)
+    src, got = _read(params, raw_dir, prefix, report)
+    items, chunks, extra, time_per_second = got.items, got.interactions, got.extra, got.time_per_second
     if items.height == 0:
         raise ValueError(f"{raw_dir}: no usable item metadata rows (see the failures: "
                          f"{[f.to_dict()['failed'] for f in report.files.values()]})")
-    can_download = d.source != "hm" and d.images.enabled
-    time_per_second = extra.pop("time_per_second")
+    can_download = src.downloads_images and d.images.enabled
     items = items.sort("item_id").with_columns(it=pl.int_range(pl.len(), dtype=pl.Int32))
     inter, users = stream_select(chunks, item_codes(items, _eligible(d.require, can_download)),
                                  report)

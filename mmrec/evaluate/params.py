@@ -1,94 +1,13 @@
-"""Schema of the `evaluate` section of params.yaml."""
+"""What the evaluate stage reads of params.yaml; the `evaluate` section's schema itself is
+`mmrec.metrics.params.EvaluateParams` (model selection in `train` reads it too)."""
 
 from __future__ import annotations
 
-from typing import Any, Literal, Protocol, get_args
-
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from typing import Any, Protocol
 
 from mmrec.data.params import DataParams
-from mmrec.evaluate.serving import DEFAULT_MASK_HISTORY
 from mmrec.features.params import ExtractParams
-
-#: How a user's earlier items take part in the ranking of their next item:
-#: - none:          every item is ranked, history included (the protocol of RecBole and the
-#:                  published figures on the Amazon benchmarks);
-#: - except_target: earlier items leave the ranking, except the target itself when it repeats;
-#: - all:           earlier items leave the ranking, a repeated target included (it counts as a
-#:                  miss, rank N+1).
-MaskHistory = Literal["none", "except_target", "all"]
-MASK_MODES: tuple[str, ...] = get_args(MaskHistory)
-
-
-def mask_mode(value: "MaskHistory | bool") -> MaskHistory:
-    """A mask_history setting as one of MASK_MODES; booleans read as before the modes existed
-    (true = except_target, false = none)."""
-    if isinstance(value, bool):
-        return "except_target" if value else "none"
-    if value not in MASK_MODES:
-        raise ValueError(f"mask_history must be one of {', '.join(MASK_MODES)} (or true/false); got {value!r}")
-    return value  # type: ignore[return-value]
-
-
-class EvaluateParams(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    ks: list[int] = [5, 10, 20]
-    # none | except_target | all (see MaskHistory above); true/false read as
-    # except_target/none. Default none: the protocol of every published figure we compare with.
-    mask_history: MaskHistory = "none"
-    # Paired bootstrap intervals: resamples, and the model every other is compared with.
-    bootstrap: int = Field(1000, ge=100)
-    baseline: str = "sasrec"
-    batch_users: int = Field(1024, ge=1)
-    item_chunk: int = Field(65536, ge=1)
-    popularity_groups: int = Field(4, ge=1)  # quantile groups after group 0 (cold items)
-    # First history length of each new bucket: [4, 8, 12] -> 1-3, 4-7, 8-11, 12+.
-    history_buckets: list[int] = [4, 8, 12]
-
-    @field_validator("mask_history", mode="before")
-    @classmethod
-    def _mask_mode(cls, v: object) -> str:
-        return mask_mode(v)  # type: ignore[arg-type]
-
-    @field_validator("ks")
-    @classmethod
-    def _ks_positive(cls, v: list[int]) -> list[int]:
-        if not v or any(k < 1 for k in v) or len(set(v)) != len(v):
-            raise ValueError("ks must be a non-empty list of distinct positive cutoffs")
-        return sorted(v)
-
-    @field_validator("history_buckets")
-    @classmethod
-    def _edges_increasing(cls, v: list[int]) -> list[int]:
-        if v != sorted(set(v)) or (v and v[0] < 2):
-            raise ValueError("history_buckets must be strictly increasing lengths >= 2")
-        return v
-
-
-class RecommendParams(BaseModel):
-    """The `recommend` section: what `recommend@<model>` exports for serving."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    # Items per user in recommendations.parquet; `mmrec recommend -k` up to this reads the file.
-    k: int = Field(50, ge=1)
-    # Serving does not recommend what a user already has (their whole known history, train +
-    # valid + test); false keeps those items in the ranking. Unlike evaluate.mask_history there
-    # is no target, so the setting is on or off.
-    mask_history: bool = DEFAULT_MASK_HISTORY
-    # Users scored per matmul: the working set is batch_users x (N+1) float32 scores.
-    batch_users: int = Field(512, ge=1)
-    # Users (items in item_vectors.parquet) per Parquet row group: a lookup reads one group of
-    # each file (row_group_size x k rows of recommendations.parquet).
-    row_group_size: int = Field(64, ge=1)
-
-
-def protocol_label(cfg: EvaluateParams) -> str:
-    """One line naming how a figure was measured, printed beside every figure."""
-    masking = {"none": "history not masked", "except_target": "history masked except a repeated target",
-               "all": "history masked (repeated targets count as misses)"}[cfg.mask_history]
-    return f"full ranking over all items, {masking} (mask_history: {cfg.mask_history})"
+from mmrec.metrics.params import EvaluateParams
 
 
 class EvaluateConfig(Protocol):
@@ -102,9 +21,3 @@ class EvaluateConfig(Protocol):
     extract: ExtractParams
     train: Any
     evaluate: EvaluateParams
-
-
-class RecommendConfig(EvaluateConfig, Protocol):
-    """What the recommend stage reads: the evaluate stage's sections plus `recommend`."""
-
-    recommend: RecommendParams

@@ -16,23 +16,21 @@ import torch
 from tqdm import tqdm
 
 from mmrec import paths
-from mmrec.evaluate.breakdown import (
+from mmrec.data.items import load_item_pop
+from mmrec.evaluate.headline import write_headline
+from mmrec.evaluate.params import EvaluateConfig
+from mmrec.io import pick_device, write_json, write_parquet
+from mmrec.metrics.breakdown import (
     grouped_metrics,
     history_bucket_labels,
     history_buckets,
     popularity_group_info,
     popularity_groups,
 )
-from mmrec.evaluate.headline import write_headline
-from mmrec.evaluate.intervals import metric_intervals
-from mmrec.evaluate.params import EvaluateConfig, EvaluateParams, protocol_label
-from mmrec.evaluate.ranking import (
-    TIE_RTOL,
-    count_repeats,
-    metrics_from_ranks,
-    rank_model,
-)
-from mmrec.io import pick_device, read_frame, write_json, write_parquet
+from mmrec.metrics.intervals import metric_intervals
+from mmrec.metrics.params import EvaluateParams, protocol_label
+from mmrec.metrics.formulas import metrics_from_ranks
+from mmrec.metrics.ranking import TIE_RTOL, count_repeats, rank_model
 from mmrec.models import checkpoint
 from mmrec.paths import RANKS_FILE
 
@@ -46,23 +44,6 @@ class EvalSplitLike(Protocol):
     histories: torch.Tensor     # [U, L] left-padded model input (most recent last)
     full_history: torch.Tensor  # [U, H] every earlier item, 0-padded
     targets: torch.Tensor       # [U]
-
-
-def load_item_pop(items_path: Path) -> torch.Tensor:
-    """Training popularity [N+1] (row 0 = padding = 0) from items.parquet's `n_train`."""
-    if not items_path.exists():
-        raise FileNotFoundError(f"{items_path}: not found (run the ingest stage first)")
-    df = read_frame(items_path, columns=["item_idx", "n_train"]).sort("item_idx")
-    idx = df["item_idx"].to_numpy()
-    n = len(idx)
-    if n == 0 or idx[0] != 1 or idx[-1] != n or len(set(idx.tolist())) != n:
-        raise ValueError(f"{items_path}: item_idx must be exactly 1..N (0 is padding); "
-                         f"got {n} rows spanning {idx.min() if n else None}..{idx.max() if n else None}")
-    if df["n_train"].null_count():
-        raise ValueError(f"{items_path}: column n_train has {df['n_train'].null_count()} nulls")
-    pop = torch.zeros(n + 1, dtype=torch.long)
-    pop[1:] = torch.from_numpy(df["n_train"].to_numpy().astype("int64"))
-    return pop
 
 
 def split_ranks(model: torch.nn.Module, split: EvalSplitLike, cfg: EvaluateParams,
@@ -104,7 +85,7 @@ def summarize_ranks(ranks: torch.Tensor, targets: torch.Tensor, full_history: to
     return {
         "n_users": n_users,
         "overall": metrics_from_ranks(ranks, ks),
-        # 95% percentile bootstrap over users (mmrec.evaluate.intervals)
+        # 95% percentile bootstrap over users (mmrec.metrics.intervals)
         "ci95": metric_intervals(ranks.numpy(), [f"recall@{k}", f"ndcg@{k}"], cfg.bootstrap),
         "repeat_targets": count_repeats(targets, full_history),
         "overall_without_repeats": metrics_from_ranks(ranks[~repeat], ks),
@@ -142,15 +123,6 @@ def ranks_frame(split: str, user_idx: torch.Tensor, targets: torch.Tensor, ranks
                          "target": targets.numpy().astype("int32"), "rank": ranks.numpy().astype("int32")})
 
 
-def model_max_len(model: torch.nn.Module) -> int:
-    """Input positions of a loaded model: the `max_len` its checkpoint was trained with (its
-    stored config), never params.yaml's, which may have changed since."""
-    cfg = getattr(model, "cfg", None)
-    if cfg is None or not hasattr(cfg, "max_len"):
-        raise TypeError(f"{type(model).__name__} keeps no config with max_len (.cfg.max_len)")
-    return int(cfg.max_len)
-
-
 def _load_eval_split(ingest_dir: Path, split: str, max_len: int) -> EvalSplitLike:
     from mmrec.data.sequences import load_eval_split
 
@@ -166,22 +138,14 @@ def run(params: EvaluateConfig, root: Path = Path("."), model: str | None = None
     the entries without one.
     """
     if model is None:
-        out: dict[str, Any] = {}
-        skipped = []
-        for name in params.train.models:
-            if (paths.model_dir(params, name, root) / "model.pt").exists():
-                out[name] = evaluate_one(params, name, Path(root), splits)
-            else:
-                skipped.append(name)
-        out["skipped"] = skipped
-        return out
+        have, skipped = paths.trained_models(params, params.train.models, root)
+        return {**{name: evaluate_one(params, name, Path(root), splits) for name in have}, "skipped": skipped}
     return evaluate_one(params, model, Path(root), splits)
 
 
 def evaluate_one(params: EvaluateConfig, model: str, root: Path, splits: tuple[str, ...] = SPLITS) -> dict[str, Any]:
     """`run` for one model."""
-    if model not in params.train.models:
-        raise KeyError(f"model {model!r} is not in train.models; known: {', '.join(params.train.models)}")
+    paths.check_model(params.train.models, model)
     t0 = time.perf_counter()
     device = pick_device(params.device)
     mdir = paths.model_dir(params, model, root)
@@ -193,7 +157,7 @@ def evaluate_one(params: EvaluateConfig, model: str, root: Path, splits: tuple[s
     if n_items != item_pop.shape[0] - 1:
         raise ValueError(f"model {model!r} scores {n_items} items but items.parquet has "
                          f"{item_pop.shape[0] - 1}: retrain after re-ingesting")
-    max_len = model_max_len(net)
+    max_len = checkpoint.model_max_len(net)
     per_split, frames = {}, []
     for split in splits:
         data = _load_eval_split(paths.ingest_dir(params, root), split, max_len)

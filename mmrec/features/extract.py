@@ -24,6 +24,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
+from mmrec.data.items import check_item_idx
 from mmrec.features.encoders import Encoder, library_versions
 from mmrec.features.store import features_table, merge_chunks, read_chunk_metadata, write_chunk
 from mmrec.io import read_frame, write_json
@@ -47,11 +48,7 @@ def read_items(path: str | Path) -> pl.DataFrame:
         if col not in items.columns:
             raise ValueError(f"{path}: column {col!r} missing (have {items.columns})")
     items = items.sort("item_idx")
-    idx = items["item_idx"].to_numpy()
-    if not np.array_equal(idx, np.arange(1, len(idx) + 1)):
-        raise ValueError(f"{path}: item_idx must be exactly 1..N without gaps or duplicates "
-                         f"(got {len(idx)} rows, min {idx.min() if len(idx) else None}, "
-                         f"max {idx.max() if len(idx) else None})")
+    check_item_idx(items["item_idx"].to_numpy(), path)
     return items
 
 

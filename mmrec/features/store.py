@@ -19,6 +19,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
+from mmrec.data.items import check_item_idx
 from mmrec.features.types import ModalityFeatures
 from mmrec.io import atomic_path, read_parquet_metadata, reading_parquet
 
@@ -171,9 +172,7 @@ def _load_features(path: Path, tokens: bool) -> ModalityFeatures:
     for rb in pf.iter_batches(batch_size=LOAD_BATCH_ROWS, columns=cols):
         b = rb.num_rows
         idx = rb.column(0).to_numpy()
-        if not np.array_equal(idx, np.arange(row, row + b, dtype=idx.dtype)):
-            raise ValueError(f"{path}: item_idx must be exactly 1..{n} in order (one row per real item); "
-                             f"rows {row}..{row + b - 1} hold {idx[:5].tolist()}...")
+        check_item_idx(idx, path, first=row, total=n)
         sl = slice(row, row + b)
         vector[sl] = _fixed_to_numpy(rb.column(1), 1)
         has[sl] = rb.column(2).to_numpy(zero_copy_only=False)

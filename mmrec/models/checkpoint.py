@@ -87,3 +87,12 @@ def load_model(model_dir: Path, params: ContextConfig, device: torch.device | st
     model = build_model(arch, ctx, dict(ckpt["config"]), section=ckpt.get("name"))
     model.load_state_dict(ckpt["state_dict"])
     return model.to(ctx.device).eval()
+
+
+def model_max_len(model: torch.nn.Module) -> int:
+    """Input positions of a loaded model: the `max_len` its checkpoint was trained with (its
+    stored config), never params.yaml's, which may have changed since."""
+    cfg = getattr(model, "cfg", None)
+    if cfg is None or not hasattr(cfg, "max_len"):
+        raise TypeError(f"{type(model).__name__} keeps no config with max_len (.cfg.max_len)")
+    return int(cfg.max_len)

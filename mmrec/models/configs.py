@@ -17,8 +17,9 @@ Modality = Literal["text", "image"]
 
 
 class SeqModelConfig(BaseModel):
-    """Settings every sequential model reads. Keys of the same name in `train.common` fill them
-    (see mmrec.train.stage.model_config); a `train.<entry>` key overrides."""
+    """Settings every sequential model reads, declared here once: `train.common` is this class
+    plus the loop's settings (mmrec.train.params.TrainCommon), and a key written there fills the
+    model's (mmrec.train.entries); a `train.<entry>` key overrides."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -26,7 +27,7 @@ class SeqModelConfig(BaseModel):
     layers: int = Field(2, ge=1)
     heads: int = Field(2, ge=1)
     dropout: float = Field(0.2, ge=0, lt=1)
-    max_len: int = Field(13, ge=2)
+    max_len: int = Field(13, ge=2, le=4096)  # input positions per training sequence (attention is O(L^2))
     loss: Literal["full_ce", "inbatch"] = "full_ce"
     temperature: float = Field(1.0, gt=0)
     # dot: score = <u, v>; cosine: L2-normalised user and item vectors (per branch in the
@@ -63,7 +64,7 @@ class SASRecConfig(SeqModelConfig):
 class GRU4RecConfig(SeqModelConfig):
     """`train.gru4rec`: `layers` is the number of GRU layers (RecBole's default is 1)."""
 
-    layers: int = 1
+    layers: int = Field(1, ge=1)
 
 
 class FusionConfig(FeatureConfig):

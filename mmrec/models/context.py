@@ -5,11 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Iterable, Optional, Protocol
 
-import numpy as np
-import polars as pl
 import torch
 
 from mmrec import paths
+from mmrec.data.items import load_item_pop
 from mmrec.data.params import DataParams
 from mmrec.features.params import ExtractParams
 from mmrec.features.types import ModalityFeatures
@@ -25,21 +24,6 @@ class ContextConfig(Protocol):
     data: DataParams
     extract: ExtractParams
     train: Any
-
-
-def load_item_pop(items_path: Path) -> torch.Tensor:
-    """[N+1] long training counts from items.parquet (`item_idx` must be exactly 1..N)."""
-    if not items_path.exists():
-        raise FileNotFoundError(f"{items_path}: not found (run the ingest stage first)")
-    df = pl.read_parquet(items_path, columns=["item_idx", "n_train"]).sort("item_idx")
-    idx = df["item_idx"].to_numpy()
-    if len(idx) == 0 or idx[0] != 1 or not np.array_equal(idx, np.arange(1, len(idx) + 1)):
-        raise ValueError(f"{items_path}: item_idx must be 1..N without gaps or duplicates")
-    if df["n_train"].null_count():
-        raise ValueError(f"{items_path}: n_train has nulls")
-    pop = np.zeros(len(idx) + 1, dtype=np.int64)
-    pop[1:] = df["n_train"].to_numpy()
-    return torch.from_numpy(pop)
 
 
 def present_modalities(params: ContextConfig, root: Path) -> list[str]:

@@ -15,7 +15,8 @@ Training: every branch has its own recommendation loss (default the debiased in-
 only), plus w(epoch) · online distillation (mmrec.objectives.distill: ID -> text, ID -> image,
 ensemble -> ID). The IMT runs once per unique item of a batch and is scattered back to slots.
 
-Differences from the reference code (reference-methods.md B.3-B.8), all deliberate:
+Differences from the released ODMT code (github.com/xyliugo/ODMT, code/model/model.py and
+modules.py), all deliberate:
 - The IMT and user-encoder blocks are mmrec.models.layers' pre-LN blocks (GELU MLP), not
   post-LN/ReLU; heads and layers of the IMT are separate settings (the reference ties them).
 - The ID token is the ID embedding itself (d-dimensional); the reference adds a Linear on top.

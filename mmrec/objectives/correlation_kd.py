@@ -1,7 +1,8 @@
 """KDSR correlation distillation: in-sequence item pairs, the SKD and CKD losses, their weights.
 
-Pure functions over tensors, shared by `kdsr` and `odmt_kdsr`. Formulas follow
-/work/shared/spec/reference-methods.md part A.6:
+Pure functions over tensors, shared by `kdsr` and `odmt_kdsr`. Formulas follow the KDSR paper
+(Hu et al., ECIR 2024, arXiv 2401.07257) and its released code (github.com/HoldenHu/KDSR,
+model_corvector.py: `calculate_teach_cor_loss`, `calculate_teach_corcode_loss`):
 
 - SKD (paper form):     mean over pairs of (sigmoid(r / tau) - sigmoid(r_hat / tau))^2
 - SKD (reference form): (1/B) sum_b sqrt(sum_{pairs of b} (((r_hat - r) / tau)^2 + 1e-8))

@@ -3,7 +3,8 @@
 The public names load lazily (PEP 562), so `mmrec.config`, which imports `mmrec.teacher.params`,
 does not pull in torch and faiss.
 
-Layer: may import `features`, `data` and the bottom layer only.
+Layer: floor 2, beside `features` (never importing it: the extract section is read structurally);
+may import `data` and the bottom layer only.
 """
 
 from __future__ import annotations

@@ -1,9 +1,9 @@
 """Denoising autoencoder that compresses frozen modality features to the teacher's `dim`.
 
-Fixes over the reference KDSR autoencoder (reference-methods.md A.2/A.11): inputs are
-standardised with training-item statistics, corrupted during training (Gaussian noise and
-feature dropout), shuffled with a seeded generator, early-stopped on a held-out slice of the
-training items, and the best weights are restored from a deep copy.
+Fixes over the autoencoder of the released KDSR code (github.com/HoldenHu/KDSR,
+preprocess/utils.py): inputs are standardised with training-item statistics, corrupted during
+training (Gaussian noise and feature dropout), shuffled with a seeded generator, early-stopped on
+a held-out slice of the training items, and the best weights are restored from a deep copy.
 """
 
 from __future__ import annotations

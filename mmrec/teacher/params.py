@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from mmrec.data.params import DataParams
-from mmrec.features.params import ExtractParams
 
 
 class TeacherParams(BaseModel):
@@ -44,5 +43,5 @@ class TeacherConfig(Protocol):
     seed: int
     device: str
     data: DataParams
-    extract: ExtractParams
+    extract: Any  # mmrec.features.params.ExtractParams, read without importing features (a floor up)
     teacher: TeacherParams

@@ -22,13 +22,14 @@ section, an unknown key or a bad value fails before any stage spends minutes, na
 
 from __future__ import annotations
 
-import difflib
 from dataclasses import dataclass
 from typing import Any
 
 from pydantic import ValidationError
 
 from mmrec.models.configs import CONFIGS
+from mmrec.paths import check_model
+from mmrec.registry import did_you_mean
 from mmrec.train.params import TrainCommon, TrainParams
 
 COMMON_KEYS = frozenset(TrainCommon.model_fields)
@@ -44,12 +45,6 @@ class Entry:
     arch: str
     common: TrainCommon          # loop settings (epochs, lr, batch size, max_len, ...)
     config: dict[str, Any]       # raw model config, validated by the model's config_cls on build
-
-
-def did_you_mean(word: str, choices: list[str] | set[str] | tuple[str, ...]) -> str:
-    """` (did you mean 'x'?)` for the closest choice, or an empty string."""
-    close = difflib.get_close_matches(word, sorted(choices), n=1, cutoff=0.6)
-    return f" (did you mean {close[0]!r}?)" if close else ""
 
 
 def _section_chain(train: TrainParams, entry: str) -> tuple[str, dict[str, Any]]:
@@ -68,9 +63,7 @@ def _section_chain(train: TrainParams, entry: str) -> tuple[str, dict[str, Any]]
 
 def resolve_entry(train: TrainParams, entry: str) -> Entry:
     """Resolve `train.<entry>` (see the module docstring for the precedence)."""
-    if entry not in train.models:
-        raise KeyError(f"model {entry!r} is not in train.models: {', '.join(train.models)}"
-                       f"{did_you_mean(entry, train.models)}")
+    check_model(train.models, entry)
     arch, section = _section_chain(train, entry)
     if arch not in CONFIGS:
         raise KeyError(f"train.{entry}: unknown model {arch!r}{did_you_mean(arch, CONFIGS)}; "

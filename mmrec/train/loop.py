@@ -24,11 +24,12 @@ import torch
 from tqdm import tqdm
 
 from mmrec.data.sequences import EvalSplit, SeqBatch
-from mmrec.evaluate.params import MaskHistory
-from mmrec.evaluate.breakdown import grouped_metrics, popularity_groups
-from mmrec.evaluate.ranking import metrics_from_ranks, rank_model
-from mmrec.evaluate.retention import modality_retention, retention_pairs
 from mmrec.io import atomic_path
+from mmrec.metrics.breakdown import grouped_metrics, popularity_groups
+from mmrec.metrics.formulas import metrics_from_ranks
+from mmrec.metrics.params import MaskHistory
+from mmrec.metrics.ranking import rank_model
+from mmrec.metrics.retention import modality_retention, retention_pairs
 from mmrec.models.base import ModelContext, SeqRecModel
 from mmrec.models.checkpoint import CHECKPOINT_FILE, save_checkpoint, save_torch
 from mmrec.models.context import context_summary
@@ -127,9 +128,9 @@ def validation_row(ranks: torch.Tensor, targets: torch.Tensor, item_pop: torch.T
                    ks: Sequence[int], n_groups: int) -> dict[str, float]:
     """`valid_<metric>` over every target, plus `valid_cold_recall@K` (targets never seen in
     training) and `valid_q1_recall@K` (the least popular quantile of the warm items), grouped as
-    the evaluate stage's popularity breakdown (mmrec.evaluate.breakdown), so selection can see
+    the evaluate stage's popularity breakdown (mmrec.metrics.breakdown), so selection can see
     the long tail. A group without targets has no column (train_log.tsv writes nan there)."""
-    row = {f"valid_{k}": v for k, v in metrics_from_ranks(ranks, ks).items()}
+    row = {f"valid_{k}": v for k, v in metrics_from_ranks(ranks.cpu(), ks).items()}
     target_group = popularity_groups(item_pop, n_groups)[targets.cpu().long()]
     for g in grouped_metrics(ranks, target_group, 2, ks):              # groups 0 (cold) and 1 (Q1)
         name = "cold" if g["group"] == 0 else "q1"

@@ -7,17 +7,20 @@ An entry may set `arch:` to train a registered model under another name (an abla
 
 from __future__ import annotations
 
-from typing import Any, Literal, Protocol
+from typing import Any, Protocol
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from mmrec.data.params import DataParams
-from mmrec.evaluate.params import EvaluateParams
 from mmrec.features.params import ExtractParams
+from mmrec.metrics.params import EvaluateParams, parse_metric
+from mmrec.models.configs import ContentConfig
 
 
-class TrainCommon(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class TrainCommon(ContentConfig):
+    """`train.common`: the sequence-model settings every model shares (declared once, in
+    SeqModelConfig), the content models' inductive path (ContentConfig: cold_id, id_dropout;
+    models without content ignore them) plus the training loop's own."""
 
     epochs: int = Field(50, ge=1)
     batch_size: int = Field(256, ge=1)
@@ -25,22 +28,9 @@ class TrainCommon(BaseModel):
     weight_decay: float = Field(0.01, ge=0)
     grad_clip: float = Field(5.0, gt=0)
     patience: int = Field(5, ge=1)
+    # The validation metric that picks the best epoch: <recall|ndcg|mrr>@<K>, K one of evaluate.ks
+    # (both checked when params load).
     select_metric: str = "recall@10"
-    loss: Literal["full_ce", "inbatch"] = "full_ce"
-    # Score normalisation and softmax temperature of every model (mmrec.models.configs):
-    # cosine = L2-normalised user/item vectors, logits cos / temperature.
-    loss_norm: Literal["dot", "cosine"] = "dot"
-    temperature: float = Field(1.0, gt=0)
-    # The inductive path of every model that reads content (mmrec.models.configs.ContentConfig):
-    # cold_id mask = a learned [MASK] ID for items without training interactions; id_dropout =
-    # the share of items whose ID is masked at each training step.
-    cold_id: Literal["table", "mask"] = "table"
-    id_dropout: float = Field(0.0, ge=0, le=1)
-    hidden: int = Field(64, ge=8)
-    layers: int = Field(2, ge=1)
-    heads: int = Field(2, ge=1)
-    dropout: float = Field(0.2, ge=0, lt=1)
-    max_len: int = Field(13, ge=2, le=4096)  # input positions per training sequence (attention is O(L^2))
     retention_pairs: int = Field(20_000, ge=100)
     amp: bool = True  # autocast on CUDA; ignored on CPU
     num_workers: int = Field(0, ge=0)
@@ -51,6 +41,12 @@ class TrainCommon(BaseModel):
     # Continue an interrupted run of the same training from models/<name>/resume.pt (written after
     # every epoch, deleted at the end; mmrec.train.loop): same weights as an uninterrupted run.
     resume: bool = True
+
+    @field_validator("select_metric")
+    @classmethod
+    def _known_metric(cls, v: str) -> str:
+        parse_metric(v)
+        return v
 
 
 class TrainParams(BaseModel):

@@ -6,7 +6,8 @@ import torch
 
 import mmrec.evaluate.stage as stage
 from evaluate_fakes import FakeModel, random_split, tiny_params, write_items
-from mmrec.evaluate.ranking import metrics_from_ranks, rank_targets
+from mmrec.metrics.formulas import metrics_from_ranks
+from mmrec.metrics.ranking import rank_targets
 from mmrec.models import checkpoint
 
 
@@ -97,12 +98,15 @@ def test_item_count_mismatch(project, tmp_path):
 
 def test_load_item_pop_rejects_gaps(tmp_path):
     import polars as pl
+    from mmrec.data.items import load_item_pop
     from mmrec.io import write_parquet
 
     p = tmp_path / "items.parquet"
     write_parquet(pl.DataFrame({"item_idx": [1, 2, 4], "n_train": [1, 2, 3]}), p)
-    with pytest.raises(ValueError, match="item_idx must be exactly 1..N"):
-        stage.load_item_pop(p)
+    with pytest.raises(ValueError, match="item_idx must be exactly 1..3 in order.*3 rows spanning 1..4"):
+        load_item_pop(p)
+    write_parquet(pl.DataFrame({"item_idx": [1, 2, 3], "n_train": [1, 2, 3]}), p)
+    assert load_item_pop(p).tolist() == [0, 1, 2, 3]
 
 
 def test_run_all_models_skips_untrained(project):

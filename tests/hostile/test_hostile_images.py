@@ -113,7 +113,7 @@ def test_unreadable_pictures_are_counted_at_ingest_and_shown_in_the_report(tmp_p
     import json as _json
 
     from mmrec.data.images import unreadable_images
-    from mmrec.evaluate.report import collect
+    from mmrec.report.stage import collect
 
     good = tmp_path / "ok.png"
     Image.new("RGB", (8, 8), "red").save(good)

@@ -10,7 +10,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "train"))
 
 import train_synth as ts  # noqa: E402
-from mmrec.evaluate.ranking import evaluate_model  # noqa: E402
+from mmrec.metrics.ranking import evaluate_model  # noqa: E402
 from mmrec.models.registry import build_model  # noqa: E402
 from mmrec.train.loop import train_model  # noqa: E402
 from mmrec.train.params import TrainCommon  # noqa: E402

@@ -23,7 +23,7 @@ def _reference_weight(epoch: float, alpha: float) -> float:
 
 
 def test_rampup_known_values():
-    # reference-methods.md B.4: Arts alpha = 20
+    # the released ODMT code's sigmoid ramp-up (github.com/xyliugo/ODMT, code/run_arts.py): Arts alpha = 20
     assert round(_reference_weight(1, 20), 3) == 0.011
     assert round(_reference_weight(10, 20), 3) == 0.287
     assert _reference_weight(20, 20) == 1.0

@@ -90,3 +90,24 @@ def test_architecture_sections_may_exist_without_an_entry():
     # train.odmt configures the odmt ablations even when odmt itself is not trained
     p = _parse({"models": ["sasrec", "noid"], "odmt": {"epochs": 3}, "noid": {"arch": "odmt", "use_id": False}})
     assert resolve_entry(p.train, "noid").common.epochs == 3
+
+
+def test_each_shared_setting_is_declared_once():
+    """train.common's model settings are SeqModelConfig's fields, inherited (not re-declared) by
+    TrainCommon and every model config: a model may change a default, never a type or a bound."""
+    from mmrec.models.configs import CONFIGS, ContentConfig, SeqModelConfig
+    from mmrec.train.params import TrainCommon
+
+    # every model's settings, and the inductive path of the models that read content
+    base = ContentConfig.model_fields
+    model_keys = set().union(*(cls.model_fields for cls in CONFIGS.values()))
+    assert set(TrainCommon.model_fields) & model_keys == set(base)
+    for cls in (TrainCommon, *CONFIGS.values()):
+        assert set(SeqModelConfig.model_fields) <= set(cls.model_fields), cls.__name__
+        for name, field in base.items():
+            if name not in cls.model_fields:
+                continue
+            got = cls.model_fields[name]
+            assert (got.annotation, got.metadata) == (field.annotation, field.metadata), (cls.__name__, name)
+    with pytest.raises(ParamsError, match=r"train.gru4rec: layers: Input should be greater than or equal to 1"):
+        parse_params({"train": {"models": ["gru4rec"], "gru4rec": {"layers": 0}}})

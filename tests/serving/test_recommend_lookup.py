@@ -8,7 +8,7 @@ import pyarrow.parquet as pq
 import pytest
 from evaluate_fakes import export_tiny_project
 
-from mmrec.evaluate.lookup import RECS_FILE, item_rows, read_matching, user_history
+from mmrec.serving.lookup import RECS_FILE, item_rows, read_matching, user_history
 
 N_ITEMS, N_USERS = 15, 30
 

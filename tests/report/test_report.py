@@ -5,8 +5,8 @@ import re
 import pytest
 
 from evaluate_fakes import tiny_params
-from mmrec.evaluate.fake_run import write_fake_run
-from mmrec.evaluate.report import PLOTS, collect, comparison_table, relative_improvement, run
+from fake_run import write_fake_run
+from mmrec.report.stage import PLOTS, collect, comparison_table, relative_improvement, run
 
 MODELS = ("sasrec", "kdsr", "odmt", "gru4rec")
 
@@ -53,12 +53,25 @@ def test_report_on_fake_run(fake):
 def test_relative_improvement_values(fake):
     params, root = fake
     table = comparison_table(collect(params, root))
-    rel = relative_improvement(table)
+    rel = relative_improvement(table, "sasrec")
     base = table.filter(table["model"] == "sasrec").row(0, named=True)
     odmt = table.filter(table["model"] == "odmt").row(0, named=True)
     got = rel.filter(rel["model"] == "odmt").row(0, named=True)
     assert got["test_mrr@5"] == pytest.approx(100 * (odmt["test_mrr@5"] / base["test_mrr@5"] - 1))
-    assert relative_improvement(table.filter(table["model"] != "sasrec")) is None
+    assert relative_improvement(table.filter(table["model"] != "sasrec"), "sasrec") is None
+
+
+def test_the_relative_table_follows_evaluate_baseline(tmp_path):
+    """One baseline setting: the relative table and the intervals both compare with it."""
+    params = tiny_params(models=MODELS, baseline="kdsr")
+    write_fake_run(params, tmp_path, ["sasrec", "kdsr", "odmt"], n_users=80, n_items=100, epochs=2)
+    run(params, tmp_path)
+    md = (tmp_path / "data/tiny/report/report.md").read_text()
+    assert "**Relative improvement over kdsr**" in md and "over sasrec" not in md
+    rel = md.split("**Relative improvement over kdsr**")[1].split("\n\n")[1]
+    kdsr_row = next(line for line in rel.splitlines() if line.startswith("| kdsr "))
+    assert "baseline" in kdsr_row
+    assert "vs kdsr [95% CI]" in md
 
 
 def test_report_without_models_and_with_a_broken_file(tmp_path):
@@ -71,7 +84,7 @@ def test_report_without_models_and_with_a_broken_file(tmp_path):
     assert summary["reported"] == ["kdsr"]
     assert any("odmt/metrics.json" in p for p in summary["problems"])
     md = (tmp_path / "data/tiny/report/report.md").read_text()
-    assert "baseline sasrec has no metrics" in md
+    assert "baseline sasrec (evaluate.baseline) has no metrics" in md
     # nothing at all: the report still renders and says so; stale plots are removed
     for name in ("kdsr",):
         (tmp_path / f"data/tiny/results/{name}/metrics.json").unlink()
@@ -95,9 +108,18 @@ def test_report_gives_intervals_and_paired_comparisons(fake):
         d = rows[model]["recall@10_vs_sasrec"]
         assert d["lo"] <= d["diff"] <= d["hi"]
         assert d["diff"] == pytest.approx(rows[model]["recall@10"]["mean"] - rows["sasrec"]["recall@10"]["mean"])
+    # one Holm family: the 2 models x 2 metrics of the table; every comparison has a verdict
+    diffs = [rows[m][f"{k}_vs_sasrec"] for m in ("kdsr", "odmt") for k in ("recall@10", "ndcg@10")]
+    assert all(d["verdict"] in ("better", "worse", "equivalent", "inconclusive") for d in diffs)
+    assert all(d["p"] <= d["p_holm"] <= 1 for d in diffs)
+    assert doc["equivalence_margin"] == params.evaluate.equivalence_margin
     md = (out / "report.md").read_text()
     assert "Protocol: full ranking over all items, history not masked" in md
     assert "vs sasrec [95% CI]" in md
+    assert "† significant after Holm's adjustment for the 4 paired comparisons" in md
+    for d in diffs:
+        cell = f"{d['diff']:+.4f} [{d['lo']:+.4f}, {d['hi']:+.4f}] {d['verdict']}"
+        assert (cell + " †" in md) == d["holm_significant"] and cell in md
 
 
 def test_empty_buckets_print_a_dash_and_retention_columns_are_explained(fake):

@@ -1,9 +1,9 @@
 import pytest
 import torch
 
-from mmrec.evaluate.breakdown import (grouped_metrics, history_bucket_labels, history_buckets,
+from mmrec.metrics.breakdown import (grouped_metrics, history_bucket_labels, history_buckets,
                                       popularity_group_info, popularity_groups)
-from mmrec.evaluate.ranking import metrics_from_ranks
+from mmrec.metrics.formulas import metrics_from_ranks
 
 
 def test_popularity_groups_cold_items_and_equal_counts():

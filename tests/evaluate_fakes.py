@@ -69,7 +69,7 @@ def tiny_params(models=("sasrec", "kdsr"), **evaluate):
     raw = {"data": {"name": "tiny"}, "device": "cpu",
            "train": {"models": list(models), "common": {"max_len": 5}},
            "evaluate": {"ks": [1, 5, 10], "popularity_groups": 2, "history_buckets": [3, 6],
-                        **evaluate}}
+                        "bootstrap": 300, **evaluate}}
     return parse_params(raw)
 
 
@@ -139,8 +139,8 @@ def write_trained_project(root, n_users: int, n_items: int, weights: bytes = b"p
 def export_tiny_project(root, monkeypatch, n_users: int = 30, n_items: int = 15, **context):
     """A tiny project with sasrec's export (k 6, 4 users per row group, FakeModel behind the
     stage's patched loader): (root, params, the export folder)."""
-    import mmrec.evaluate.export as export
-    from mmrec.evaluate.params import RecommendParams
+    import mmrec.serving.export as export
+    from mmrec.serving.params import RecommendParams
     from mmrec.models import checkpoint
 
     write_trained_project(root, n_users, n_items, weights=b"weights-v1", **context)

@@ -11,7 +11,7 @@ from typing import Any, Sequence
 
 import torch
 
-from mmrec.evaluate.ranking import metrics_from_ranks
+from mmrec.metrics.formulas import metrics_from_ranks
 
 
 def popularity_groups(item_pop: torch.Tensor, n_groups: int) -> torch.Tensor:
@@ -68,7 +68,7 @@ def grouped_metrics(ranks: torch.Tensor, group: torch.Tensor, n_groups: int, ks:
         row: dict[str, Any] = {"group": g, "n_users": int(sel.sum())}
         if labels is not None:
             row["label"] = labels[g]
-        row.update(metrics_from_ranks(ranks[sel], ks))
+        row.update(metrics_from_ranks(ranks[sel].cpu().numpy(), ks))
         out.append(row)
     return out
 

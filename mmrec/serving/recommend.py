@@ -1,5 +1,5 @@
 """Top-k recommendations from a trained model: the batched selection the export stage streams
-(`mmrec.evaluate.export`), and one user's list for `mmrec recommend --history`.
+(`mmrec.serving.export`), and one user's list for `mmrec recommend --history`.
 
 Ties are broken by item id (lower first), so the same scores give the same list whatever the
 batch a user is scored in, and the export and the model path agree row for row.

@@ -17,9 +17,9 @@ import yaml
 from evaluate_fakes import export_tiny_project, write_interactions
 
 from mmrec.atomic import FILE_MODE
-from mmrec.evaluate.lookup import ITEM_VECTORS_FILE, RECS_FILE, USER_VECTORS_FILE
-from mmrec.evaluate.serving import INDEX_FILE, ExportUnusable, answer_from_index, export_inputs
 from mmrec.rawparams import serving_view
+from mmrec.serving.index import INDEX_FILE, ExportUnusable, answer_from_index, export_inputs
+from mmrec.serving.lookup import ITEM_VECTORS_FILE, RECS_FILE, USER_VECTORS_FILE
 
 N_ITEMS, N_USERS = 15, 30
 REPO = Path(__file__).resolve().parents[2]

@@ -12,7 +12,8 @@ from typing import Callable, Sequence
 
 import torch
 
-from mmrec.evaluate.params import MaskHistory, mask_mode
+from mmrec.metrics.formulas import metrics_from_ranks
+from mmrec.metrics.params import MaskHistory, mask_mode
 
 # Scores within this relative distance of the target's score count as ties (against the target).
 TIE_RTOL = 1e-6
@@ -90,19 +91,6 @@ def count_repeats(targets: torch.Tensor, history: torch.Tensor) -> int:
     return int((history.long() == targets.long()[:, None]).any(-1).sum())
 
 
-def metrics_from_ranks(ranks: torch.Tensor, ks: Sequence[int]) -> dict[str, float]:
-    """recall@K (= HR@K for one target), ndcg@K = 1/log2(rank+1), mrr@K = 1/rank, when rank <= K."""
-    r = ranks.double()
-    out: dict[str, float] = {}
-    n = max(int(r.numel()), 1)
-    for k in ks:
-        hit = r <= k
-        out[f"recall@{k}"] = float(hit.sum()) / n
-        out[f"ndcg@{k}"] = float((hit / torch.log2(r + 1)).sum()) / n
-        out[f"mrr@{k}"] = float((hit / r).sum()) / n
-    return out
-
-
 @torch.inference_mode()
 def rank_model(model: torch.nn.Module, histories: torch.Tensor, targets: torch.Tensor, *,
                mask_history: MaskHistory | bool = "none", mask_items: torch.Tensor | None = None,
@@ -139,9 +127,4 @@ def rank_model(model: torch.nn.Module, histories: torch.Tensor, targets: torch.T
 def evaluate_model(model: torch.nn.Module, histories: torch.Tensor, targets: torch.Tensor,
                    ks: Sequence[int] = (5, 10, 20), **kwargs) -> dict[str, float]:
     """Overall metrics of a model on one split (see `rank_model` for the arguments)."""
-    return metrics_from_ranks(rank_model(model, histories, targets, **kwargs), ks)
-
-
-def ndcg_single(rank: int) -> float:
-    """NDCG of one relevant item at a 1-based rank (no cutoff)."""
-    return 1.0 / math.log2(rank + 1)
+    return metrics_from_ranks(rank_model(model, histories, targets, **kwargs).numpy(), ks)

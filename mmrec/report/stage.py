@@ -20,11 +20,11 @@ from typing import Any
 import polars as pl
 
 from mmrec import paths
-from mmrec.evaluate.intervals import metric_intervals, paired_difference
-from mmrec.evaluate.params import EvaluateConfig, protocol_label
+from mmrec.evaluate.params import EvaluateConfig
+from mmrec.metrics.intervals import mark_holm, metric_intervals, paired_difference
+from mmrec.metrics.params import protocol_label
 from mmrec.paths import RANKS_FILE
 
-BASELINE = "sasrec"
 #: The metrics the report gives intervals and paired comparisons for.
 CI_METRICS = ["recall@10", "ndcg@10"]
 COMPARISON_FILE = "comparison.json"
@@ -141,7 +141,7 @@ def comparison_table(data: RunData, split: str = "test") -> pl.DataFrame:
     return pl.DataFrame(rows, schema={"model": pl.String, **{c: pl.Float64 for c in cols}})
 
 
-def relative_improvement(table: pl.DataFrame, baseline: str = BASELINE) -> pl.DataFrame | None:
+def relative_improvement(table: pl.DataFrame, baseline: str) -> pl.DataFrame | None:
     """Percent change of every metric over `baseline`'s row; None when the baseline is absent."""
     if baseline not in table["model"].to_list():
         return None
@@ -152,10 +152,12 @@ def relative_improvement(table: pl.DataFrame, baseline: str = BASELINE) -> pl.Da
         for c in cols])
 
 
-def paired_comparisons(data: RunData, baseline: str, metrics: list[str], n_boot: int
-                       ) -> list[dict[str, Any]]:
+def paired_comparisons(data: RunData, baseline: str, metrics: list[str], n_boot: int,
+                       margin: float) -> list[dict[str, Any]]:
     """Per model: each metric's 95% bootstrap interval and, against `baseline`, the paired
-    bootstrap interval of the difference over the users both were tested on."""
+    bootstrap interval of the difference over the users both were tested on, its verdict at
+    equivalence margin `margin`, and its Holm-adjusted significance across every comparison of
+    the table (one family: all models x all metrics)."""
     rows = []
     base = data.ranks.get(baseline)
     for model in data.reported:
@@ -168,8 +170,9 @@ def paired_comparisons(data: RunData, baseline: str, metrics: list[str], n_boot:
             if base is not None and model != baseline:
                 both = ranks.join(base, on="user_idx", suffix="_base")
                 row[f"{metric}_vs_{baseline}"] = paired_difference(
-                    both["rank"].to_numpy(), both["rank_base"].to_numpy(), metric, n_boot)
+                    both["rank"].to_numpy(), both["rank_base"].to_numpy(), metric, n_boot, margin=margin)
         rows.append(row)
+    mark_holm([row[f"{m}_vs_{baseline}"] for row in rows for m in metrics if f"{m}_vs_{baseline}" in row])
     return rows
 
 
@@ -187,8 +190,8 @@ def _interval_rows(rows: list[dict[str, Any]], baseline: str, metrics: list[str]
             if d is None:
                 cells.append(("baseline" if row["model"] == baseline else "–", False))
             else:
-                cells.append((f"{d['diff']:+.4f} [{d['lo']:+.4f}, {d['hi']:+.4f}]"
-                              + (" †" if d["significant"] else ""), d["significant"] and d["diff"] > 0))
+                cells.append((f"{d['diff']:+.4f} [{d['lo']:+.4f}, {d['hi']:+.4f}] {d['verdict']}"
+                              + (" †" if d["holm_significant"] else ""), d["holm_significant"] and d["diff"] > 0))
         body.append(cells)
     return header, body
 
@@ -199,8 +202,10 @@ def _short(col: str) -> str:
     return {"recall": "R", "ndcg": "N", "mrr": "MRR"}.get(name, name) + f"@{k}"
 
 
-def _fmt_table(table: pl.DataFrame, percent: bool = False) -> tuple[list[str], list[list[tuple[str, bool]]]]:
-    """Header and cells (text, is_best) of a comparison table; best per column is the maximum."""
+def _fmt_table(table: pl.DataFrame, baseline: str | None = None) -> tuple[list[str], list[list[tuple[str, bool]]]]:
+    """Header and cells (text, is_best) of a comparison table; best per column is the maximum.
+    With `baseline`, the table holds percent changes over that model's row."""
+    percent = baseline is not None
     cols = [c for c in table.columns if c != "model"]
     best = {c: table[c].drop_nans().drop_nulls().max() for c in cols}
     body = []
@@ -211,7 +216,7 @@ def _fmt_table(table: pl.DataFrame, percent: bool = False) -> tuple[list[str], l
             if v is None or (isinstance(v, float) and math.isnan(v)):
                 cells.append(("–", False))
             elif percent:
-                cells.append(("baseline" if row["model"] == BASELINE else f"{0.0 if abs(v) < 0.05 else v:+.1f}%", False))
+                cells.append(("baseline" if row["model"] == baseline else f"{0.0 if abs(v) < 0.05 else v:+.1f}%", False))
             else:
                 cells.append((f"{v:.4f}", best[c] is not None and v == best[c]))
         body.append(cells)
@@ -553,8 +558,8 @@ def render(params: EvaluateConfig, data: RunData, plots: dict[str, Path | None],
            comparisons: list[dict[str, Any]]) -> tuple[str, str]:
     """The Markdown and the self-contained HTML documents."""
     table = comparison_table(data)
-    rel = relative_improvement(table)
     baseline = params.evaluate.baseline
+    rel = relative_improvement(table, baseline)
     k = _plot_k(data)
     title = f"mmrec report: {params.data.name}"
     d = _Doc(plots)
@@ -578,15 +583,22 @@ def render(params: EvaluateConfig, data: RunData, plots: dict[str, Path | None],
         d.begin_row()
         d.table(*_fmt_table(table), title="Test metrics")
         if rel is not None and rel.height > 1:
-            d.table(*_fmt_table(rel, percent=True), title=f"Relative improvement over {BASELINE}")
+            d.table(*_fmt_table(rel, baseline), title=f"Relative improvement over {baseline}")
         d.end_row()
         if rel is None:
-            d.para(f"No relative improvement: the baseline {BASELINE} has no metrics.")
+            d.para(f"No relative improvement: the baseline {baseline} (evaluate.baseline) has no metrics.")
         if comparisons:
+            n_family = sum(f"{m}_vs_{baseline}" in row for row in comparisons for m in CI_METRICS)
+            margin = params.evaluate.equivalence_margin
             d.para(f"Intervals: 95% percentile bootstrap over test users ({params.evaluate.bootstrap} "
-                   f"resamples); Δ is the paired difference with {baseline} on the same users, † where "
-                   "its interval excludes zero (a difference beyond noise), bold where it is a gain.")
+                   f"resamples); Δ is the paired difference with {baseline} on the same users. Verdict: "
+                   "better / worse where its interval excludes zero; equivalent where it lies inside "
+                   f"±{margin:g} (evaluate.equivalence_margin); inconclusive otherwise, which is not "
+                   "evidence of no difference.")
             d.table(*_interval_rows(comparisons, baseline, CI_METRICS), title="Intervals")
+            d.para(f"† significant after Holm's adjustment for the {n_family} paired comparisons of this "
+                   "table (family-wise error 5%); bold where that is a gain. A better/worse verdict "
+                   "without † may be one of the chance findings that many comparisons make.")
     else:
         d.para("No model has metrics yet: run `dvc repro` (or `mmrec run evaluate <model>`).")
 
@@ -669,14 +681,17 @@ def run(params: EvaluateConfig, root: Path = Path(".")) -> dict[str, Any]:
         if p is None and (out_dir / PLOTS[key]).exists():
             (out_dir / PLOTS[key]).unlink()
     # Bootstrapped once: the same rows feed the report's table and comparison.json.
-    comparisons = paired_comparisons(data, params.evaluate.baseline, CI_METRICS, params.evaluate.bootstrap)
+    comparisons = paired_comparisons(data, params.evaluate.baseline, CI_METRICS, params.evaluate.bootstrap,
+                                     params.evaluate.equivalence_margin)
     md, doc = render(params, data, plots, comparisons)
     with atomic_path(out_dir / "report.md") as tmp:
         tmp.write_text(md)
     with atomic_path(out_dir / "report.html") as tmp:
         tmp.write_text(doc)
     comparison = {"protocol": protocol_label(params.evaluate), "baseline": params.evaluate.baseline,
-                  "bootstrap": params.evaluate.bootstrap, "split": "test", "models": comparisons}
+                  "bootstrap": params.evaluate.bootstrap, "split": "test",
+                  "equivalence_margin": params.evaluate.equivalence_margin,
+                  "multiplicity": "holm over every paired comparison of the table", "models": comparisons}
     with atomic_path(out_dir / COMPARISON_FILE) as tmp:
         tmp.write_text(json.dumps(comparison, indent=1, sort_keys=True) + "\n")
     return {"path": str(out_dir), "reported": data.reported, "missing": data.missing,

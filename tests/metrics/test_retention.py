@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from mmrec.evaluate.retention import modality_retention, retention_pairs
+from mmrec.metrics.retention import modality_retention, retention_pairs
 
 
 def test_pairs_are_valid_fixed_and_seeded():
@@ -82,7 +82,7 @@ def test_spearman_is_rank_based():
 
 
 def test_spearman_handles_ties():
-    from mmrec.evaluate.retention import _average_ranks
+    from mmrec.metrics.retention import _average_ranks
 
     r = _average_ranks(torch.tensor([3.0, 1.0, 3.0, 2.0, 1.0]))
     assert r.tolist() == [3.5, 0.5, 3.5, 2.0, 0.5]

@@ -39,13 +39,13 @@ import pyarrow.parquet as pq
 import torch
 
 from mmrec import paths
-from mmrec.evaluate.lookup import ITEM_VECTORS_FILE, META_KEY, RECS_FILE, USER_VECTORS_FILE
-from mmrec.evaluate.params import RecommendConfig, RecommendParams
-from mmrec.evaluate.recommend import top_k_scores
-from mmrec.evaluate.serving import FORMAT_VERSION, INDEX_FILE, IndexWriter, export_inputs, fingerprint
-from mmrec.evaluate.stage import model_max_len
+from mmrec.data.items import check_item_idx
 from mmrec.io import atomic_dir, pick_device, read_schema, read_table
 from mmrec.models import checkpoint
+from mmrec.serving.index import FORMAT_VERSION, INDEX_FILE, IndexWriter, export_inputs, fingerprint
+from mmrec.serving.lookup import ITEM_VECTORS_FILE, META_KEY, RECS_FILE, USER_VECTORS_FILE
+from mmrec.serving.params import RecommendConfig, RecommendParams
+from mmrec.serving.recommend import top_k_scores
 
 
 @dataclass
@@ -107,9 +107,7 @@ def load_items(items_path: Path) -> pa.Table:
     if missing:
         raise ValueError(f"{path}: missing column(s) {', '.join(missing)} (columns: {', '.join(names)})")
     table = read_table(path, columns=ITEM_COLUMNS).sort_by("item_idx").combine_chunks()
-    idx = table["item_idx"].to_numpy()
-    if len(idx) == 0 or not np.array_equal(idx, np.arange(1, len(idx) + 1)):
-        raise ValueError(f"{path}: item_idx must be exactly 1..N (0 is padding)")
+    check_item_idx(table["item_idx"].to_numpy(), path)
     return table
 
 
@@ -291,17 +289,9 @@ def run(params: RecommendConfig, root: Path = Path("."), model: str | None = Non
     `train.models` entry that has a model.pt ({model: summary}, plus `skipped`)."""
     root = Path(root)
     if model is None:
-        out: dict[str, Any] = {}
-        skipped = []
-        for name in params.train.models:
-            if (paths.model_dir(params, name, root) / "model.pt").exists():
-                out[name] = run(params, root, name)
-            else:
-                skipped.append(name)
-        out["skipped"] = skipped
-        return out
-    if model not in params.train.models:
-        raise KeyError(f"model {model!r} is not in train.models; known: {', '.join(params.train.models)}")
+        have, skipped = paths.trained_models(params, params.train.models, root)
+        return {**{name: run(params, root, name) for name in have}, "skipped": skipped}
+    paths.check_model(params.train.models, model)
     inputs = export_inputs(params, model, root)
     if not inputs["model.pt"].exists():
         raise FileNotFoundError(f"{inputs['model.pt']}: not found (run `mmrec run train {model}` first)")
@@ -317,6 +307,6 @@ def run(params: RecommendConfig, root: Path = Path("."), model: str | None = Non
     items_table = load_items(inputs["items.parquet"])
     out_dir = paths.recommend_dir(params, model, root)
     with atomic_dir(out_dir) as tmp:
-        summary = export_recommendations(net, seqs, items_table, tmp, params.recommend, model_max_len(net),
+        summary = export_recommendations(net, seqs, items_table, tmp, params.recommend, checkpoint.model_max_len(net),
                                          metadata={"model": model, "inputs": recorded}, device=device)
     return {"model": model, "path": str(out_dir / RECS_FILE), **summary}

@@ -18,7 +18,7 @@ Tables (all written once by the export, read-only afterwards):
 - `items(item_idx PK, item_id, text, image_path)`.
 
 Nothing here imports anything beyond the standard library, `mmrec.paths` and `mmrec.hashing`; keep it so
-(tests/evaluate/test_serving.py checks it in a fresh interpreter).
+(tests/serving/test_serving.py checks it in a fresh interpreter).
 """
 
 from __future__ import annotations
