@@ -1,6 +1,6 @@
 """The `mmrec` command: run pipeline stages, recommend for a user, inspect any Parquet artifact.
 
-    mmrec run <stage> [model]          ingest | extract | teacher | train | evaluate | report | recommend
+    mmrec run <stage> [model]          params | ingest | extract | teacher | train | evaluate | report | recommend
     mmrec recommend --model sasrec --user A1B2C3 -k 10 [--json]     (from recommend@sasrec's export)
     mmrec recommend --model sasrec --history ITEM1,ITEM2 -k 10      (ad hoc: scored by the model)
     mmrec inspect data/sample/ingest/items.parquet [-n 5]
@@ -336,7 +336,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         elif args.command == "paired":
             from mmrec.report.paired import format_paired, paired_folders
 
-            if args.k < 1 or (args.bootstrap or 100) < 100 or (args.margin is not None and args.margin <= 0):
+            if args.k < 1 or (args.bootstrap is not None and args.bootstrap < 100) or (args.margin is not None and args.margin <= 0):
                 raise CliError("paired: -k must be >= 1, --bootstrap >= 100, --margin > 0")
             given = {"n_boot": args.bootstrap, "margin": args.margin}
             result = paired_folders(args.a, args.b, args.k, args.split,

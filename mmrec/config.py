@@ -82,7 +82,7 @@ class Params(BaseModel):
 
 def _did_you_mean(loc: tuple) -> str:
     """For an unknown key at `loc`, the closest known key of the section that holds it."""
-    from mmrec.train.entries import did_you_mean
+    from mmrec.registry import did_you_mean
 
     model: Any = Params
     for part in loc[:-1]:

@@ -34,11 +34,13 @@ def write_fake_run(params: EvaluateConfig, root: Path, models: Sequence[str] | N
     full = torch.zeros(n_users, 15, dtype=torch.long)
     for u in range(n_users):
         full[u, : hist_len[u]] = torch.randint(1, n_items + 1, (int(hist_len[u]),), generator=g)
+    # one split, as in a real run: every model is evaluated on the same users and targets
+    split_targets = {split: torch.randint(1, n_items + 1, (n_users,), generator=g) for split in ("valid", "test")}
     for i, model in enumerate(models):
         per_split, frames = {}, []
         quality = 1.0 + 0.25 * i
         for split in ("valid", "test"):
-            targets = torch.randint(1, n_items + 1, (n_users,), generator=g)
+            targets = split_targets[split]
             # Better models draw smaller ranks; cold targets rank worse.
             scale = 300.0 / quality * torch.where(item_pop[targets] == 0, 3.0, 1.0)
             ranks = (torch.rand(n_users, generator=g) ** 2 * scale).long().clamp(0, n_items - 1) + 1

@@ -27,6 +27,7 @@ from mmrec.features.params import ExtractConfig
 from mmrec.features.reuse import extract_reusing, text_keys
 from mmrec.io import pick_device, write_json
 from mmrec.paths import (
+    SUMMARY_FILE,
     extract_cache_path,
     feature_path,
     image_manifest_path,
@@ -109,17 +110,18 @@ def run(params: ExtractConfig, root: Path = Path("."), *, modalities: Sequence[s
             sources, keys, src_file = inputs[modality]
             summary["items"] = len(sources)
             rel_src = str(src_file.relative_to(root)) if src_file.is_relative_to(root) else str(src_file)
+            outputs = (feature_path(params, modality, root),
+                       modality_features_dir(params, modality, root) / SUMMARY_FILE)
+            # This run replaces them (as DVC deletes them first): a failed or partial run must
+            # never leave the old pair, or a half-spliced file, for training to read, and an
+            # "absent" record never sits beside an old feature file.
+            _remove(outputs, d)
             if all(s is None for s in sources):
                 res: dict[str, Any] = {"skipped": f"no item has {modality}"}
             else:
                 cfg = getattr(params.extract, modality)
                 encoder = build_encoder(cfg.encoder, modality, cfg.tokens, device)
                 encoder.max_pixels = params.data.images.max_pixels  # the downloader's bomb cap, too
-                outputs = (feature_path(params, modality, root),
-                           modality_features_dir(params, modality, root) / "summary.json")
-                # This run replaces them (as DVC deletes them first): a failed or partial run must
-                # never leave the old pair, or a half-spliced file, for training to read.
-                _remove(outputs, d)
                 try:
                     res = extract_reusing(
                         sources, keys, encoder, outputs[0], extract_cache_path(params, modality, root),
@@ -142,7 +144,7 @@ def run(params: ExtractConfig, root: Path = Path("."), *, modalities: Sequence[s
                 # `reused` stays out too: reusing vectors must not make the file differ from a fresh run.
                 write_json({"modality": modality, "items": len(sources), "source": rel_src,
                             **{k: v for k, v in res.items() if k not in ("reused", "cache_discarded")}},
-                           modality_features_dir(params, modality, root) / "summary.json")
+                           modality_features_dir(params, modality, root) / SUMMARY_FILE)
         summary["seconds"] = time.perf_counter() - t0
         summary["timings"] = timings
         summary["pools"] = pools

@@ -83,7 +83,7 @@ def build_context(params: ContextConfig, device: torch.device | str = "cpu", roo
     n_items = int(item_pop.shape[0]) - 1
     if modalities is not None:
         wanted = list(modalities)
-        missing = [m for m in wanted if not paths.feature_path(params, m, root).exists()]
+        missing = [m for m in wanted if paths.modality_status(params, m, root) != "present"]
         if missing:
             raise FileNotFoundError(
                 f"features for {', '.join(missing)} not found under {paths.features_dir(params, root)} "

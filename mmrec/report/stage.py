@@ -24,6 +24,7 @@ from mmrec.evaluate.params import EvaluateConfig
 from mmrec.metrics.intervals import mark_holm, metric_intervals, paired_difference
 from mmrec.metrics.params import protocol_label
 from mmrec.paths import RANKS_FILE
+from mmrec.report.paired import pair_ranks
 
 #: The metrics the report gives intervals and paired comparisons for.
 CI_METRICS = ["recall@10", "ndcg@10"]
@@ -87,7 +88,7 @@ def collect(params: EvaluateConfig, root: Path = Path(".")) -> RunData:
         if model in data.metrics and rk.exists():
             try:
                 data.ranks[model] = (pl.read_parquet(rk).filter(pl.col("split") == "test")
-                                     .select("user_idx", "rank").sort("user_idx"))
+                                     .select("user_idx", "target", "rank").sort("user_idx"))
             except (pl.exceptions.PolarsError, OSError) as err:
                 data.problems.append(f"{rk}: unreadable ({err}); intervals left out")
         lpath = paths.model_dir(params, model, root) / "train_log.tsv"
@@ -168,9 +169,9 @@ def paired_comparisons(data: RunData, baseline: str, metrics: list[str], n_boot:
         for metric in metrics:
             row[metric] = metric_intervals(ranks["rank"].to_numpy(), [metric], n_boot)[metric]
             if base is not None and model != baseline:
-                both = ranks.join(base, on="user_idx", suffix="_base")
+                both = pair_ranks(ranks, base, (model, baseline))  # same users, same targets
                 row[f"{metric}_vs_{baseline}"] = paired_difference(
-                    both["rank"].to_numpy(), both["rank_base"].to_numpy(), metric, n_boot, margin=margin)
+                    both["rank_a"].to_numpy(), both["rank_b"].to_numpy(), metric, n_boot, margin=margin)
         rows.append(row)
     mark_holm([row[f"{m}_vs_{baseline}"] for row in rows for m in metrics if f"{m}_vs_{baseline}" in row])
     return rows

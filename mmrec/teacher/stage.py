@@ -151,8 +151,8 @@ def build_modality(x: torch.Tensor, has: torch.Tensor, seqs: pl.DataFrame, tp: T
 def run(params: TeacherConfig, root: Path = Path("."), modalities: Sequence[str] = MODALITIES) -> dict[str, Any]:
     """Teacher stage entry point (used by stages/teacher.py, the CLI and tests).
 
-    For each of `modalities` (one per DVC stage `teacher@<modality>`; default both) whose feature
-    file exists, writes denoised.parquet, codebook.parquet and teacher.json under
+    For each of `modalities` (one per DVC stage `teacher@<modality>`; default both) that its
+    extraction left present (mmrec.paths.modality_status), writes denoised.parquet, codebook.parquet and teacher.json under
     teacher_modality_dir. A modality the dataset lacks (its extraction found no item with it,
     e.g. Amazon data without pictures) gets a `skipped.json` in its teacher folder, so the
     stage's output exists and the DAG goes on; a modality whose extraction did not run or
