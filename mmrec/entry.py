@@ -98,3 +98,11 @@ def stage_main(main: Callable[[], Any], *, torch: bool = True) -> None:
             raise
         _report(err)
         sys.exit(1)
+
+
+def model_argument(stage: str) -> str:
+    """The one argument of a per-model stage script (`python stages/<stage>.py <model>`), or exit
+    with its usage line. Whether the name is a `train.models` entry is the stage's own check."""
+    if len(sys.argv) != 2:
+        sys.exit(f"usage: python stages/{stage}.py <model>   (a name listed in train.models)")
+    return sys.argv[1]

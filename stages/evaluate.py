@@ -5,7 +5,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a clone without installing
 
-from mmrec.entry import stage_main  # noqa: E402
+from mmrec.entry import model_argument, stage_main  # noqa: E402
 
 
 def main() -> None:
@@ -13,9 +13,7 @@ def main() -> None:
     from mmrec.config import load_params
     from mmrec.evaluate.stage import run
 
-    if len(sys.argv) != 2:
-        sys.exit("usage: python stages/evaluate.py <model>")
-    s = run(load_params(), Path("."), sys.argv[1])
+    s = run(load_params(), Path("."), model_argument("evaluate"))
     print(f"evaluate {s['model']}: {s['n_items']} items, valid {s['valid_users']} / test {s['test_users']} users, "
           + ", ".join(f"{k}={v:.4f}" for k, v in s.items() if "@" in k)
           + f", {s['seconds']:.1f}s -> {s['path']}")

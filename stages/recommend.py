@@ -5,7 +5,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a clone without installing
 
-from mmrec.entry import stage_main  # noqa: E402
+from mmrec.entry import model_argument, stage_main  # noqa: E402
 
 
 def main() -> None:
@@ -13,9 +13,7 @@ def main() -> None:
     from mmrec.config import load_params
     from mmrec.serving.export import run
 
-    if len(sys.argv) != 2:
-        sys.exit("usage: python stages/recommend.py <model>")
-    s = run(load_params(), Path("."), sys.argv[1])
+    s = run(load_params(), Path("."), model_argument("recommend"))
     print(f"recommend {s['model']}: top-{s['k']} of {s['items']} items for {s['users']} users "
           f"({s['rows']} rows), {s['seconds']:.1f}s ({s['users_per_s']} users/s) -> {s['path']}")
 

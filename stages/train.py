@@ -5,7 +5,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from mmrec.entry import stage_main  # noqa: E402
+from mmrec.entry import model_argument, stage_main  # noqa: E402
 
 
 def main() -> None:
@@ -14,12 +14,10 @@ def main() -> None:
     from mmrec.train import ddp
     from mmrec.train.stage import run
 
-    if len(sys.argv) != 2:
-        sys.exit("usage: python stages/train.py <model>   (a name listed in train.models)")
 
     params = load_params()
     try:
-        summary = run(params, Path("."), sys.argv[1])
+        summary = run(params, Path("."), model_argument("train"))
         is_main = ddp.rank() == 0
     finally:
         ddp.shutdown()

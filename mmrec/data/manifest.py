@@ -16,9 +16,9 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Optional
 
-import numpy as np
 import polars as pl
 
+from mmrec.data.items import check_item_idx
 from mmrec.hashing import file_sha256
 from mmrec.io import read_frame, write_parquet
 
@@ -84,7 +84,5 @@ def read_manifest(path: str | Path) -> pl.DataFrame:
     if missing:
         raise ValueError(f"{path}: column(s) {missing} missing (have {df.columns})")
     df = df.sort("item_idx")
-    idx = df["item_idx"].to_numpy()
-    if not np.array_equal(idx, np.arange(1, len(idx) + 1)):
-        raise ValueError(f"{path}: item_idx must be exactly 1..N without gaps or duplicates")
+    check_item_idx(df["item_idx"].to_numpy(), path)
     return df
