@@ -20,7 +20,7 @@ Every model gets params.yaml's real-data settings (`profiles.default` applied, a
 but the sample) resolved by mmrec.train.entries, and runs in its own process so that peak RSS
 (VmHWM) is its own: `mmrec.train.loop.train_model` for `--batches` batches (one epoch over that
 many windows: the loop's optimizer, clipping, AMP, retention row and checkpoint), then the
-validation ranking (`mmrec.evaluate.ranking.evaluate_model`) over `--valid-users` users. The full
+validation ranking (`mmrec.metrics.ranking.evaluate_model`) over `--valid-users` users. The full
 epoch is extrapolated: batches per epoch x time per batch, plus the epoch's fixed cost (the
 retention row), plus validation = catalogue encoding (`item_repr`, once) + per-user scoring x users.
 """
@@ -163,7 +163,7 @@ def child(entry: str, users: int, items: int, batches: int, valid_users: int, de
     """One model: build, train `batches` batches through the real loop, validate a user slice."""
     import torch
 
-    from mmrec.evaluate.ranking import evaluate_model   # moving to mmrec.metrics (issue 26)
+    from mmrec.metrics.ranking import evaluate_model
     from mmrec.io import pick_device, seed_everything
     from mmrec.models.registry import build_model
     from mmrec.train.entries import resolve_entry
