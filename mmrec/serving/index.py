@@ -34,7 +34,7 @@ from mmrec import paths
 from mmrec.hashing import file_sha256
 
 INDEX_FILE = "recommendations.sqlite"
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
 #: `recommend.mask_history`'s default (RecommendParams uses it), read here when params.yaml
 #: leaves the key out, so the fast path and the validated params cannot disagree.
 DEFAULT_MASK_HISTORY = True
@@ -65,27 +65,64 @@ class ExportUnusable(Exception):
     """The export cannot answer this request; the message says why (missing, stale, ...)."""
 
 
+#: Under the project root, outside every DVC output: the sha256 of each export input already
+#: verified, with the size and modification time it had then, so a lookup hashes a large model
+#: or feature file only after the file changed. The export itself records only contents (path,
+#: size, sha256): a fresh `dvc repro` writes the same bytes, so dvc.lock repeats.
+HASH_MEMO = os.path.join(".mmrec", "verified_inputs.json")
+
+
+def _memo_path(root: str | Path) -> Path:
+    return Path(root) / HASH_MEMO
+
+
+def _read_memo(root: str | Path) -> dict[str, list[Any]]:
+    try:
+        memo = json.loads(_memo_path(root).read_text(encoding="utf-8"))
+        return memo if isinstance(memo, dict) else {}
+    except (OSError, ValueError):
+        return {}
+
+
+def remember(root: str | Path, verified: Mapping[str, list[Any]]) -> None:
+    """Add {path: [size, mtime_ns, sha256]} to the memo (best effort, atomic: a read-only project
+    just hashes again next time)."""
+    if not verified:
+        return
+    from mmrec.atomic import atomic_path  # only when writing: tempfile's imports cost a few ms
+
+    try:
+        with atomic_path(_memo_path(root)) as tmp:
+            tmp.write_text(json.dumps({**_read_memo(root), **verified}, sort_keys=True), encoding="utf-8")
+    except OSError:
+        pass
+
+
 def fingerprint(path: Path, root: str | Path = ".") -> dict[str, Any]:
-    """{path (relative to `root` when under it), size, mtime_ns, sha256} of a file: what
-    `stale_inputs` compares. Relative, so a project moved elsewhere keeps a fresh export."""
+    """{path (relative to `root` when under it), size, sha256} of a file: what `stale_inputs`
+    compares. Relative, so a project moved elsewhere keeps a fresh export; no modification
+    time, so the export's bytes depend on contents only. The hash is remembered (HASH_MEMO)."""
     path, root = Path(path), Path(root)
     st = path.stat()
     try:
         shown = path.resolve().relative_to(root.resolve()).as_posix()
     except ValueError:
         shown = str(path.resolve())
-    return {"path": shown, "size": st.st_size, "mtime_ns": st.st_mtime_ns, "sha256": file_sha256(path)}
+    sha = file_sha256(path)
+    remember(root, {shown: [st.st_size, st.st_mtime_ns, sha]})
+    return {"path": shown, "size": st.st_size, "sha256": sha}
 
 
 def stale_inputs(recorded: Mapping[str, Mapping[str, Any]], root: str | Path = ".") -> list[str]:
     """The names of recorded inputs whose file (`root` / its path) differs from its fingerprint
     or is missing.
 
-    Size first, then modification time; only a file of the same size with another mtime is
-    hashed, because `dvc checkout` rewrites files with new mtimes but the same bytes: those are
-    not stale, and hashing only then keeps the usual lookup free of reading the model.
+    Size first; then a file whose size and modification time are those under which its hash
+    was last verified (HASH_MEMO) is not read again; any other file is hashed, because
+    `dvc checkout` rewrites files with new mtimes but the same bytes: those are not stale, and
+    the memo keeps the usual lookup free of reading the model.
     """
-    stale = []
+    stale, memo, verified = [], _read_memo(root), {}
     for name, rec in recorded.items():
         path = Path(root) / rec.get("path", "")
         try:
@@ -95,8 +132,16 @@ def stale_inputs(recorded: Mapping[str, Mapping[str, Any]], root: str | Path = "
             continue
         if st.st_size != rec.get("size"):
             stale.append(name)
-        elif st.st_mtime_ns != rec.get("mtime_ns") and file_sha256(path) != rec.get("sha256"):
+            continue
+        key = str(rec.get("path", ""))
+        if memo.get(key) == [st.st_size, st.st_mtime_ns, rec.get("sha256")]:
+            continue
+        sha = file_sha256(path)
+        if sha != rec.get("sha256"):
             stale.append(name)
+        else:
+            verified[key] = [st.st_size, st.st_mtime_ns, sha]
+    remember(root, verified)
     return stale
 
 

@@ -139,11 +139,17 @@ def validation_row(ranks: torch.Tensor, targets: torch.Tensor, item_pop: torch.T
     return row
 
 
+#: Wall-clock columns of a log row: kept in TrainResult.log (benchmarks read them), never in
+#: train_log.tsv, a DVC output whose bytes must repeat for a fresh clone's dvc.lock to hold.
+TIMING_KEYS = ("train_seconds", "epoch_seconds")
+
+
 def write_log(rows: list[dict[str, Any]], path: Path) -> None:
-    """train_log.tsv (atomically rewritten each epoch): the union of keys in first-seen order."""
+    """train_log.tsv (atomically rewritten each epoch): the union of keys in first-seen order,
+    without the wall-clock columns (TIMING_KEYS)."""
     cols: list[str] = []
     for r in rows:
-        cols += [k for k in r if k not in cols]
+        cols += [k for k in r if k not in cols and k not in TIMING_KEYS]
 
     def fmt(v: Any) -> str:
         if v is None or (isinstance(v, float) and math.isnan(v)):

@@ -93,6 +93,27 @@ def test_staleness_follows_content_not_mtime(exported):
         _ask(root, params, out, uid)
 
 
+def test_export_bytes_depend_on_contents_and_a_verified_hash_is_not_read_again(exported, monkeypatch):
+    """A re-export after `dvc checkout`-style mtime changes writes the same bytes (so a fresh
+    clone's dvc.lock repeats); the hash memo outside the output spares a lookup from reading an
+    input whose size and mtime are those it was verified under."""
+    import mmrec.serving.export as export
+    import mmrec.serving.index as index
+
+    root, params, out = exported
+    before = {f.name: f.read_bytes() for f in out.iterdir()}
+    for f in export_inputs(params, "sasrec", root).values():
+        st = f.stat()
+        os.utime(f, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
+    export.run(params, root, "sasrec")
+    assert {f.name: f.read_bytes() for f in out.iterdir()} == before
+    uid = pl.read_parquet(out / USER_VECTORS_FILE)["user_id"][0]
+    _ask(root, params, out, uid)                                        # verified: remembered
+    monkeypatch.setattr(index, "file_sha256", lambda p: pytest.fail(f"{p} hashed again"))
+    _ask(root, params, out, uid)
+    assert (root / index.HASH_MEMO).is_file()
+
+
 def test_feature_and_teacher_files_are_inputs(tmp_path, monkeypatch):
     """A model's item vectors depend on its frozen features and teacher: replacing either
     without retraining makes the export stale, and a moved project stays fresh."""
