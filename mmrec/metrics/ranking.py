@@ -102,6 +102,11 @@ def rank_model(model: torch.nn.Module, histories: torch.Tensor, targets: torch.T
     histories:  [U, L] left-padded model inputs (most recent last).
     mask_items: [U, H] items to mask (defaults to `histories`); pass the full history when the
                 model input is a truncated window.
+
+    Users are batched in order of history length (ranks come back in the input order): a
+    user's vector does not depend on its batch-mates, and the models drop the padding columns
+    a whole batch shares (mmrec.models.layers.fit_window), so real data's short histories (5
+    items of 50 on Amazon Scientific) are not encoded at full width.
     """
     was_training = model.training
     model.eval()
@@ -110,18 +115,18 @@ def rank_model(model: torch.nn.Module, histories: torch.Tensor, targets: torch.T
     mask_items = histories if mask_items is None else mask_items
     workspace = torch.empty(min(batch_users, max(histories.shape[0], 1)) * min(item_chunk, items.shape[0]),
                             dtype=items.dtype, device=items.device)
-    ranks = []
-    for start in range(0, histories.shape[0], batch_users):
-        sl = slice(start, start + batch_users)
+    order = torch.argsort((histories > 0).sum(1), stable=True)        # [U] shortest first
+    ranks = torch.zeros(histories.shape[0], dtype=torch.long)
+    for sl in order.split(batch_users):
         h = histories[sl].to(device)
         u = model.user_repr(h).float()
-        ranks.append(rank_targets(u, items, targets[sl].to(device), mask_items[sl].to(device),
-                                  mask_history=mask_history, item_chunk=item_chunk,
-                                  workspace=workspace).cpu())
+        ranks[sl] = rank_targets(u, items, targets[sl].to(device), mask_items[sl].to(device),
+                                 mask_history=mask_history, item_chunk=item_chunk,
+                                 workspace=workspace).cpu()
         if progress is not None:
             progress(h.shape[0])
     model.train(was_training)
-    return torch.cat(ranks) if ranks else torch.zeros(0, dtype=torch.long)
+    return ranks
 
 
 def evaluate_model(model: torch.nn.Module, histories: torch.Tensor, targets: torch.Tensor,

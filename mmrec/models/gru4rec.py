@@ -9,7 +9,7 @@ from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from mmrec.models.base import ModelContext, SeqBatch, SeqRecModel
 from mmrec.models.configs import GRU4RecConfig
-from mmrec.models.layers import RecLossMixin, fit_window, init_weights
+from mmrec.models.layers import Dropout, RecLossMixin, fit_window, init_weights
 from mmrec.models.registry import MODELS
 
 
@@ -20,7 +20,7 @@ class GRUEncoder(nn.Module):
 
     def __init__(self, hidden: int, layers: int, dropout: float) -> None:
         super().__init__()
-        self.drop = nn.Dropout(dropout)
+        self.drop = Dropout(dropout)
         self.gru = nn.GRU(hidden, hidden, num_layers=layers, batch_first=True,
                           dropout=dropout if layers > 1 else 0.0)
         self.out = nn.Linear(hidden, hidden)

@@ -3,13 +3,49 @@ transforms, initialisation, and the "last position" readout."""
 
 from __future__ import annotations
 
+import math
 from typing import Literal
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from mmrec.data.sequences import trim_padding
 from mmrec.models.configs import SeqModelConfig  # noqa: F401  (re-exported)
+
+
+def dropout(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
+    """Inverted dropout (as F.dropout: each element kept with probability 1 - p, scaled by
+    1 / (1 - p)), the mask drawn from uniform numbers on the CPU. torch's CPU dropout draws it with
+    bernoulli_, 2-3x slower than `torch.rand`; it was a fifth of an ODMT training step on Amazon
+    Scientific (BENCHMARKS.md). CUDA keeps torch's fused kernel."""
+    if not training or p == 0.0:
+        return x
+    if x.device.type != "cpu" or p >= 1.0:
+        return F.dropout(x, p, True)
+    keep = (torch.rand(x.shape, device=x.device) >= p).to(x.dtype).mul_(1.0 / (1.0 - p))
+    return x * keep
+
+
+class Dropout(nn.Dropout):
+    """nn.Dropout drawing its mask as `dropout` does (same module, state and repr)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return dropout(x, self.p, self.training)
+
+
+def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor, p: float,
+           training: bool) -> torch.Tensor:
+    """softmax(q k^T / sqrt(d) where `mask`, else -inf) with attention dropout p, times v:
+    q [B, H, Lq, Dh], k/v [B, H, Lk, Dh], mask [B, 1, Lq, Lk] bool -> [B, H, Lq, Dh].
+
+    scaled_dot_product_attention, except for dropout on the CPU, where its math path draws the
+    mask with the slow bernoulli_: there the same computation is spelled out with `dropout`."""
+    if not training or p == 0.0 or q.device.type != "cpu":
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p if training else 0.0)
+    att = (q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(q.shape[-1]))   # [B, H, Lq, Lk]
+    att = att.masked_fill(~mask, -math.inf).softmax(-1)
+    return dropout(att, p, True) @ v
 
 
 class CausalSelfAttention(nn.Module):
@@ -29,8 +65,7 @@ class CausalSelfAttention(nn.Module):
         q, k, v = self.qkv(x).split(D, dim=-1)                         # 3 x [B, L, D]
         shape = (B, L, self.heads, D // self.heads)
         q, k, v = (t.view(shape).transpose(1, 2) for t in (q, k, v))   # [B, H, L, Dh]
-        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask,
-                                           dropout_p=self.dropout if self.training else 0.0)
+        y = attend(q, k, v, mask, self.dropout, self.training)
         return self.proj(y.transpose(1, 2).reshape(B, L, D))
 
 
@@ -43,7 +78,7 @@ class Block(nn.Module):
         self.attn = CausalSelfAttention(hidden, heads, dropout)
         self.norm2 = nn.LayerNorm(hidden)
         self.mlp = nn.Sequential(nn.Linear(hidden, 4 * hidden), nn.GELU(), nn.Linear(4 * hidden, hidden))
-        self.drop = nn.Dropout(dropout)
+        self.drop = Dropout(dropout)
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         x = x + self.drop(self.attn(self.norm1(x), mask))
@@ -72,7 +107,7 @@ class SeqTransformer(nn.Module):
         super().__init__()
         self.max_len = max_len
         self.pos = nn.Embedding(max_len, hidden)
-        self.drop = nn.Dropout(dropout)
+        self.drop = Dropout(dropout)
         self.blocks = nn.ModuleList(Block(hidden, heads, dropout) for _ in range(layers))
         self.norm = nn.LayerNorm(hidden)
 
@@ -99,7 +134,7 @@ class FeatureTransform(nn.Module):
             self.net = nn.Linear(d_in, hidden)
         elif kind == "mlp":
             self.net = nn.Sequential(nn.LayerNorm(d_in), nn.Linear(d_in, 2 * hidden), nn.GELU(),
-                                     nn.Dropout(dropout), nn.Linear(2 * hidden, hidden))
+                                     Dropout(dropout), nn.Linear(2 * hidden, hidden))
         else:
             raise ValueError(f"unknown feature transform {kind!r}; known: linear, mlp")
 
@@ -179,11 +214,15 @@ def read_ids(path: "InductiveId | None", emb: nn.Embedding, ids: torch.Tensor) -
 
 
 def fit_window(history: torch.Tensor, max_len: int) -> torch.Tensor:
-    """The last `max_len` positions of left-padded histories [B, L] (left-padded with 0 if shorter)."""
-    L = history.shape[1]
-    if L >= max_len:
-        return history[:, L - max_len:]
-    return F.pad(history, (max_len - L, 0))
+    """The last `max_len` positions of left-padded histories [B, L], without the leading columns
+    that are padding in every row: [B, L'], 1 <= L' <= max_len. Every model encodes left-padded,
+    right-aligned, padding-masked windows, so a real position's output does not depend on how
+    much padding precedes it; users of a batch with short histories cost only what they have
+    (mmrec.metrics.ranking batches users by history length)."""
+    window = history[:, max(history.shape[1] - max_len, 0):]
+    if window.shape[1] == 0:
+        return F.pad(window, (1, 0))
+    return trim_padding(window, min_width=1)
 
 
 def modalities_to_use(model_name: str, wanted: list[str] | None, present: list[str],

@@ -60,8 +60,10 @@ from mmrec.models.base import ModelContext, SeqBatch, SeqRecModel
 from mmrec.models.configs import OdmtConfig, OdmtKdsrConfig
 from mmrec.models.layers import (
     Block,
+    Dropout,
     RecLossMixin,
     SeqTransformer,
+    attend,
     fit_window,
     id_path,
     init_weights,
@@ -122,8 +124,7 @@ def _block_rows(block: Block, x: torch.Tensor, mask: torch.Tensor, rows: torch.T
     q = q.view(U, -1, H, D // H).transpose(1, 2)                       # [U, H, R, dh]
     k = k.view(U, L, H, D // H).transpose(1, 2)
     v = v.view(U, L, H, D // H).transpose(1, 2)
-    y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask[:, :, rows],
-                                       dropout_p=attn.dropout if block.training else 0.0)
+    y = attend(q, k, v, mask[:, :, rows], attn.dropout, block.training)
     out = x[:, rows] + block.drop(attn.proj(y.transpose(1, 2).reshape(U, -1, D)))
     return out + block.drop(block.mlp(block.norm2(out)))
 
@@ -188,7 +189,7 @@ class ODMT(RecLossMixin, SeqRecModel):
             self.imt_blocks = nn.ModuleList(Block(d, cfg.imt_heads, cfg.imt_dropout)
                                             for _ in range(cfg.imt_layers))
             self.imt_norm = nn.LayerNorm(d)
-            self.imt_drop = nn.Dropout(cfg.imt_dropout)
+            self.imt_drop = Dropout(cfg.imt_dropout)
         self.mlp = nn.ModuleDict({b: _branch_mlp(d) for b in self.branches})
         self.encoders = nn.ModuleDict({b: SeqTransformer(d, cfg.layers, cfg.heads, cfg.dropout, cfg.max_len)
                                        for b in self.branches})

@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from mmrec.features.types import ModalityFeatures
-from mmrec.models.layers import Block
+from mmrec.models.layers import Block, Dropout
 
 
 def pool_grid(tokens: torch.Tensor, mask: torch.Tensor, grid: int, chunk: int = 4096
@@ -110,7 +110,7 @@ class TokenFST(nn.Module):
         self.proj = feature_projection(store.token_dim, hidden, input_norm)
         self.blocks = nn.ModuleList(Block(hidden, heads, dropout) for _ in range(layers))
         self.norm = nn.LayerNorm(hidden)
-        self.drop = nn.Dropout(dropout)
+        self.drop = Dropout(dropout)
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
         tok, msk = self.store.gather(ids, ids.device)

@@ -1,6 +1,7 @@
-"""The training loop shared by every model: AdamW with no-decay groups, clipping, AMP on CUDA,
-per-epoch validation with the shared full-ranking evaluator, modality retention, early stopping,
-best checkpoint and train_log.tsv. Runs single-process or data-parallel under torchrun.
+"""The training loop shared by every model: AdamW with no-decay groups, clipping, mixed precision
+(`amp`: CUDA, and bf16 on CPUs that have it), per-epoch validation with the shared full-ranking
+evaluator (always fp32), modality retention, early stopping, best checkpoint and train_log.tsv.
+Runs single-process or data-parallel under torchrun.
 
 An interrupted run (killed, preempted, out of time) resumes where it stopped: after every epoch
 `resume.pt` holds the weights, optimizer, early-stopping state, log rows and RNG states, and the
@@ -23,7 +24,7 @@ from typing import Any, Optional, Sequence
 import torch
 from tqdm import tqdm
 
-from mmrec.data.sequences import EvalSplit, SeqBatch
+from mmrec.data.sequences import EvalSplit, SeqBatch, trim_padding
 from mmrec.io import atomic_path
 from mmrec.metrics.breakdown import grouped_metrics, popularity_groups
 from mmrec.metrics.formulas import metrics_from_ranks
@@ -92,13 +93,26 @@ def epoch_order(n: int, seed: int, epoch: int) -> torch.Tensor:
     return torch.randperm(n, generator=gen)
 
 
-def _autocast(device: torch.device, enabled: bool):
-    """bf16 autocast on CUDA where supported, else fp16 (needs a GradScaler); nothing on CPU."""
-    if device.type != "cuda" or not enabled:
-        return contextlib.nullcontext(), None
-    dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    scaler = torch.amp.GradScaler("cuda") if dtype == torch.float16 else None
-    return torch.autocast("cuda", dtype=dtype), scaler
+def cpu_bf16_supported() -> bool:
+    """Whether this CPU runs bf16 matmuls natively (oneDNN with AMX or AVX512-BF16); elsewhere
+    bf16 autocast is emulated and slower than fp32."""
+    try:
+        return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):  # a build without oneDNN's bf16 query
+        return False
+
+
+def _autocast(device: torch.device, amp: str):
+    """(autocast context, GradScaler or None) for `train.common.amp` on `device`: bf16 autocast on
+    CUDA where supported, else fp16 with a GradScaler (`cuda` and `on`); bf16 on a CPU with native
+    bf16 (`on` only); otherwise nothing. Master weights and optimiser state stay fp32."""
+    if device.type == "cuda" and amp in ("cuda", "on"):
+        dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        scaler = torch.amp.GradScaler("cuda") if dtype == torch.float16 else None
+        return torch.autocast("cuda", dtype=dtype), scaler
+    if device.type == "cpu" and amp == "on" and cpu_bf16_supported():
+        return torch.autocast("cpu", dtype=torch.bfloat16), None
+    return contextlib.nullcontext(), None
 
 
 def retention_row(model: SeqRecModel, ctx: ModelContext, pairs: dict[str, torch.Tensor]) -> dict[str, float]:
@@ -268,7 +282,7 @@ def train_model(model: SeqRecModel, ctx: ModelContext, train_seq: torch.Tensor,
         bar = tqdm(batches, desc=f"{name} epoch {epoch}", leave=False, disable=not (progress and is_main))
         diag_seq: Optional[torch.Tensor] = None
         for idx in bar:
-            seq = train_seq[idx].to(device, non_blocking=True)
+            seq = trim_padding(train_seq[idx]).to(device, non_blocking=True)
             diag_seq = seq if diag_seq is None else diag_seq
             with autocast:
                 loss, comps = module(seq, epoch)

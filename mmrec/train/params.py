@@ -7,7 +7,7 @@ An entry may set `arch:` to train a registered model under another name (an abla
 
 from __future__ import annotations
 
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -32,7 +32,11 @@ class TrainCommon(ContentConfig):
     # (both checked when params load).
     select_metric: str = "recall@10"
     retention_pairs: int = Field(20_000, ge=100)
-    amp: bool = True  # autocast on CUDA; ignored on CPU
+    # Mixed precision of the training forward pass (fp32 master weights, fp32 validation and
+    # ranking): off = fp32 everywhere; cuda = autocast on CUDA only (bf16, or fp16 with a grad
+    # scaler); on = also bf16 autocast on CPUs with native bf16 (AMX / AVX512-BF16), fp32 on
+    # other CPUs. true / false read as cuda / off.
+    amp: Literal["off", "cuda", "on"] = "cuda"
     num_workers: int = Field(0, ge=0)
     # CPU intra-op threads; results repeat bit for bit only at the same count (mmrec.train.repro).
     # 0 = the stage's CPU budget (top-level `threads:` / MMREC_THREADS, mmrec.threads). Non-zero
@@ -41,6 +45,11 @@ class TrainCommon(ContentConfig):
     # Continue an interrupted run of the same training from models/<name>/resume.pt (written after
     # every epoch, deleted at the end; mmrec.train.loop): same weights as an uninterrupted run.
     resume: bool = True
+
+    @field_validator("amp", mode="before")
+    @classmethod
+    def _amp_bool(cls, v: Any) -> Any:
+        return {True: "cuda", False: "off"}.get(v, v) if isinstance(v, bool) else v
 
     @field_validator("select_metric")
     @classmethod

@@ -51,3 +51,15 @@ def test_bad_splits_are_named(tmp_path):
         load_eval_split(tmp_path, "valid", 4)
     with pytest.raises(ValueError, match="no rows with split == 'test'"):
         load_eval_split(tmp_path, "test", 4)
+
+
+def test_trim_padding_drops_only_the_columns_every_row_pads():
+    import torch
+
+    from mmrec.data.sequences import trim_padding
+
+    seq = torch.tensor([[0, 0, 0, 4, 5, 6], [0, 0, 2, 3, 0, 0], [0, 0, 0, 0, 7, 8]])
+    out = trim_padding(seq)
+    assert out.tolist() == [[0, 4, 5, 6], [2, 3, 0, 0], [0, 0, 7, 8]]
+    assert trim_padding(torch.zeros(2, 5, dtype=torch.long)).shape == (2, 2)   # never below 2
+    assert trim_padding(torch.tensor([[0, 0, 0, 0, 9]])).tolist() == [[0, 9]]

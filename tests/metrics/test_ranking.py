@@ -152,3 +152,26 @@ def test_mask_modes_none_except_target_and_all():
     assert rank_targets(user, items, targets, history, mask_history=False).tolist() == none.tolist()
     with pytest.raises(ValueError, match="none, except_target, all"):
         rank_targets(user, items, targets, history, mask_history="some")
+
+
+def test_rank_model_returns_ranks_in_input_order_whatever_the_length_batches():
+    """Users are batched by history length; each user's rank must not depend on that order."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "models"))
+    import models_fit as mf
+    from mmrec.models.registry import build_model
+
+    ctx = mf.ts.context(30, max_len=6, modalities=())
+    torch.manual_seed(0)
+    model = build_model("sasrec", ctx, {"hidden": 16, "layers": 1, "max_len": 6})
+    g = torch.Generator().manual_seed(2)
+    hist = torch.randint(1, 31, (40, 6), generator=g)
+    lengths = torch.randint(1, 7, (40,), generator=g)
+    hist[torch.arange(6)[None, :] < (6 - lengths[:, None])] = 0          # left padding
+    targets = torch.randint(1, 31, (40,), generator=g)
+    one_by_one = torch.cat([rank_model(model, hist[i:i + 1], targets[i:i + 1]) for i in range(40)])
+    assert torch.equal(rank_model(model, hist, targets, batch_users=7), one_by_one)
+    perm = torch.randperm(40, generator=g)
+    assert torch.equal(rank_model(model, hist[perm], targets[perm], batch_users=5), one_by_one[perm])

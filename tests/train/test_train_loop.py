@@ -1,11 +1,12 @@
 import math
 
+import pytest
 import torch
 import train_synth as ts
 
 from mmrec.data.sequences import EvalSplit
 from mmrec.models.registry import build_model
-from mmrec.train.loop import epoch_order, train_model, write_log
+from mmrec.train.loop import _autocast, cpu_bf16_supported, epoch_order, train_model, write_log
 from mmrec.train.params import TrainCommon
 
 
@@ -39,7 +40,7 @@ def test_write_log_unions_columns_and_writes_nan(tmp_path):
     assert lines == ["epoch\tloss\tx", "1\t0.5\tnan", "2\t0.25\tnan"]
 
 
-def _run(out_dir, epochs=5, lr=1e-3, interrupt_at=None, monkeypatch=None):
+def _run(out_dir, epochs=5, lr=1e-3, interrupt_at=None, monkeypatch=None, amp="cuda"):
     """A small SASRec run (dropout on, so RNG state matters); `interrupt_at` kills it as that
     epoch starts, the way a preempted job dies."""
     import mmrec.train.loop as loop
@@ -49,7 +50,8 @@ def _run(out_dir, epochs=5, lr=1e-3, interrupt_at=None, monkeypatch=None):
     torch.manual_seed(0)
     model = build_model("sasrec", ctx, {"hidden": 16, "layers": 1, "max_len": 7, "dropout": 0.3})
     valid = EvalSplit(torch.arange(32), seqs[:, :-1], seqs[:, :-1], seqs[:, -1])
-    common = TrainCommon(epochs=epochs, batch_size=8, patience=10, lr=lr, max_len=7, retention_pairs=100)
+    common = TrainCommon(epochs=epochs, batch_size=8, patience=10, lr=lr, max_len=7, retention_pairs=100,
+                         amp=amp)
     if interrupt_at is not None:
         real = loop.set_lrs
 
@@ -124,3 +126,44 @@ def test_train_log_has_the_cold_and_rare_columns(tmp_path):
     assert {"valid_cold_recall@10", "valid_q1_recall@20"} <= set(res.log[0])
     header = (tmp_path / "train_log.tsv").read_text().splitlines()[0].split("\t")
     assert "valid_q1_recall@10" in header and "valid_cold_recall@10" in header
+
+
+def test_amp_reads_booleans_and_rejects_unknown_values():
+    assert TrainCommon(amp=True).amp == "cuda" and TrainCommon(amp=False).amp == "off"
+    assert TrainCommon().amp == "cuda"
+    with pytest.raises(ValueError, match="amp"):
+        TrainCommon(amp="bf16")
+
+
+def test_amp_off_and_cuda_train_the_same_fp32_weights_on_cpu(tmp_path):
+    """On a CPU `cuda` (the default) is plain fp32: the same weights as `off`, bit for bit."""
+    _run(tmp_path / "off", epochs=2, amp="off")
+    _run(tmp_path / "cuda", epochs=2, amp="cuda")
+    a = torch.load(tmp_path / "off" / "model.pt", weights_only=True)["state_dict"]
+    b = torch.load(tmp_path / "cuda" / "model.pt", weights_only=True)["state_dict"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+@pytest.mark.skipif(not cpu_bf16_supported(), reason="this CPU has no native bf16 (AMX / AVX512-BF16)")
+def test_amp_on_runs_the_forward_in_bf16_with_fp32_master_weights(tmp_path):
+    with _autocast(torch.device("cpu"), "on")[0]:
+        autocast_dtype = (torch.ones(2, 2) @ torch.ones(2, 2)).dtype
+    assert autocast_dtype == torch.bfloat16
+    fp32 = _run(tmp_path / "off", epochs=2, amp="off")
+    bf16 = _run(tmp_path / "on", epochs=2, amp="on")
+    a = torch.load(tmp_path / "off" / "model.pt", weights_only=True)["state_dict"]
+    b = torch.load(tmp_path / "on" / "model.pt", weights_only=True)["state_dict"]
+    assert all(b[k].dtype == a[k].dtype for k in a)                       # weights stay fp32
+    assert any(not torch.equal(a[k], b[k]) for k in a)                    # bf16 really ran
+    # the same learning curve within bf16's rounding
+    assert abs(fp32.log[-1]["loss"] - bf16.log[-1]["loss"]) < 0.05 * fp32.log[-1]["loss"]
+
+
+def test_amp_on_is_fp32_where_the_cpu_has_no_bf16(monkeypatch):
+    import mmrec.train.loop as loop
+
+    monkeypatch.setattr(loop, "cpu_bf16_supported", lambda: False)
+    ctx, scaler = loop._autocast(torch.device("cpu"), "on")
+    with ctx:
+        assert (torch.ones(2, 2) @ torch.ones(2, 2)).dtype == torch.float32
+    assert scaler is None
