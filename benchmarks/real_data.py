@@ -49,8 +49,9 @@ def derive_params(name: str, raw_dir: Path, models: list[str] | None) -> dict[st
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
     params["data"].update(name=name, raw_dir=str(raw_dir), **DATASETS[name])
     train = params["train"]
-    train.update(ABLATIONS)
     train["models"] = models or [*train["models"], *ABLATIONS]
+    # only the ablations that run: a section no entry uses is a params error
+    train.update({k: v for k, v in ABLATIONS.items() if k in train["models"]})
     return params
 
 
