@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 from pathlib import Path
 from typing import Any, Iterable, Optional, Protocol
 
@@ -106,6 +108,15 @@ def build_context(params: ContextConfig, device: torch.device | str = "cpu", roo
     return ModelContext(n_items=n_items, max_len=max_len or params.train.common.max_len,
                         item_pop=item_pop.to(device), features=features, teachers=found_teachers,
                         device=device, world_size=world)
+
+
+def without_tokens(ctx: ModelContext) -> ModelContext:
+    """`ctx` without token states: what a built model's context still needs (pooled vectors,
+    masks, popularity, teachers). A token model keeps its own copies (mmrec.models.tokens.
+    TokenStore: pooled grids, float16, pinned with CUDA), so keeping the context's full
+    [N+1, T, d] tensors alive through training would hold them twice."""
+    feats = {m: dataclasses.replace(f, tokens=None, token_mask=None) for m, f in ctx.features.items()}
+    return dataclasses.replace(ctx, features=feats)
 
 
 def context_summary(ctx: ModelContext) -> dict:

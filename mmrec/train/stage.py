@@ -41,7 +41,7 @@ def check_requirements(entry: str, cls: type, ctx) -> None:
 def train_entry(params: TrainConfig, entry: str, root: Path = Path("."), progress: bool = True) -> dict[str, Any]:
     """Train one `train.models` entry; writes models/<entry>/model.pt and train_log.tsv."""
     from mmrec.data.sequences import load_eval_split, load_train_sequences
-    from mmrec.models.context import build_context
+    from mmrec.models.context import build_context, without_tokens
     from mmrec.models.registry import build_model, model_class
     from mmrec.train.loop import EvalSettings, train_model
 
@@ -57,6 +57,7 @@ def train_entry(params: TrainConfig, entry: str, root: Path = Path("."), progres
                         teachers=bool(getattr(cls, "needs_teacher", False)))
     check_requirements(entry, cls, ctx)
     model = build_model(arch, ctx, cfg, section=entry)
+    ctx = without_tokens(ctx)                                       # the model holds its own copy
     config = model_config_dump(model)
 
     ingest = paths.ingest_dir(params, root)

@@ -75,3 +75,19 @@ def test_load_model_takes_the_checkpoint_settings_and_rejects_other_encoders(tmp
     torch.save(ckpt, mdir / "model.pt")
     with pytest.raises(ValueError, match="encoders .*another-encoder"):
         load_model(mdir, p, root=tmp_path)
+
+
+def test_without_tokens_drops_only_the_token_states():
+    import torch
+
+    from mmrec.features.types import ModalityFeatures
+    from mmrec.models.base import ModelContext
+    from mmrec.models.context import context_summary, without_tokens
+
+    f = ModalityFeatures(torch.ones(4, 3), torch.ones(4, dtype=torch.bool), torch.ones(4, 2, 3, dtype=torch.float16),
+                         torch.ones(4, 2, dtype=torch.bool), "enc")
+    ctx = ModelContext(n_items=3, max_len=5, item_pop=torch.arange(4), features={"text": f})
+    lean = without_tokens(ctx)
+    assert lean.features["text"].tokens is None and lean.features["text"].token_mask is None
+    assert lean.features["text"].vector is f.vector and ctx.features["text"].tokens is not None
+    assert context_summary(lean) == context_summary(ctx)
