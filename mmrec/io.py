@@ -9,11 +9,15 @@ import os
 import random
 import sys
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
+
+if TYPE_CHECKING:  # imported lazily at run time: most stages never need them
+    import polars as pl
+    import torch
 
 # Re-exported: stages import every output helper from one place (mmrec.atomic is the
 # dependency-free part the serving fast path can use alone).

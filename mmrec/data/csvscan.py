@@ -53,7 +53,6 @@ def iter_batches(lf: pl.LazyFrame, rep: FileReport, required: dict[str, str],
             first = df.filter(lossy)[line_col][0]
             rep.repair(int(first), "non_utf8_replaced",
                        f"{n_lossy} rows in this batch; first at line {first}", n=n_lossy)
-        ok = pl.lit(True)
         for col, reason in required.items():
             bad = pl.col(col).is_null() | (pl.col(col).cast(pl.String) == "")
             n_bad = df.select(bad.sum()).item()

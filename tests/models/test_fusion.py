@@ -11,7 +11,7 @@ def test_fusion_overfits_with_both_modalities(arch, tmp_path):
     assert model.mods == ["text", "image"]
     assert log[-1]["loss"] < 0.5 * log[0]["loss"]
     assert metrics["recall@10"] >= 0.9
-    assert f"retention_item_text" in log[-1] and "retention_image_image" in log[-1]
+    assert "retention_item_text" in log[-1] and "retention_image_image" in log[-1]
 
 
 @pytest.mark.parametrize("arch", ["sasrec_ef", "sasrec_lf"])
