@@ -285,8 +285,9 @@ def build_parser() -> argparse.ArgumentParser:
     p_ins.add_argument("-n", type=int, default=5, help="rows to show (default 5)")
 
     p_pair = sub.add_parser("paired", help="paired differences A - B of two results folders (same users)")
-    p_pair.add_argument("a", help="results folder of A (holds ranks.parquet), or the ranks.parquet itself")
-    p_pair.add_argument("b", help="results folder of B")
+    p_pair.add_argument("a", help="results folder of A (holds ranks.parquet), or the ranks.parquet itself; "
+                                  "several, comma-separated, for A's seeds (pooled)")
+    p_pair.add_argument("b", help="results folder(s) of B, likewise")
     p_pair.add_argument("-k", type=int, default=10, help="cutoff of Recall/NDCG/MRR (default 10)")
     p_pair.add_argument("--split", default="test", help="test (default) or valid")
     # Defaults (None here) are evaluate.bootstrap's and evaluate.equivalence_margin's defaults
@@ -339,7 +340,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             if args.k < 1 or (args.bootstrap is not None and args.bootstrap < 100) or (args.margin is not None and args.margin <= 0):
                 raise CliError("paired: -k must be >= 1, --bootstrap >= 100, --margin > 0")
             given = {"n_boot": args.bootstrap, "margin": args.margin}
-            result = paired_folders(args.a, args.b, args.k, args.split,
+            result = paired_folders(args.a.split(","), args.b.split(","), args.k, args.split,
                                     **{key: v for key, v in given.items() if v is not None})
             print(json.dumps(result, sort_keys=True) if args.json else format_paired(result))
         sys.stdout.flush()  # a closed pipe shows here, inside the handler below, not at exit

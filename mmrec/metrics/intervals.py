@@ -101,16 +101,33 @@ def metric_intervals(ranks: np.ndarray, metrics: Sequence[str], n_boot: int = N_
     return {m: bootstrap_interval(per_user(ranks, m), n_boot, seed) for m in metrics}
 
 
-def paired_difference(ranks_a: np.ndarray, ranks_b: np.ndarray, metric: str, n_boot: int = N_BOOT,
-                      seed: int = BOOTSTRAP_SEED, margin: float = EQUIVALENCE_MARGIN) -> dict[str, Any]:
+def _seed_mean(ranks: "np.ndarray | Sequence[np.ndarray]", metric: str) -> tuple[np.ndarray, int]:
+    """([U] per-user metric, averaged over the runs when `ranks` is a sequence of [U] arrays (the
+    seeds of one model, same users in the same order), number of runs)."""
+    runs = [ranks] if isinstance(ranks, np.ndarray) else list(ranks)
+    if not runs:
+        raise ValueError("paired_difference: no runs given")
+    values = [per_user(np.asarray(r), metric) for r in runs]
+    if len({v.shape for v in values}) != 1:
+        raise ValueError(f"paired_difference: the runs hold {sorted({v.shape[0] for v in values})} "
+                         "users; pair the same users")
+    return np.mean(values, axis=0), len(runs)
+
+
+def paired_difference(ranks_a: "np.ndarray | Sequence[np.ndarray]", ranks_b: "np.ndarray | Sequence[np.ndarray]",
+                      metric: str, n_boot: int = N_BOOT, seed: int = BOOTSTRAP_SEED,
+                      margin: float = EQUIVALENCE_MARGIN) -> dict[str, Any]:
     """Mean of metric(A) - metric(B) over the same users, its paired bootstrap interval and
     p-value, the relative difference, whether the interval excludes zero (`significant`,
     unadjusted) and the `verdict` at equivalence margin `margin`.
 
-    ranks_a, ranks_b: [U] ranks of the same users in the same order.
+    ranks_a, ranks_b: [U] ranks of the same users in the same order, or each a sequence of such
+    arrays, one per training seed (pooled: a user's value is the mean over that model's seeds;
+    the users are resampled, the trained runs held fixed, so the seed-to-seed spread is reported
+    beside it, not inside the interval). `runs_a` / `runs_b` say how many were pooled.
     """
-    a = per_user(ranks_a, metric)
-    b = per_user(ranks_b, metric)
+    a, runs_a = _seed_mean(ranks_a, metric)
+    b, runs_b = _seed_mean(ranks_b, metric)
     if a.shape != b.shape:
         raise ValueError(f"paired_difference: {a.shape[0]} vs {b.shape[0]} users; pair the same users")
     ci = bootstrap_interval(a - b, n_boot, seed)
@@ -119,7 +136,8 @@ def paired_difference(ranks_a: np.ndarray, ranks_b: np.ndarray, metric: str, n_b
             "diff": ci["mean"], "lo": ci["lo"], "hi": ci["hi"], "p": ci["p"],
             "relative": ci["mean"] / base if base else float("nan"),
             "significant": bool(ci["lo"] > 0 or ci["hi"] < 0),
-            "margin": margin, "verdict": verdict(ci["lo"], ci["hi"], margin)}
+            "margin": margin, "verdict": verdict(ci["lo"], ci["hi"], margin),
+            "runs_a": runs_a, "runs_b": runs_b}
 
 
 def paired_table(ranks_a: np.ndarray, ranks_b: np.ndarray, metrics: Sequence[str], n_boot: int = N_BOOT,

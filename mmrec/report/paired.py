@@ -10,8 +10,9 @@ targets: a comparison of different evaluations is refused, not silently narrowed
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
+import numpy as np
 import polars as pl
 
 from mmrec.metrics.formulas import METRICS
@@ -58,29 +59,62 @@ def pair_ranks(a: pl.DataFrame, b: pl.DataFrame, names: tuple[str, str] = ("A", 
     return both.select("user_idx", pl.col("rank").alias("rank_a"), pl.col("rank_b")).sort("user_idx")
 
 
-def paired_folders(a: str | Path, b: str | Path, k: int = 10, split: str = "test",
-                   n_boot: int = N_BOOT, margin: float = EQUIVALENCE_MARGIN) -> dict[str, Any]:
+def align_runs(runs: Sequence[pl.DataFrame], names: Sequence[str]) -> list[np.ndarray]:
+    """[U] ranks of each (user_idx, target, rank) frame, aligned on the users of the first
+    (sorted by user_idx); all must hold the same users with the same targets (`pair_ranks`'
+    error, naming the two, otherwise)."""
+    return [pair_ranks(runs[0], r, (names[0], n))["rank_b"].to_numpy() for n, r in zip(names, runs)]
+
+
+def aligned_runs(folders: Sequence[str | Path], split: str) -> list[np.ndarray]:
+    """`align_runs` of the `split` ranks of results folders."""
+    return align_runs([read_ranks(f, split) for f in folders], [str(f) for f in folders])
+
+
+def paired_folders(a: str | Path | Sequence[str | Path], b: str | Path | Sequence[str | Path], k: int = 10,
+                   split: str = "test", n_boot: int = N_BOOT, margin: float = EQUIVALENCE_MARGIN) -> dict[str, Any]:
     """The paired comparison A - B of Recall/NDCG/MRR@k: {a, b, split, users, bootstrap, margin,
-    rows: [paired_difference + p_holm, holm_significant]} (one Holm family: the three metrics)."""
-    both = pair_ranks(read_ranks(a, split), read_ranks(b, split), (str(a), str(b)))
-    rows = paired_table(both["rank_a"].to_numpy(), both["rank_b"].to_numpy(),
-                        [f"{m}@{k}" for m in METRICS], n_boot, margin)
-    return {"a": str(a), "b": str(b), "split": split, "users": both.height, "bootstrap": n_boot,
-            "margin": margin, "rows": rows}
+    rows: [paired_difference + p_holm, holm_significant]} (one Holm family: the three metrics).
+
+    A and B may each be several results folders, one per training seed of that model: `rows`
+    then pool the seeds (a user's value is the mean over its model's seeds), and when both have
+    the same number of seeds `per_seed` holds seed i of A against seed i of B (each its own
+    Holm family), so the seed-to-seed spread of the difference is visible beside the pooled one.
+    """
+    fa = [a] if isinstance(a, (str, Path)) else list(a)
+    fb = [b] if isinstance(b, (str, Path)) else list(b)
+    runs = aligned_runs([*fa, *fb], split)
+    ra, rb = runs[:len(fa)], runs[len(fa):]
+    metrics = [f"{m}@{k}" for m in METRICS]
+    out = {"a": ", ".join(map(str, fa)), "b": ", ".join(map(str, fb)), "split": split, "users": len(runs[0]),
+           "bootstrap": n_boot, "margin": margin, "runs_a": len(fa), "runs_b": len(fb),
+           "rows": paired_table(ra if len(ra) > 1 else ra[0], rb if len(rb) > 1 else rb[0], metrics, n_boot, margin)}
+    if len(fa) == len(fb) > 1:
+        out["per_seed"] = [paired_table(x, y, metrics, n_boot, margin) for x, y in zip(ra, rb)]
+    return out
 
 
 def format_paired(result: dict[str, Any]) -> str:
     """A plain-text table of `paired_folders`' result, with the footnotes that read it."""
+    pooled = result.get("runs_a", 1) > 1 or result.get("runs_b", 1) > 1
     lines = [f"A = {result['a']}", f"B = {result['b']}",
              f"{result['split']} split, {result['users']} users paired; 95% paired bootstrap "
-             f"({result['bootstrap']} resamples); equivalence margin ±{result['margin']:g}",
-             "",
-             f"{'metric':<10} {'A':>8} {'B':>8} {'A - B':>9}  {'95% CI':<21} {'p':>7} {'p_holm':>7}  verdict"]
-    for r in result["rows"]:
-        lines.append(f"{r['metric']:<10} {r['a']:8.4f} {r['b']:8.4f} {r['diff']:+9.4f}  "
-                     f"[{r['lo']:+.4f}, {r['hi']:+.4f}] {r['p']:7.4f} {r['p_holm']:7.4f}  {r['verdict']}"
-                     + (" †" if r["holm_significant"] else ""))
+             f"({result['bootstrap']} resamples); equivalence margin ±{result['margin']:g}"]
+    if pooled:
+        lines.append(f"pooled over seeds: A {result['runs_a']} run(s), B {result['runs_b']} run(s); a user's "
+                     "value is the mean over its model's runs")
+    lines += ["", f"{'metric':<10} {'A':>8} {'B':>8} {'A - B':>9}  {'95% CI':<21} {'p':>7} {'p_holm':>7}  verdict"]
+    lines += [_row_line(r) for r in result["rows"]]
+    for i, rows in enumerate(result.get("per_seed", [])):
+        lines += ["", f"seed pair {i + 1}: A run {i + 1} vs B run {i + 1}"]
+        lines += [_row_line(r) for r in rows]
     lines += ["", "better/worse: the interval excludes 0; equivalent: it lies inside ±margin; "
               "inconclusive: neither (not evidence of no difference). † significant after Holm's "
-              f"adjustment over these {len(result['rows'])} comparisons."]
+              f"adjustment over the {len(result['rows'])} comparisons of one table."]
     return "\n".join(lines)
+
+
+def _row_line(r: dict[str, Any]) -> str:
+    return (f"{r['metric']:<10} {r['a']:8.4f} {r['b']:8.4f} {r['diff']:+9.4f}  "
+            f"[{r['lo']:+.4f}, {r['hi']:+.4f}] {r['p']:7.4f} {r['p_holm']:7.4f}  {r['verdict']}"
+            + (" †" if r["holm_significant"] else ""))

@@ -12,6 +12,7 @@ import html
 import json
 import math
 import re
+import statistics
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,7 +25,7 @@ from mmrec.evaluate.params import EvaluateConfig
 from mmrec.metrics.intervals import mark_holm, metric_intervals, paired_difference
 from mmrec.metrics.params import protocol_label
 from mmrec.paths import RANKS_FILE
-from mmrec.report.paired import pair_ranks
+from mmrec.report.paired import align_runs, pair_ranks
 
 #: The metrics the report gives intervals and paired comparisons for.
 CI_METRICS = ["recall@10", "ndcg@10"]
@@ -175,6 +176,79 @@ def paired_comparisons(data: RunData, baseline: str, metrics: list[str], n_boot:
         rows.append(row)
     mark_holm([row[f"{m}_vs_{baseline}"] for row in rows for m in metrics if f"{m}_vs_{baseline}" in row])
     return rows
+
+
+def seed_groups(params: EvaluateConfig) -> dict[str, list[str]]:
+    """{first entry: entries} for the `train.models` entries that resolve to the same
+    architecture, model config and loop settings except `seed` (seed replicates of one model,
+    e.g. `odmt_s1: {arch: odmt, seed: 1}`), in train.models order; groups of two or more only."""
+    from mmrec.train.entries import resolve_entry
+
+    keyed: dict[str, list[str]] = {}
+    for m in params.train.models:
+        e = resolve_entry(params.train, m)
+        key = json.dumps([e.arch, e.config, e.common.model_dump(mode="json", exclude={"seed"})],
+                         sort_keys=True, default=str)
+        keyed.setdefault(key, []).append(m)
+    return {g[0]: g for g in keyed.values() if len(g) > 1}
+
+
+def entry_seed(params: EvaluateConfig, entry: str) -> int:
+    """The seed `entry` trained with (its train.common/section `seed`, else the top-level one)."""
+    from mmrec.train.entries import resolve_entry
+
+    s = resolve_entry(params.train, entry).common.seed
+    return params.seed if s is None else int(s)
+
+
+def seed_summary(params: EvaluateConfig, data: RunData, metrics: list[str], n_boot: int,
+                 margin: float) -> list[dict[str, Any]]:
+    """Per seed group with metrics for every member: each metric's mean ± sd over the seeds and
+    the per-seed values, and, against the baseline's group (or the baseline alone), the pooled
+    paired difference (mmrec.metrics.intervals.paired_difference over the seeds) with its
+    verdict; Holm-adjusted over every pooled comparison of the table."""
+    groups = seed_groups(params)
+    baseline = params.evaluate.baseline
+    base_group = next((g for g in groups.values() if baseline in g), [baseline])
+    base_runs = [data.ranks[m] for m in base_group if m in data.ranks]
+    rows = []
+    for name, members in groups.items():
+        if any(m not in data.metrics for m in members):
+            continue
+        row: dict[str, Any] = {"model": name, "entries": members,
+                               "seeds": [entry_seed(params, m) for m in members]}
+        for metric in metrics:
+            values = [float(data.metrics[m].get(f"test_{metric}", math.nan)) for m in members]
+            row[metric] = {"mean": statistics.fmean(values), "sd": statistics.stdev(values), "values": values}
+        runs = [data.ranks[m] for m in members if m in data.ranks]
+        if members != base_group and len(runs) == len(members) and base_runs and len(base_runs) == len(base_group):
+            aligned = align_runs([*runs, *base_runs], [*members, *base_group])
+            a, b = aligned[:len(members)], aligned[len(members):]
+            for metric in metrics:
+                row[f"{metric}_vs_{baseline}"] = paired_difference(a, b, metric, n_boot, margin=margin)
+        rows.append(row)
+    mark_holm([row[f"{m}_vs_{baseline}"] for row in rows for m in metrics if f"{m}_vs_{baseline}" in row])
+    return rows
+
+
+def _seed_rows(rows: list[dict[str, Any]], baseline: str, metrics: list[str]
+               ) -> tuple[list[str], list[list[tuple[str, bool]]]]:
+    """Header and cells of the seeds table: mean ± sd (per-seed values), pooled Δ vs baseline."""
+    header = ["model (entries)", "seeds"] + [f"{_short('test_' + m)} mean ± sd (per seed)" for m in metrics] + \
+        [f"pooled Δ{_short('test_' + m)} vs {baseline} [95% CI]" for m in metrics]
+    body = []
+    for row in rows:
+        cells = [(f"{row['model']} ({', '.join(row['entries'])})", False),
+                 (", ".join(map(str, row["seeds"])), False)]
+        cells += [(f"{row[m]['mean']:.4f} ± {row[m]['sd']:.4f} ("
+                   + ", ".join(f"{v:.4f}" for v in row[m]["values"]) + ")", False) for m in metrics]
+        for m in metrics:
+            d = row.get(f"{m}_vs_{baseline}")
+            cells.append(("–", False) if d is None else (
+                f"{d['diff']:+.4f} [{d['lo']:+.4f}, {d['hi']:+.4f}] {d['verdict']}"
+                + (" †" if d["holm_significant"] else ""), d["holm_significant"] and d["diff"] > 0))
+        body.append(cells)
+    return header, body
 
 
 def _interval_rows(rows: list[dict[str, Any]], baseline: str, metrics: list[str]
@@ -556,7 +630,7 @@ def retention_legend(columns: list[str]) -> str:
 
 
 def render(params: EvaluateConfig, data: RunData, plots: dict[str, Path | None],
-           comparisons: list[dict[str, Any]]) -> tuple[str, str]:
+           comparisons: list[dict[str, Any]], seeds: list[dict[str, Any]] | None = None) -> tuple[str, str]:
     """The Markdown and the self-contained HTML documents."""
     table = comparison_table(data)
     baseline = params.evaluate.baseline
@@ -602,6 +676,15 @@ def render(params: EvaluateConfig, data: RunData, plots: dict[str, Path | None],
                    "without † may be one of the chance findings that many comparisons make.")
     else:
         d.para("No model has metrics yet: run `dvc repro` (or `mmrec run evaluate <model>`).")
+    if seeds:
+        d.heading("Seeds")
+        d.para("Entries that differ only by their training `seed` are one model trained several times. "
+               "Mean ± sd over the seeds, then each seed's value in train.models order. The pooled Δ "
+               f"pairs each user's mean over a model's seeds with the same user's mean over the seeds of "
+               f"{baseline}'s group: the users are resampled ({params.evaluate.bootstrap} resamples), the "
+               "trained runs held fixed, so read it beside the sd. † Holm over the pooled comparisons of "
+               "this table.")
+        d.table(*_seed_rows(seeds, baseline, CI_METRICS), title="Seeds")
 
     pop = _breakdown_rows(data, "by_popularity", k)
     hist = _breakdown_rows(data, "by_history_length", k)
@@ -684,7 +767,8 @@ def run(params: EvaluateConfig, root: Path = Path(".")) -> dict[str, Any]:
     # Bootstrapped once: the same rows feed the report's table and comparison.json.
     comparisons = paired_comparisons(data, params.evaluate.baseline, CI_METRICS, params.evaluate.bootstrap,
                                      params.evaluate.equivalence_margin)
-    md, doc = render(params, data, plots, comparisons)
+    seeds = seed_summary(params, data, CI_METRICS, params.evaluate.bootstrap, params.evaluate.equivalence_margin)
+    md, doc = render(params, data, plots, comparisons, seeds)
     with atomic_path(out_dir / "report.md") as tmp:
         tmp.write_text(md)
     with atomic_path(out_dir / "report.html") as tmp:
@@ -693,6 +777,8 @@ def run(params: EvaluateConfig, root: Path = Path(".")) -> dict[str, Any]:
                   "bootstrap": params.evaluate.bootstrap, "split": "test",
                   "equivalence_margin": params.evaluate.equivalence_margin,
                   "multiplicity": "holm over every paired comparison of the table", "models": comparisons}
+    if seeds:
+        comparison["seed_groups"] = seeds
     with atomic_path(out_dir / COMPARISON_FILE) as tmp:
         tmp.write_text(json.dumps(comparison, indent=1, sort_keys=True) + "\n")
     return {"path": str(out_dir), "reported": data.reported, "missing": data.missing,

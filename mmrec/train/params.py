@@ -7,7 +7,7 @@ An entry may set `arch:` to train a registered model under another name (an abla
 
 from __future__ import annotations
 
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, Optional, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -22,6 +22,11 @@ class TrainCommon(ContentConfig):
     SeqModelConfig), the content models' inductive path (ContentConfig: cold_id, id_dropout;
     models without content ignore them) plus the training loop's own."""
 
+    # This entry's training seed (initialisation, dropout, batch order); null = the top-level
+    # `seed`. Entries that differ only by it are seed replicates of one model: the report gives
+    # their mean ± sd, per-seed values and pooled paired comparisons (e.g. odmt_s1: {arch: odmt,
+    # seed: 1}). Data splits, the teacher and the bootstrap keep the top-level seed.
+    seed: Optional[int] = None
     epochs: int = Field(50, ge=1)
     batch_size: int = Field(256, ge=1)
     lr: float = Field(1e-3, gt=0)

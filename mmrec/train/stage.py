@@ -50,7 +50,8 @@ def train_entry(params: TrainConfig, entry: str, root: Path = Path("."), progres
     arch, common, cfg = resolve_entry(params, entry)
     cls = model_class(arch)
     device = ddp.init_distributed(pick_device(params.device))
-    seed_everything(params.seed)
+    seed = params.seed if common.seed is None else common.seed
+    seed_everything(seed)
     make_repeatable(common.threads)
     ctx = build_context(params, device, root, max_len=common.max_len,
                         tokens=cls.wants_tokens(cfg), modalities=None if reads_features(cls) else [],
@@ -68,11 +69,11 @@ def train_entry(params: TrainConfig, entry: str, root: Path = Path("."), progres
     valid = load_eval_split(ingest, "valid", common.max_len)
     ev = params.evaluate
     result = train_model(model, ctx, seq, valid, common, paths.model_dir(params, entry, root),
-                         seed=params.seed, arch=arch, name=entry, config=config,
+                         seed=seed, arch=arch, name=entry, config=config,
                          eval_settings=EvalSettings(tuple(ev.ks), ev.mask_history, ev.batch_users,
                                                     ev.item_chunk, ev.popularity_groups),
                          progress=progress)
-    return {"model": entry, "arch": arch, "users": int(seq.shape[0]), "skipped_short_sequences": skipped,
+    return {"model": entry, "arch": arch, "seed": seed, "users": int(seq.shape[0]), "skipped_short_sequences": skipped,
             "items": ctx.n_items, "modalities": sorted(ctx.features), "epochs": result.epochs_run,
             "best_epoch": result.best_epoch, f"best_valid_{common.select_metric}": result.best_metric,
             "seconds": round(time.perf_counter() - t0, 2),

@@ -77,3 +77,28 @@ def test_paired_refuses_different_users_or_targets(tmp_path, capsys):
     assert cli.main(["paired", str(a), str(a), "--split", "nope"]) == 1
     assert "no 'nope' rows (splits present: test, valid)" in capsys.readouterr().err
     assert cli.main(["paired", str(a), str(a), "--bootstrap", "5"]) == 2
+
+
+def test_several_folders_per_side_pool_the_seeds(tmp_path):
+    rng = np.random.default_rng(1)
+    a_runs = [rng.integers(1, 40, size=500) for _ in range(3)]
+    b_runs = [rng.integers(1, 60, size=500) for _ in range(3)]
+    fa = [_results(tmp_path / f"a{i}", r) for i, r in enumerate(a_runs)]
+    fb = [_results(tmp_path / f"b{i}", r) for i, r in enumerate(b_runs)]
+    out = paired_folders(fa, fb, k=10, n_boot=200)
+    assert out["runs_a"] == out["runs_b"] == 3 and len(out["per_seed"]) == 3
+    r10 = out["rows"][0]
+    mean_a = np.mean([metrics_from_ranks(r, [10])["recall@10"] for r in a_runs])
+    mean_b = np.mean([metrics_from_ranks(r, [10])["recall@10"] for r in b_runs])
+    assert r10["a"] == pytest.approx(mean_a) and r10["diff"] == pytest.approx(mean_a - mean_b)
+    one = paired_folders(fa[1], fb[1], k=10, n_boot=200)["rows"][0]
+    assert out["per_seed"][1][0]["diff"] == pytest.approx(one["diff"])
+    assert paired_folders(fa, fb[:1], k=10, n_boot=200).get("per_seed") is None   # 3 vs 1: pooled only
+
+
+def test_cli_paired_takes_comma_separated_seeds(tmp_path, capsys):
+    fa = [_results(tmp_path / f"a{i}", np.full(300, 1 + i)) for i in range(2)]
+    fb = [_results(tmp_path / f"b{i}", np.full(300, 50)) for i in range(2)]
+    assert cli.main(["paired", ",".join(map(str, fa)), ",".join(map(str, fb)), "--bootstrap", "200"]) == 0
+    out = capsys.readouterr().out
+    assert "pooled over seeds: A 2 run(s), B 2 run(s)" in out and "seed pair 2" in out

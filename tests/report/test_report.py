@@ -146,3 +146,30 @@ def test_empty_buckets_print_a_dash_and_retention_columns_are_explained(fake):
     for table in ("item", "text_table"):
         assert f"{table} = " in legend
     assert "KDSR's trainable text table" in legend
+
+
+def test_seed_replicates_get_mean_sd_and_a_pooled_comparison(tmp_path):
+    from mmrec.report.stage import seed_groups
+
+    from mmrec.config import parse_params
+
+    raw = tiny_params(models=("sasrec",)).model_dump(mode="json")
+    raw["train"].update({"models": ["sasrec", "odmt", "odmt_s1", "odmt_s2", "odmt_wide"],
+                         "odmt_s1": {"arch": "odmt", "seed": 1}, "odmt_s2": {"arch": "odmt", "seed": 2},
+                         "odmt_wide": {"arch": "odmt", "hidden": 128}})
+    params = parse_params(raw)
+    assert seed_groups(params) == {"odmt": ["odmt", "odmt_s1", "odmt_s2"]}   # odmt_wide is another model
+    write_fake_run(params, tmp_path, n_users=120, n_items=200, epochs=3)
+    run(params, tmp_path)
+    out = tmp_path / "data" / "tiny" / "report"
+    comp = json.loads((out / "comparison.json").read_text())
+    (group,) = comp["seed_groups"]
+    assert group["entries"] == ["odmt", "odmt_s1", "odmt_s2"] and group["seeds"] == [params.seed, 1, 2]
+    values = [json.loads((tmp_path / f"data/tiny/results/{m}/metrics.json").read_text())["test_recall@10"]
+              for m in group["entries"]]
+    assert group["recall@10"]["values"] == values
+    assert group["recall@10"]["mean"] == pytest.approx(sum(values) / 3)
+    d = group["recall@10_vs_sasrec"]
+    assert d["runs_a"] == 3 and d["runs_b"] == 1
+    assert d["diff"] == pytest.approx(group["recall@10"]["mean"] - comp["models"][0]["recall@10"]["mean"])
+    assert "## Seeds" in (out / "report.md").read_text()

@@ -121,3 +121,17 @@ def test_id_only_models_load_no_features(tmp_path):
     assert ckpt["context"]["modalities"] == []
     assert [reads_features(model_class(m)) for m in ("sasrec", "gru4rec", "sasrec_ef", "kdsr", "odmt")] == \
         [False, False, True, True, True]
+
+
+def test_an_entry_seed_trains_a_replicate_and_defaults_to_the_top_level_seed(tmp_path):
+    ts.write_dataset(tmp_path)
+    p = _params(["sasrec", "sasrec_s1", "sasrec_s0"],
+                {"sasrec_s1": {"arch": "sasrec", "seed": 1}, "sasrec_s0": {"arch": "sasrec", "seed": 0}},
+                epochs=2)
+    assert p.seed != 1
+    p = p.model_copy(update={"seed": 0})
+    summaries = {m: run(p, tmp_path, m, progress=False) for m in p.train.models}
+    assert [summaries[m]["seed"] for m in p.train.models] == [0, 1, 0]
+    w = {m: read_checkpoint(tmp_path / f"data/tiny/models/{m}")["state_dict"] for m in p.train.models}
+    assert all(torch.equal(w["sasrec"][k], w["sasrec_s0"][k]) for k in w["sasrec"])   # seed 0 = top level
+    assert not all(torch.equal(w["sasrec"][k], w["sasrec_s1"][k]) for k in w["sasrec"])
