@@ -4,14 +4,14 @@ Run from a project whose ingest, extract and teacher stages have run for the dat
 params.yaml (e.g. a clone with data.name: scientific, see the README's real-data recipe):
 
     python benchmarks/odmt_profile.py --model odmt --steps 20
-    python benchmarks/odmt_profile.py --model odmt --steps 20 --configs off:full off:trim on:trim
+    python benchmarks/odmt_profile.py --model odmt --steps 20 --configs off:full off:trim cuda+cpu:trim
 
 The model, context and training windows are built as the train stage builds them (resolved
 params, the real-data profile). For each precision it times `--steps` optimiser steps after two
 warm-up steps, split into the item side (token gather + projection + IMT + branch MLPs), the
 user side (the branch encoders), the loss (logits, CE, distillation), backward and the optimiser
 step; then one full-ranking validation over every validation user, split into the catalogue
-encoding and the ranking. Each configuration is an AMP setting (fp32 `off` or bf16 `on`) and
+encoding and the ranking. Each configuration is an AMP setting (fp32 `off` or bf16 `cuda+cpu`) and
 whether batches keep their stored padding (`full`) or are trimmed as the training loop trims them
 (`trim`, mmrec.data.sequences.trim_padding). The epoch figure is s/step x steps per epoch + validation.
 Timings are per process on whatever else the machine runs: run it alone.
@@ -139,7 +139,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default="odmt", help="a train.models entry of params.yaml")
     ap.add_argument("--steps", type=int, default=20)
-    ap.add_argument("--configs", nargs="+", default=["off:full", "off:trim", "on:trim"],
+    ap.add_argument("--configs", nargs="+", default=["off:full", "off:trim", "cuda+cpu:trim"],
                     help="AMP:BATCHES pairs to compare: AMP a train.common.amp value, BATCHES full (the "
                          "padded windows as stored) or trim (leading all-padding columns dropped, "
                          "as the training loop does)")

@@ -5,6 +5,7 @@ time: timings are per step), and print the README's table rows from the report.
     python benchmarks/real_data.py scientific --raw-dir path/to/amazon-scientific
     python benchmarks/real_data.py hm --raw-dir path/to/hm-sample
     python benchmarks/real_data.py scientific --raw-dir ... --table-only   # rows from a finished run
+    python benchmarks/real_data.py scientific --raw-dir ... --models odmt --seeds 1 2 --set train.common.amp=cuda+cpu
 
 Datasets:
   scientific  Amazon 2018 Industrial & Scientific as processed by UniSRec (the two files
@@ -43,15 +44,33 @@ ABLATIONS = {
 }
 
 
-def derive_params(name: str, raw_dir: Path, models: list[str] | None) -> dict[str, Any]:
+def derive_params(name: str, raw_dir: Path, models: list[str] | None, seeds: list[int] | None = None,
+                  overrides: list[str] | None = None) -> dict[str, Any]:
     """params.yaml with data.name/source/raw_dir/require set for `name` and the ablations added;
-    every other key keeps its real-data default (no profile applies: data.name is not sample)."""
+    every other key keeps its real-data default (no profile applies: data.name is not sample).
+
+    seeds:     for each, a replicate `<model>_s<seed>` of every model (same settings, that
+               training seed); the report pools them (its Seeds table).
+    overrides: `dotted.key=value` (value read as YAML), applied last, as `dvc exp run -S` does.
+    """
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
     params["data"].update(name=name, raw_dir=str(raw_dir), **DATASETS[name])
     train = params["train"]
-    train["models"] = models or [*train["models"], *ABLATIONS]
+    base = models or [*train["models"], *ABLATIONS]
     # only the ablations that run: a section no entry uses is a params error
-    train.update({k: v for k, v in ABLATIONS.items() if k in train["models"]})
+    train.update({k: v for k, v in ABLATIONS.items() if k in base})
+    replicas = {f"{m}_s{s}": {**ABLATIONS.get(m, {"arch": m}), "seed": s} for s in seeds or [] for m in base}
+    train.update(replicas)
+    train["models"] = [*base, *replicas]
+    for item in overrides or []:
+        key, _, value = item.partition("=")
+        if not key or not _:
+            raise SystemExit(f"--set {item!r}: expected dotted.key=value")
+        *parents, leaf = key.split(".")
+        node = params
+        for k in parents:
+            node = node.setdefault(k, {})
+        node[leaf] = yaml.safe_load(value)
     return params
 
 
@@ -97,10 +116,7 @@ def table_rows(name: str) -> list[str]:
             return f"{r[k]['mean']:.4f} [{r[k]['lo']:.4f}, {r[k]['hi']:.4f}]"
 
         def diff(k: str) -> str:
-            x = r.get(f"{k}_vs_{base}")
-            if x is None:
-                return "baseline"
-            return f"{x['diff']:+.4f} [{x['lo']:+.4f}, {x['hi']:+.4f}]" + (" †" if x["significant"] else "")
+            return "baseline" if m == base else diff_of(r, k, base)
 
         log = pl.read_csv(data / "models" / m / "train_log.tsv", separator="\t", infer_schema=False)
         log = log.with_columns(pl.all().cast(pl.Float64, strict=False))
@@ -108,7 +124,27 @@ def table_rows(name: str) -> list[str]:
         best = f"{log['valid_recall@10'][i]:.4f} ({int(log['epoch'][i])} of {log.height})"
         lines.append(f"| {m} | {ci('recall@10')} | {ci('ndcg@10')} | {diff('recall@10')} | {diff('ndcg@10')} "
                      f"| {grp('cold')} / {grp(labels[1])} / {grp(labels[-1])} | {best} |")
+    lines += ["", "† significant after Holm's adjustment over the table's paired comparisons."]
+    groups = comp.get("seed_groups") or []
+    if groups:
+        lines += ["", f"| model (seeds) | Recall@10 mean ± sd (per seed) | NDCG@10 mean ± sd (per seed) "
+                      f"| pooled ΔR@10 vs {base} | pooled ΔN@10 vs {base} |", "|---|---:|---:|---:|---:|"]
+        for g in groups:
+            def spread(k: str) -> str:
+                return (f"{g[k]['mean']:.4f} ± {g[k]['sd']:.4f} ("
+                        + ", ".join(f"{v:.4f}" for v in g[k]["values"]) + ")")
+
+            lines.append(f"| {g['model']} ({', '.join(map(str, g['seeds']))}) | {spread('recall@10')} "
+                         f"| {spread('ndcg@10')} | {diff_of(g, 'recall@10', base)} | {diff_of(g, 'ndcg@10', base)} |")
     return lines
+
+
+def diff_of(row: dict[str, Any], k: str, base: str) -> str:
+    """`<k>_vs_<base>` of a comparison row as `diff [lo, hi] verdict †`, or a dash."""
+    x = row.get(f"{k}_vs_{base}")
+    if x is None:
+        return "–"
+    return f"{x['diff']:+.4f} [{x['lo']:+.4f}, {x['hi']:+.4f}] {x['verdict']}" + (" †" if x["holm_significant"] else "")
 
 
 def main() -> None:
@@ -116,12 +152,15 @@ def main() -> None:
     ap.add_argument("dataset", choices=sorted(DATASETS))
     ap.add_argument("--raw-dir", type=Path, required=True, help="folder with the raw files")
     ap.add_argument("--models", nargs="+", help="train.models entries (default: all + ablations)")
+    ap.add_argument("--seeds", nargs="+", type=int, help="also train a replicate <model>_s<seed> of every model")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="override a params key (dotted, value as YAML), e.g. train.common.amp=cuda+cpu")
     ap.add_argument("--table-only", action="store_true", help="print the rows of a finished run")
     args = ap.parse_args()
     if args.table_only:
         print("\n".join(table_rows(args.dataset)))
         return
-    params = derive_params(args.dataset, args.raw_dir.resolve(), args.models)
+    params = derive_params(args.dataset, args.raw_dir.resolve(), args.models, args.seeds, args.set)
     pfile = ROOT / "data" / f"{args.dataset}.params.yaml"
     pfile.parent.mkdir(parents=True, exist_ok=True)
     pfile.write_text(yaml.safe_dump(params, sort_keys=False))

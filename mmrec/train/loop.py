@@ -104,13 +104,13 @@ def cpu_bf16_supported() -> bool:
 
 def _autocast(device: torch.device, amp: str):
     """(autocast context, GradScaler or None) for `train.common.amp` on `device`: bf16 autocast on
-    CUDA where supported, else fp16 with a GradScaler (`cuda` and `on`); bf16 on a CPU with native
-    bf16 (`on` only); otherwise nothing. Master weights and optimiser state stay fp32."""
-    if device.type == "cuda" and amp in ("cuda", "on"):
+    CUDA where supported, else fp16 with a GradScaler (`cuda` and `cuda+cpu`); bf16 on a CPU with
+    native bf16 (`cuda+cpu` only); otherwise nothing. Master weights and optimiser state stay fp32."""
+    if device.type == "cuda" and amp in ("cuda", "cuda+cpu"):
         dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
         scaler = torch.amp.GradScaler("cuda") if dtype == torch.float16 else None
         return torch.autocast("cuda", dtype=dtype), scaler
-    if device.type == "cpu" and amp == "on" and cpu_bf16_supported():
+    if device.type == "cpu" and amp == "cuda+cpu" and cpu_bf16_supported():
         return torch.autocast("cpu", dtype=torch.bfloat16), None
     return contextlib.nullcontext(), None
 

@@ -39,9 +39,9 @@ class TrainCommon(ContentConfig):
     retention_pairs: int = Field(20_000, ge=100)
     # Mixed precision of the training forward pass (fp32 master weights, fp32 validation and
     # ranking): off = fp32 everywhere; cuda = autocast on CUDA only (bf16, or fp16 with a grad
-    # scaler); on = also bf16 autocast on CPUs with native bf16 (AMX / AVX512-BF16), fp32 on
-    # other CPUs. true / false read as cuda / off.
-    amp: Literal["off", "cuda", "on"] = "cuda"
+    # scaler); cuda+cpu = also bf16 autocast on CPUs with native bf16 (AMX / AVX512-BF16), fp32
+    # on other CPUs. true / false (and YAML's on / off) read as cuda / off.
+    amp: Literal["off", "cuda", "cuda+cpu"] = "cuda"
     num_workers: int = Field(0, ge=0)
     # CPU intra-op threads; results repeat bit for bit only at the same count (mmrec.train.repro).
     # 0 = the stage's CPU budget (top-level `threads:` / MMREC_THREADS, mmrec.threads). Non-zero

@@ -25,3 +25,18 @@ def test_derived_params_are_valid_for_any_model_subset(tmp_path, models):
     expected = models or [*parse_params({}, "x").train.models, *mod.ABLATIONS]
     assert params["train"]["models"] == expected
     assert all((k in params["train"]) == (k in expected) for k in mod.ABLATIONS)
+
+
+def test_seeds_add_replicates_and_set_overrides(tmp_path):
+    mod = _module()
+    params = mod.derive_params("scientific", tmp_path, ["sasrec", "kdsr_plain"], seeds=[1, 2],
+                               overrides=["train.common.amp=cuda+cpu", "evaluate.bootstrap=200"])
+    assert params["train"]["models"] == ["sasrec", "kdsr_plain", "sasrec_s1", "kdsr_plain_s1",
+                                         "sasrec_s2", "kdsr_plain_s2"]
+    assert params["train"]["kdsr_plain_s2"] == {"arch": "kdsr", "skd": False, "ckd": False, "seed": 2}
+    p = parse_params(params, "derived")
+    assert p.train.common.amp == "cuda+cpu" and p.evaluate.bootstrap == 200
+    from mmrec.report.stage import seed_groups
+
+    assert seed_groups(p) == {"sasrec": ["sasrec", "sasrec_s1", "sasrec_s2"],
+                              "kdsr_plain": ["kdsr_plain", "kdsr_plain_s1", "kdsr_plain_s2"]}

@@ -131,6 +131,11 @@ def test_train_log_has_the_cold_and_rare_columns(tmp_path):
 def test_amp_reads_booleans_and_rejects_unknown_values():
     assert TrainCommon(amp=True).amp == "cuda" and TrainCommon(amp=False).amp == "off"
     assert TrainCommon().amp == "cuda"
+    import yaml
+
+    # YAML reads on/off as booleans: `amp: on` is CUDA autocast, never the CPU's bf16
+    assert TrainCommon(**yaml.safe_load("amp: on")).amp == "cuda"
+    assert TrainCommon(**yaml.safe_load("amp: cuda+cpu")).amp == "cuda+cpu"
     with pytest.raises(ValueError, match="amp"):
         TrainCommon(amp="bf16")
 
@@ -146,13 +151,13 @@ def test_amp_off_and_cuda_train_the_same_fp32_weights_on_cpu(tmp_path):
 
 @pytest.mark.skipif(not cpu_bf16_supported(), reason="this CPU has no native bf16 (AMX / AVX512-BF16)")
 def test_amp_on_runs_the_forward_in_bf16_with_fp32_master_weights(tmp_path):
-    with _autocast(torch.device("cpu"), "on")[0]:
+    with _autocast(torch.device("cpu"), "cuda+cpu")[0]:
         autocast_dtype = (torch.ones(2, 2) @ torch.ones(2, 2)).dtype
     assert autocast_dtype == torch.bfloat16
     fp32 = _run(tmp_path / "off", epochs=2, amp="off")
-    bf16 = _run(tmp_path / "on", epochs=2, amp="on")
+    bf16 = _run(tmp_path / "bf16", epochs=2, amp="cuda+cpu")
     a = torch.load(tmp_path / "off" / "model.pt", weights_only=True)["state_dict"]
-    b = torch.load(tmp_path / "on" / "model.pt", weights_only=True)["state_dict"]
+    b = torch.load(tmp_path / "bf16" / "model.pt", weights_only=True)["state_dict"]
     assert all(b[k].dtype == a[k].dtype for k in a)                       # weights stay fp32
     assert any(not torch.equal(a[k], b[k]) for k in a)                    # bf16 really ran
     # the same learning curve within bf16's rounding
@@ -163,7 +168,7 @@ def test_amp_on_is_fp32_where_the_cpu_has_no_bf16(monkeypatch):
     import mmrec.train.loop as loop
 
     monkeypatch.setattr(loop, "cpu_bf16_supported", lambda: False)
-    ctx, scaler = loop._autocast(torch.device("cpu"), "on")
+    ctx, scaler = loop._autocast(torch.device("cpu"), "cuda+cpu")
     with ctx:
         assert (torch.ones(2, 2) @ torch.ones(2, 2)).dtype == torch.float32
     assert scaler is None
