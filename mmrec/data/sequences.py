@@ -51,10 +51,12 @@ class SeqBatch:
 
 def trim_padding(seq: torch.Tensor, min_width: int = 2) -> torch.Tensor:
     """`seq` [B, S+1] (left-padded) without the leading columns that are padding in every row:
-    [B, S'+1], S' <= S, at least `min_width` columns (2: one input and its target). Real data is mostly padding (Amazon Scientific:
-    5 of 50 inputs on average, a batch's longest ~29), and the causal, padding-masked models give
-    every real position the same output either way (padded keys are hidden, positions are
-    right-aligned), so training on the trimmed batch does the same work in a fraction of the time.
+    [B, S'+1], S' <= S, at least `min_width` columns (2: one input and its target).
+
+    Real data is mostly padding (Amazon Scientific: 5 of 50 inputs on average, a batch's longest
+    ~29), and the causal, padding-masked models give every real position the same output either
+    way (padded keys are hidden, positions are right-aligned), so training on the trimmed batch
+    does the same work in a fraction of the time.
     """
     real = (seq > 0).any(0)                                            # [S+1]
     first = int(real.to(torch.int8).argmax()) if bool(real.any()) else seq.shape[1]

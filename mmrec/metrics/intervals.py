@@ -140,7 +140,8 @@ def paired_difference(ranks_a: "np.ndarray | Sequence[np.ndarray]", ranks_b: "np
             "runs_a": runs_a, "runs_b": runs_b}
 
 
-def paired_table(ranks_a: np.ndarray, ranks_b: np.ndarray, metrics: Sequence[str], n_boot: int = N_BOOT,
+def paired_table(ranks_a: "np.ndarray | Sequence[np.ndarray]", ranks_b: "np.ndarray | Sequence[np.ndarray]",
+                 metrics: Sequence[str], n_boot: int = N_BOOT,
                  margin: float = EQUIVALENCE_MARGIN, seed: int = BOOTSTRAP_SEED) -> list[dict[str, Any]]:
     """`paired_difference` of every metric in `metrics` for one pair of models, Holm-adjusted
     across those metrics (one family)."""

@@ -88,7 +88,7 @@ def paired_folders(a: str | Path | Sequence[str | Path], b: str | Path | Sequenc
     metrics = [f"{m}@{k}" for m in METRICS]
     out = {"a": ", ".join(map(str, fa)), "b": ", ".join(map(str, fb)), "split": split, "users": len(runs[0]),
            "bootstrap": n_boot, "margin": margin, "runs_a": len(fa), "runs_b": len(fb),
-           "rows": paired_table(ra if len(ra) > 1 else ra[0], rb if len(rb) > 1 else rb[0], metrics, n_boot, margin)}
+           "rows": paired_table(ra, rb, metrics, n_boot, margin)}
     if len(fa) == len(fb) > 1:
         out["per_seed"] = [paired_table(x, y, metrics, n_boot, margin) for x, y in zip(ra, rb)]
     return out

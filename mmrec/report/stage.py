@@ -197,8 +197,7 @@ def entry_seed(params: EvaluateConfig, entry: str) -> int:
     """The seed `entry` trained with (its train.common/section `seed`, else the top-level one)."""
     from mmrec.train.entries import resolve_entry
 
-    s = resolve_entry(params.train, entry).common.seed
-    return params.seed if s is None else int(s)
+    return resolve_entry(params.train, entry).common.training_seed(params.seed)
 
 
 def seed_summary(params: EvaluateConfig, data: RunData, metrics: list[str], n_boot: int,
@@ -231,6 +230,15 @@ def seed_summary(params: EvaluateConfig, data: RunData, metrics: list[str], n_bo
     return rows
 
 
+def _diff_cell(d: dict[str, Any] | None) -> tuple[str, bool]:
+    """A paired difference as a table cell: `diff [lo, hi] verdict` (+ † when Holm-significant),
+    bold where that is a gain; a dash when there is none."""
+    if d is None:
+        return "–", False
+    return (f"{d['diff']:+.4f} [{d['lo']:+.4f}, {d['hi']:+.4f}] {d['verdict']}"
+            + (" †" if d["holm_significant"] else ""), d["holm_significant"] and d["diff"] > 0)
+
+
 def _seed_rows(rows: list[dict[str, Any]], baseline: str, metrics: list[str]
                ) -> tuple[list[str], list[list[tuple[str, bool]]]]:
     """Header and cells of the seeds table: mean ± sd (per-seed values), pooled Δ vs baseline."""
@@ -242,11 +250,7 @@ def _seed_rows(rows: list[dict[str, Any]], baseline: str, metrics: list[str]
                  (", ".join(map(str, row["seeds"])), False)]
         cells += [(f"{row[m]['mean']:.4f} ± {row[m]['sd']:.4f} ("
                    + ", ".join(f"{v:.4f}" for v in row[m]["values"]) + ")", False) for m in metrics]
-        for m in metrics:
-            d = row.get(f"{m}_vs_{baseline}")
-            cells.append(("–", False) if d is None else (
-                f"{d['diff']:+.4f} [{d['lo']:+.4f}, {d['hi']:+.4f}] {d['verdict']}"
-                + (" †" if d["holm_significant"] else ""), d["holm_significant"] and d["diff"] > 0))
+        cells += [_diff_cell(row.get(f"{m}_vs_{baseline}")) for m in metrics]
         body.append(cells)
     return header, body
 
@@ -265,8 +269,7 @@ def _interval_rows(rows: list[dict[str, Any]], baseline: str, metrics: list[str]
             if d is None:
                 cells.append(("baseline" if row["model"] == baseline else "–", False))
             else:
-                cells.append((f"{d['diff']:+.4f} [{d['lo']:+.4f}, {d['hi']:+.4f}] {d['verdict']}"
-                              + (" †" if d["holm_significant"] else ""), d["holm_significant"] and d["diff"] > 0))
+                cells.append(_diff_cell(d))
         body.append(cells)
     return header, body
 

@@ -51,6 +51,10 @@ class TrainCommon(ContentConfig):
     # every epoch, deleted at the end; mmrec.train.loop): same weights as an uninterrupted run.
     resume: bool = True
 
+    def training_seed(self, default: int) -> int:
+        """The seed this entry trains with: its own `seed`, else `default` (the top-level one)."""
+        return default if self.seed is None else int(self.seed)
+
     @field_validator("amp", mode="before")
     @classmethod
     def _amp_bool(cls, v: Any) -> Any:

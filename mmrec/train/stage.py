@@ -50,7 +50,7 @@ def train_entry(params: TrainConfig, entry: str, root: Path = Path("."), progres
     arch, common, cfg = resolve_entry(params, entry)
     cls = model_class(arch)
     device = ddp.init_distributed(pick_device(params.device))
-    seed = params.seed if common.seed is None else common.seed
+    seed = common.training_seed(params.seed)
     seed_everything(seed)
     make_repeatable(common.threads)
     ctx = build_context(params, device, root, max_len=common.max_len,
