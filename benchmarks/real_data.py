@@ -6,6 +6,7 @@ time: timings are per step), and print the README's table rows from the report.
     python benchmarks/real_data.py hm --raw-dir path/to/hm-sample
     python benchmarks/real_data.py scientific --raw-dir ... --table-only   # rows from a finished run
     python benchmarks/real_data.py scientific --raw-dir ... --models odmt --seeds 1 2 --set train.common.amp=cuda+cpu
+    python benchmarks/real_data.py scientific --raw-dir ... --jobs 2   # two models at once, a core each
 
 Datasets:
   scientific  Amazon 2018 Industrial & Scientific as processed by UniSRec (the two files
@@ -17,6 +18,13 @@ Besides `train.models`, the run trains the ablations the README reports: KDSR wi
 correlation supervision (`kdsr_plain`: skd and ckd off) and ODMT without the IMT
 (`odmt_no_imt`) or without online distillation (`odmt_no_kd`). Outputs go to data/<name>/ as
 with `dvc repro`; the derived params file is data/<name>.params.yaml.
+
+`--jobs N` trains N models at once once the shared stages are done, each (train, evaluate)
+chain in its own process with CPUs/N threads (`MMREC_THREADS` and `train.common.threads`), the
+models with token transformers first since they take longest. A training process does not keep
+two cores busy on these small matrices, so two one-thread processes finish sooner than two
+two-thread runs in turn. The weights depend on the thread count (mmrec.train.repro): a run with
+`--jobs 2` repeats itself, not a `--jobs 1` run.
 """
 
 from __future__ import annotations
@@ -26,7 +34,9 @@ import json
 import os
 import subprocess
 import sys
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -74,14 +84,30 @@ def derive_params(name: str, raw_dir: Path, models: list[str] | None, seeds: lis
     return params
 
 
-def run_step(cmd: list[str], log: Path) -> dict[str, float]:
+#: architectures whose training dominates a run (token transformers): `--jobs` starts them first
+LONG_ARCHS = ("odmt", "odmt_kdsr")
+
+
+def job_order(train: dict[str, Any]) -> list[str]:
+    """train.models with the long trainings first (stable otherwise): scheduling the longest
+    jobs first keeps a pool of workers from ending on one long job alone."""
+    models = train["models"]
+
+    def arch(m: str) -> str:
+        return (train.get(m) or {}).get("arch", m)
+
+    return sorted(models, key=lambda m: arch(m) not in LONG_ARCHS)
+
+
+def run_step(cmd: list[str], log: Path, env: dict[str, str] | None = None) -> dict[str, float]:
     """Run one stage as a child process (output appended to `log`); its wall time, CPU time and
     peak RSS from the child's own rusage (os.wait4), so steps do not blur into each other."""
     t0 = time.perf_counter()
     with open(log, "a") as out:
         out.write(f"$ {' '.join(cmd)}\n")
         out.flush()
-        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT)
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT,
+                                env={**os.environ, **(env or {})})
         _, status, usage = os.wait4(proc.pid, 0)
     wall = time.perf_counter() - t0
     if os.waitstatus_to_exitcode(status):
@@ -155,29 +181,55 @@ def main() -> None:
     ap.add_argument("--seeds", nargs="+", type=int, help="also train a replicate <model>_s<seed> of every model")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                     help="override a params key (dotted, value as YAML), e.g. train.common.amp=cuda+cpu")
+    ap.add_argument("--jobs", type=int, default=1,
+                    help="models trained at once, each with CPUs/jobs threads (default 1: one after another)")
     ap.add_argument("--table-only", action="store_true", help="print the rows of a finished run")
     args = ap.parse_args()
     if args.table_only:
         print("\n".join(table_rows(args.dataset)))
         return
-    params = derive_params(args.dataset, args.raw_dir.resolve(), args.models, args.seeds, args.set)
+    if args.jobs < 1:
+        raise SystemExit("--jobs: expected 1 or more")
+    from mmrec.threads import available_cpus
+
+    threads = max(1, available_cpus() // args.jobs)
+    # training's thread count fixes its weights: a parallel run sets it to its share of the CPUs
+    pinned = [] if args.jobs == 1 else [f"train.common.threads={threads}"]
+    params = derive_params(args.dataset, args.raw_dir.resolve(), args.models, args.seeds, [*pinned, *args.set])
     pfile = ROOT / "data" / f"{args.dataset}.params.yaml"
     pfile.parent.mkdir(parents=True, exist_ok=True)
     pfile.write_text(yaml.safe_dump(params, sort_keys=False))
     log = ROOT / "data" / f"{args.dataset}.run.log"
     mmrec = [sys.executable, "-m", "mmrec.cli", "run"]
-    steps = [["ingest"], ["extract"], ["teacher"]]
-    for m in params["train"]["models"]:
-        steps += [["train", m], ["evaluate", m]]
-    steps.append(["report"])
-    total: dict[str, float] = {"wall_s": 0.0, "cpu_s": 0.0}
+    cpu = {"s": 0.0}
+    lock = threading.Lock()
+    t0 = time.perf_counter()
     print(f"{'step':<26}{'wall s':>10}{'cpu s':>10}{'peak RSS MB':>13}", flush=True)
-    for step in steps:
-        res = run_step([*mmrec, *step, "--params", str(pfile)], log)
-        total = {k: total[k] + res[k] for k in total}
-        print(f"{' '.join(step):<26}{res['wall_s']:>10.1f}{res['cpu_s']:>10.1f}{res['peak_rss_mb']:>13.0f}",
-              flush=True)
-    print(f"{'total':<26}{total['wall_s']:>10.1f}{total['cpu_s']:>10.1f}\n")
+
+    def step(args_: list[str], log_: Path, env: dict[str, str] | None = None) -> None:
+        res = run_step([*mmrec, *args_, "--params", str(pfile)], log_, env)
+        with lock:
+            cpu["s"] += res["cpu_s"]
+            print(f"{' '.join(args_):<26}{res['wall_s']:>10.1f}{res['cpu_s']:>10.1f}{res['peak_rss_mb']:>13.0f}",
+                  flush=True)
+
+    for shared in (["ingest"], ["extract"], ["teacher"]):
+        step(shared, log)
+    if args.jobs == 1:
+        for m in params["train"]["models"]:
+            step(["train", m], log)
+            step(["evaluate", m], log)
+    else:
+        def chain(m: str) -> None:
+            own = log.with_name(f"{args.dataset}.run.{m}.log")
+            for s in (["train", m], ["evaluate", m]):
+                step(s, own, {"MMREC_THREADS": str(threads)})
+
+        with ThreadPoolExecutor(args.jobs) as pool:
+            list(pool.map(chain, job_order(params["train"])))        # list(): re-raises a failed step
+    step(["report"], log)
+    # with --jobs the steps overlap: the total is the elapsed time, not their sum
+    print(f"{'total':<26}{time.perf_counter() - t0:>10.1f}{cpu['s']:>10.1f}\n")
     print("\n".join(table_rows(args.dataset)))
 
 

@@ -40,3 +40,14 @@ def test_seeds_add_replicates_and_set_overrides(tmp_path):
 
     assert seed_groups(p) == {"sasrec": ["sasrec", "sasrec_s1", "sasrec_s2"],
                               "kdsr_plain": ["kdsr_plain", "kdsr_plain_s1", "kdsr_plain_s2"]}
+
+
+def test_job_order_starts_the_token_transformers_first(tmp_path):
+    mod = _module()
+    params = mod.derive_params("scientific", tmp_path, ["sasrec", "kdsr", "odmt", "gru4rec", "odmt_no_kd",
+                                                        "odmt_kdsr"], seeds=[1])
+    order = mod.job_order(params["train"])
+    assert sorted(order) == sorted(params["train"]["models"])
+    # the ablation and the replicates are ODMT by arch, not by name; the rest keep their order
+    assert order[:6] == ["odmt", "odmt_no_kd", "odmt_kdsr", "odmt_s1", "odmt_no_kd_s1", "odmt_kdsr_s1"]
+    assert order[6:] == ["sasrec", "kdsr", "gru4rec", "sasrec_s1", "kdsr_s1", "gru4rec_s1"]
