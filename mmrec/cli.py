@@ -73,7 +73,8 @@ def run_stage(stage: str, model: str | None, params_path: str = "params.yaml", r
     from mmrec.io import StageLockedError, stage_lock
 
     try:
-        with stage_lock(root):
+        # one model's stage writes only that entry's outputs: models train side by side
+        with stage_lock(root, entry=model):
             result = module.run(params, Path(root), model) if takes_model else module.run(params, Path(root))
     except StageLockedError as err:
         raise CliError(str(err)) from None

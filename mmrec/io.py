@@ -9,7 +9,7 @@ import os
 import random
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterator
+from typing import IO, TYPE_CHECKING, Any, Callable, Iterator
 
 import numpy as np
 import pyarrow as pa
@@ -24,39 +24,86 @@ if TYPE_CHECKING:  # imported lazily at run time: most stages never need them
 from mmrec.atomic import DIR_MODE, FILE_MODE, atomic_dir, atomic_path  # noqa: F401
 
 LOCK_FILE = "data/.mmrec.lock"
+#: one entry's lock beside it (stage_lock's `entry`)
+ENTRY_LOCK = ".mmrec.{entry}.lock"
+ENTRY_LOCK_GLOB = ".mmrec.*.lock"
 
 
 class StageLockedError(RuntimeError):
     """Another mmrec stage holds the project's lock."""
 
 
+def _holder(fh: IO[str]) -> None:
+    fh.seek(0)
+    fh.truncate()
+    fh.write(f"pid {os.getpid()}: {' '.join(sys.argv)[:200]}\n")
+    fh.flush()
+
+
+def _entry_holders(data: Path) -> list[str]:
+    """Who holds an entry lock now (a probe that takes a free one and lets it go at once)."""
+    held = []
+    for path in sorted(data.glob(ENTRY_LOCK_GLOB)):
+        with open(path, "a+") as fh:
+            try:
+                fcntl.flock(fh, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            except BlockingIOError:
+                fh.seek(0)
+                held.append(fh.read().strip() or f"unknown process ({path.name})")
+            else:
+                fcntl.flock(fh, fcntl.LOCK_UN)
+    return held
+
+
+def _take(fh: IO[str], mode: int, path: Path, holders: Callable[[], str]) -> None:
+    try:
+        fcntl.flock(fh, mode | fcntl.LOCK_NB)
+    except BlockingIOError:
+        raise StageLockedError(f"{path}: another mmrec stage is running in this project ({holders()}); "
+                               "wait for it to finish (the lock is released when it exits)") from None
+
+
 @contextlib.contextmanager
-def stage_lock(root: str | os.PathLike = ".") -> Iterator[None]:
+def stage_lock(root: str | os.PathLike = ".", entry: str | None = None) -> Iterator[None]:
     """Hold `<root>/data/.mmrec.lock` while a stage runs, so two stages (a `dvc repro` stage and an
     `mmrec run`, or two `mmrec run`s) never write the same outputs at once: the second is refused
     at once, naming the holder. An OS lock (flock): it dies with its process, never goes stale.
-    Under torchrun only rank 0 takes it (the ranks of one stage work together)."""
+    Under torchrun only rank 0 takes it (the ranks of one stage work together).
+
+    `entry`: the stage writes only that train.models entry's outputs (`mmrec run train <model>`,
+    `evaluate <model>`): it shares the project lock with other such stages and holds
+    `data/.mmrec.<entry>.lock` alone, so different models train side by side, while a stage
+    that writes shared outputs (ingest, extract, teacher, report, a whole-pipeline train) still
+    runs alone."""
     if os.environ.get("RANK", "0") != "0":
         yield
         return
     path = Path(root) / LOCK_FILE
     path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a+") as fh:
-        try:
-            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            fh.seek(0)
-            holder = fh.read().strip() or "unknown process"
-            raise StageLockedError(f"{path}: another mmrec stage is running in this project ({holder}); "
-                                   "wait for it to finish (the lock is released when it exits)") from None
-        fh.seek(0)
-        fh.truncate()
-        fh.write(f"pid {os.getpid()}: {' '.join(sys.argv)[:200]}\n")
-        fh.flush()
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
+    with contextlib.ExitStack() as stack:
+        fh = stack.enter_context(open(path, "a+"))
+        if entry is None:
+            # the file names the last exclusive holder; entry holders name themselves in their own
+            def holders() -> str:
+                return "; ".join(_entry_holders(path.parent)) or _read(fh) or "unknown process"
+
+            _take(fh, fcntl.LOCK_EX, path, holders)
+            stack.callback(fcntl.flock, fh, fcntl.LOCK_UN)
+            _holder(fh)
+        else:
+            _take(fh, fcntl.LOCK_SH, path, lambda: _read(fh) or "unknown process")
+            stack.callback(fcntl.flock, fh, fcntl.LOCK_UN)
+            own = path.parent / ENTRY_LOCK.format(entry=entry)
+            efh = stack.enter_context(open(own, "a+"))
+            _take(efh, fcntl.LOCK_EX, own, lambda: _read(efh) or "unknown process")
+            stack.callback(fcntl.flock, efh, fcntl.LOCK_UN)  # released before the project lock
+            _holder(efh)
+        yield
+
+
+def _read(fh: IO[str]) -> str:
+    fh.seek(0)
+    return fh.read().strip()
 
 
 # pyarrow's default largest row group (rows): write_table cuts a table into groups this long.

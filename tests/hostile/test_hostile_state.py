@@ -108,3 +108,31 @@ def test_a_second_stage_in_the_same_project_is_refused_naming_the_holder(tmp_pat
     with stage_lock(tmp_path):  # released with the holder
         pass
     assert cli.main(["run", "report", "--params", str(tmp_path / "params.yaml"), "--root", str(tmp_path)]) == 0
+
+
+def test_one_model_stages_of_different_entries_run_side_by_side(tmp_path):
+    """`mmrec run train A` and `mmrec run train B` (or evaluate) write disjoint outputs and share
+    the project lock; the same entry twice, or a stage writing shared outputs, is refused, naming
+    the holder either way."""
+    import os
+
+    from mmrec.io import StageLockedError, stage_lock
+
+    me = rf"pid {os.getpid()}"
+    with stage_lock(tmp_path, entry="odmt"):
+        with stage_lock(tmp_path, entry="sasrec"):                      # a second model: side by side
+            with pytest.raises(StageLockedError, match=rf"\.mmrec\.odmt\.lock: another mmrec stage .*{me}"):
+                with stage_lock(tmp_path, entry="odmt"):
+                    pass
+            with pytest.raises(StageLockedError, match=rf"data/\.mmrec\.lock: another mmrec stage .*{me}"):
+                with stage_lock(tmp_path):                               # ingest, report, all of train
+                    pass
+        with pytest.raises(StageLockedError, match=me):
+            with stage_lock(tmp_path):
+                pass
+    with stage_lock(tmp_path):                                           # every holder gone
+        with pytest.raises(StageLockedError, match=rf"data/\.mmrec\.lock: another mmrec stage .*{me}"):
+            with stage_lock(tmp_path, entry="sasrec"):
+                pass
+    with stage_lock(tmp_path, entry="sasrec"):
+        pass
