@@ -61,7 +61,8 @@ def derive_params(name: str, raw_dir: Path, models: list[str] | None, seeds: lis
 
     seeds:     for each, a replicate `<model>_s<seed>` of every model (same settings, that
                training seed); the report pools them (its Seeds table).
-    overrides: `dotted.key=value` (value read as YAML), applied last, as `dvc exp run -S` does.
+    overrides: `dotted.key=value` (value read as YAML), as `dvc exp run -S` does; applied before
+               the replicates are made, so an entry defined here gets its seeds too.
     """
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
     params["data"].update(name=name, raw_dir=str(raw_dir), **DATASETS[name])
@@ -69,10 +70,19 @@ def derive_params(name: str, raw_dir: Path, models: list[str] | None, seeds: lis
     base = models or [*train["models"], *ABLATIONS]
     # only the ablations that run: a section no entry uses is a params error
     train.update({k: v for k, v in ABLATIONS.items() if k in base})
-    replicas = {f"{m}_s{s}": {**ABLATIONS.get(m, {"arch": m}), "seed": s} for s in seeds or [] for m in base}
+    train["models"] = base
+    _override(params, overrides or [])
+    # an entry of its own (`--set 'train.odmt_cold={arch: odmt, ...}'`) is replicated with its settings
+    replicas = {f"{m}_s{s}": {**(train[m] if "arch" in (train.get(m) or {}) else {"arch": m}), "seed": s}
+                for s in seeds or [] for m in base}
     train.update(replicas)
-    train["models"] = [*base, *replicas]
-    for item in overrides or []:
+    train["models"] = [*train["models"], *replicas]
+    return params
+
+
+def _override(params: dict[str, Any], overrides: list[str]) -> None:
+    """Apply `dotted.key=value` items (value read as YAML) to params in place."""
+    for item in overrides:
         key, _, value = item.partition("=")
         if not key or not _:
             raise SystemExit(f"--set {item!r}: expected dotted.key=value")
@@ -81,7 +91,6 @@ def derive_params(name: str, raw_dir: Path, models: list[str] | None, seeds: lis
         for k in parents:
             node = node.setdefault(k, {})
         node[leaf] = yaml.safe_load(value)
-    return params
 
 
 #: architectures whose training dominates a run (token transformers): `--jobs` starts them first

@@ -296,6 +296,13 @@ def build_parser() -> argparse.ArgumentParser:
     p_pair.add_argument("--bootstrap", type=int, help="resamples (default 10000, as evaluate.bootstrap)")
     p_pair.add_argument("--margin", type=float,
                         help="equivalence margin (default 0.005, as evaluate.equivalence_margin)")
+    p_pair.add_argument("--targets", default="all",
+                        help="all (default), or only the users whose target is in one popularity group "
+                             "of the evaluate breakdown: cold (never in training) or Q1 (rarest) .. Q4")
+    p_pair.add_argument("--items", help="items.parquet giving training popularity for --targets "
+                                        "(default: data/<name>/ingest/items.parquet of A's results folder)")
+    p_pair.add_argument("--groups", type=int, default=4,
+                        help="warm popularity groups for --targets, as evaluate.popularity_groups (default 4)")
     p_pair.add_argument("--json", action="store_true", help="machine-readable output")
     return ap
 
@@ -338,10 +345,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         elif args.command == "paired":
             from mmrec.report.paired import format_paired, paired_folders
 
-            if args.k < 1 or (args.bootstrap is not None and args.bootstrap < 100) or (args.margin is not None and args.margin <= 0):
-                raise CliError("paired: -k must be >= 1, --bootstrap >= 100, --margin > 0")
-            given = {"n_boot": args.bootstrap, "margin": args.margin}
+            if (args.k < 1 or args.groups < 1 or (args.bootstrap is not None and args.bootstrap < 100)
+                    or (args.margin is not None and args.margin <= 0)):
+                raise CliError("paired: -k and --groups must be >= 1, --bootstrap >= 100, --margin > 0")
+            given = {"n_boot": args.bootstrap, "margin": args.margin, "items": args.items}
             result = paired_folders(args.a.split(","), args.b.split(","), args.k, args.split,
+                                    targets=args.targets, n_groups=args.groups,
                                     **{key: v for key, v in given.items() if v is not None})
             print(json.dumps(result, sort_keys=True) if args.json else format_paired(result))
         sys.stdout.flush()  # a closed pipe shows here, inside the handler below, not at exit

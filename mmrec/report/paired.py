@@ -5,6 +5,10 @@ every paired figure quoted anywhere has one command behind it.
 A results folder is what `evaluate@<model>` writes (data/<name>/results/<model>/), holding
 ranks.parquet (user_idx, split, target, rank). The two must hold the same users with the same
 targets: a comparison of different evaluations is refused, not silently narrowed.
+
+`--targets cold` (or `Q1`..`Q<n>`) pairs only the users whose target falls in that popularity
+group of the evaluate stage's breakdown (cold = never in training), read from the dataset's
+items.parquet: the paired interval of a model's gain on new or rare items.
 """
 
 from __future__ import annotations
@@ -19,6 +23,9 @@ from mmrec.metrics.formulas import METRICS
 from mmrec.metrics.intervals import paired_table
 from mmrec.metrics.params import EQUIVALENCE_MARGIN, N_BOOT
 from mmrec.paths import RANKS_FILE
+
+#: the evaluate stage's default number of warm popularity groups (evaluate.popularity_groups)
+POPULARITY_GROUPS = 4
 
 
 def read_ranks(folder: str | Path, split: str) -> pl.DataFrame:
@@ -66,15 +73,49 @@ def align_runs(runs: Sequence[pl.DataFrame], names: Sequence[str]) -> list[np.nd
     return [pair_ranks(runs[0], r, (names[0], n))["rank_b"].to_numpy() for n, r in zip(names, runs)]
 
 
-def aligned_runs(folders: Sequence[str | Path], split: str) -> list[np.ndarray]:
-    """`align_runs` of the `split` ranks of results folders."""
-    return align_runs([read_ranks(f, split) for f in folders], [str(f) for f in folders])
+def aligned_runs(folders: Sequence[str | Path], split: str) -> tuple[list[np.ndarray], np.ndarray]:
+    """`align_runs` of the `split` ranks of results folders, and the [U] targets they share."""
+    frames = [read_ranks(f, split) for f in folders]
+    return align_runs(frames, [str(f) for f in folders]), frames[0].sort("user_idx")["target"].to_numpy()
+
+
+def default_items_path(folder: str | Path) -> Path:
+    """The items.parquet of the dataset a results folder belongs to: data/<name>/results/<model>
+    (or its ranks.parquet) -> data/<name>/ingest/items.parquet."""
+    path = Path(folder)
+    path = path.parent if path.suffix == ".parquet" else path
+    return path.parent.parent / "ingest" / "items.parquet"
+
+
+def target_group_mask(targets: np.ndarray, items_path: str | Path, group: str,
+                      n_groups: int = POPULARITY_GROUPS) -> np.ndarray:
+    """[U] bool: the users whose target is in popularity `group` ("cold" or "Q1".."Q<n_groups>",
+    any case), grouped as the evaluate stage does (mmrec.metrics.breakdown.popularity_groups)."""
+    # torch only here: plain `mmrec paired` stays NumPy
+    from mmrec.data.items import load_item_pop
+    from mmrec.metrics.breakdown import popularity_groups
+
+    labels = ["cold", *(f"q{g}" for g in range(1, n_groups + 1))]
+    if group.lower() not in labels:
+        raise ValueError(f"--targets {group!r}: expected one of all, cold, "
+                         f"{', '.join(l.upper() for l in labels[1:])} ({n_groups} popularity groups)")
+    item_group = popularity_groups(load_item_pop(Path(items_path)), n_groups).numpy()   # [N+1]
+    if targets.max(initial=0) >= len(item_group):
+        raise ValueError(f"{items_path}: {len(item_group) - 1} items, but a target is item {int(targets.max())}: "
+                         "these results are not of this dataset (pass --items)")
+    return item_group[targets] == labels.index(group.lower())
 
 
 def paired_folders(a: str | Path | Sequence[str | Path], b: str | Path | Sequence[str | Path], k: int = 10,
-                   split: str = "test", n_boot: int = N_BOOT, margin: float = EQUIVALENCE_MARGIN) -> dict[str, Any]:
+                   split: str = "test", n_boot: int = N_BOOT, margin: float = EQUIVALENCE_MARGIN,
+                   targets: str = "all", items: str | Path | None = None,
+                   n_groups: int = POPULARITY_GROUPS) -> dict[str, Any]:
     """The paired comparison A - B of Recall/NDCG/MRR@k: {a, b, split, users, bootstrap, margin,
     rows: [paired_difference + p_holm, holm_significant]} (one Holm family: the three metrics).
+
+    targets: "all", or a popularity group ("cold", "Q1".."Q<n_groups>") of the dataset's
+    `items` (default: the first folder's data/<name>/ingest/items.parquet): only the users whose
+    target is in it are paired; `users` counts them.
 
     A and B may each be several results folders, one per training seed of that model: `rows`
     then pool the seeds (a user's value is the mean over its model's seeds), and when both have
@@ -83,10 +124,17 @@ def paired_folders(a: str | Path | Sequence[str | Path], b: str | Path | Sequenc
     """
     fa = [a] if isinstance(a, (str, Path)) else list(a)
     fb = [b] if isinstance(b, (str, Path)) else list(b)
-    runs = aligned_runs([*fa, *fb], split)
+    runs, target = aligned_runs([*fa, *fb], split)
+    if targets.lower() != "all":
+        items = default_items_path(fa[0]) if items is None else items
+        keep = target_group_mask(target, items, targets, n_groups)
+        if not keep.any():
+            raise ValueError(f"no {split} user has a target in popularity group {targets!r} ({items})")
+        runs = [r[keep] for r in runs]
     ra, rb = runs[:len(fa)], runs[len(fa):]
     metrics = [f"{m}@{k}" for m in METRICS]
     out = {"a": ", ".join(map(str, fa)), "b": ", ".join(map(str, fb)), "split": split, "users": len(runs[0]),
+           "targets": targets if targets.lower() == "all" else f"{targets} ({items})",
            "bootstrap": n_boot, "margin": margin, "runs_a": len(fa), "runs_b": len(fb),
            "rows": paired_table(ra, rb, metrics, n_boot, margin)}
     if len(fa) == len(fb) > 1:
@@ -98,7 +146,9 @@ def format_paired(result: dict[str, Any]) -> str:
     """A plain-text table of `paired_folders`' result, with the footnotes that read it."""
     pooled = result.get("runs_a", 1) > 1 or result.get("runs_b", 1) > 1
     lines = [f"A = {result['a']}", f"B = {result['b']}",
-             f"{result['split']} split, {result['users']} users paired; 95% paired bootstrap "
+             f"{result['split']} split, {result['users']} users paired"
+             + ("" if result.get("targets", "all") == "all" else f" (targets in popularity group {result['targets']})")
+             + "; 95% paired bootstrap "
              f"({result['bootstrap']} resamples); equivalence margin ±{result['margin']:g}"]
     if pooled:
         lines.append(f"pooled over seeds: A {result['runs_a']} run(s), B {result['runs_b']} run(s); a user's "

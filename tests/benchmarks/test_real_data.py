@@ -51,3 +51,16 @@ def test_job_order_starts_the_token_transformers_first(tmp_path):
     # the ablation and the replicates are ODMT by arch, not by name; the rest keep their order
     assert order[:6] == ["odmt", "odmt_no_kd", "odmt_kdsr", "odmt_s1", "odmt_no_kd_s1", "odmt_kdsr_s1"]
     assert order[6:] == ["sasrec", "kdsr", "gru4rec", "sasrec_s1", "kdsr_s1", "gru4rec_s1"]
+
+
+def test_an_entry_defined_by_set_gets_its_seed_replicates(tmp_path):
+    mod = _module()
+    params = mod.derive_params("hm", tmp_path, ["sasrec", "odmt_cold"], seeds=[1],
+                               overrides=["train.odmt_cold={arch: odmt, cold_id: mask, id_dropout: 0.2}"])
+    assert params["train"]["models"] == ["sasrec", "odmt_cold", "sasrec_s1", "odmt_cold_s1"]
+    assert params["train"]["odmt_cold_s1"] == {"arch": "odmt", "cold_id": "mask", "id_dropout": 0.2, "seed": 1}
+    p = parse_params(params, "derived")
+    from mmrec.report.stage import seed_groups
+
+    assert seed_groups(p)["odmt_cold"] == ["odmt_cold", "odmt_cold_s1"]
+    assert mod.job_order(params["train"])[:2] == ["odmt_cold", "odmt_cold_s1"]

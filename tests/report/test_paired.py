@@ -102,3 +102,51 @@ def test_cli_paired_takes_comma_separated_seeds(tmp_path, capsys):
     assert cli.main(["paired", ",".join(map(str, fa)), ",".join(map(str, fb)), "--bootstrap", "200"]) == 0
     out = capsys.readouterr().out
     assert "pooled over seeds: A 2 run(s), B 2 run(s)" in out and "seed pair 2" in out
+
+
+def _dataset(tmp_path, n_train):
+    """data/<name>/ingest/items.parquet with items 1..N of training counts `n_train`."""
+    n = len(n_train)
+    write_parquet(pl.DataFrame({"item_idx": np.arange(1, n + 1, dtype="int32"),
+                                "n_train": np.asarray(n_train, dtype="int64")}),
+                  tmp_path / "data" / "toy" / "ingest" / "items.parquet")
+    return tmp_path / "data" / "toy"
+
+
+def test_targets_cold_or_a_quartile_pairs_only_those_users(tmp_path, capsys):
+    # items 1-4 cold, 5-24 warm with counts 1..20: Q1 = items 5-9 (the 5 rarest warm)
+    data = _dataset(tmp_path, [0] * 4 + list(range(1, 21)))
+    targets = np.tile(np.arange(1, 25), 10)                     # 240 users, 10 per item
+    rng = np.random.default_rng(3)
+    rank_b = rng.integers(1, 40, size=240)
+    cold = targets <= 4
+    rank_a = np.where(cold, 1, rank_b + 30)                     # A: hits every cold target, worse elsewhere
+    a = _results(data / "results" / "a", rank_a, targets=targets)
+    b = _results(data / "results" / "b", rank_b, targets=targets)
+    whole = paired_folders(a, b, n_boot=200)
+    assert whole["rows"][0]["verdict"] == "worse" and whole["users"] == 240
+    out = paired_folders(a, b, n_boot=200, targets="cold")      # items.parquet found from A's folder
+    assert out["users"] == 40 and out["rows"][0]["a"] == 1.0
+    assert out["rows"][0]["b"] == metrics_from_ranks(rank_b[cold], [10])["recall@10"]
+    assert out["rows"][0]["verdict"] == "better"
+    q1 = (targets >= 5) & (targets <= 9)
+    out = paired_folders(a, b, n_boot=200, targets="Q1", items=data / "ingest" / "items.parquet")
+    assert out["users"] == 50 and out["rows"][0]["b"] == metrics_from_ranks(rank_b[q1], [10])["recall@10"]
+    with pytest.raises(ValueError, match="expected one of all, cold, Q1, Q2, Q3, Q4"):
+        paired_folders(a, b, n_boot=200, targets="Q5")
+    assert cli.main(["paired", str(a), str(b), "--targets", "cold", "--bootstrap", "200"]) == 0
+    text = capsys.readouterr().out
+    assert "40 users paired (targets in popularity group cold" in text
+    assert next(l for l in text.splitlines() if l.startswith("recall@10")).endswith("better †")
+
+
+def test_targets_refuse_an_empty_group_or_another_dataset(tmp_path):
+    data = _dataset(tmp_path, [3, 5, 8, 9])                     # no cold item
+    a = _results(data / "results" / "a", [1, 2, 3, 4], targets=[1, 2, 3, 4])
+    with pytest.raises(ValueError, match="no test user has a target in popularity group 'cold'"):
+        paired_folders(a, a, n_boot=100, targets="cold")
+    far = _results(data / "results" / "far", [1, 2], targets=[1, 7])
+    with pytest.raises(ValueError, match="4 items, but a target is item 7"):
+        paired_folders(far, far, n_boot=100, targets="Q1")
+    with pytest.raises(FileNotFoundError, match="items.parquet: not found"):
+        paired_folders(a, a, n_boot=100, targets="cold", items=tmp_path / "items.parquet")
