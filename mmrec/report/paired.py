@@ -20,7 +20,7 @@ import numpy as np
 import polars as pl
 
 from mmrec.metrics.formulas import METRICS
-from mmrec.metrics.intervals import paired_table
+from mmrec.metrics.intervals import paired_table, seed_level_interval
 from mmrec.metrics.params import EQUIVALENCE_MARGIN, N_BOOT
 from mmrec.paths import RANKS_FILE
 
@@ -120,7 +120,8 @@ def paired_folders(a: str | Path | Sequence[str | Path], b: str | Path | Sequenc
     A and B may each be several results folders, one per training seed of that model: `rows`
     then pool the seeds (a user's value is the mean over its model's seeds), and when both have
     the same number of seeds `per_seed` holds seed i of A against seed i of B (each its own
-    Holm family), so the seed-to-seed spread of the difference is visible beside the pooled one.
+    Holm family), so the seed-to-seed spread of the difference is visible beside the pooled one,
+    and `across_seeds` the t interval over those seed-pair differences (`seed_level_interval`).
     """
     fa = [a] if isinstance(a, (str, Path)) else list(a)
     fb = [b] if isinstance(b, (str, Path)) else list(b)
@@ -139,6 +140,8 @@ def paired_folders(a: str | Path | Sequence[str | Path], b: str | Path | Sequenc
            "rows": paired_table(ra, rb, metrics, n_boot, margin)}
     if len(fa) == len(fb) > 1:
         out["per_seed"] = [paired_table(x, y, metrics, n_boot, margin) for x, y in zip(ra, rb)]
+        out["across_seeds"] = [{"metric": m, **seed_level_interval([rows[i]["diff"] for rows in out["per_seed"]], margin)}
+                               for i, m in enumerate(metrics)]
     return out
 
 
@@ -158,6 +161,12 @@ def format_paired(result: dict[str, Any]) -> str:
     for i, rows in enumerate(result.get("per_seed", [])):
         lines += ["", f"seed pair {i + 1}: A run {i + 1} vs B run {i + 1}"]
         lines += [_row_line(r) for r in rows]
+    if result.get("across_seeds"):
+        n = result["across_seeds"][0]["n"]
+        lines += ["", f"across seeds: the {n} seed-pair differences, mean ± sd and a t interval ({n - 1} df): "
+                      "retraining both counts, not only the users"]
+        lines += [f"{r['metric']:<10} {r['mean']:+9.4f} ± {r['sd']:.4f}  [{r['lo']:+.4f}, {r['hi']:+.4f}]  {r['verdict']}"
+                  for r in result["across_seeds"]]
     lines += ["", "better/worse: the interval excludes 0; equivalent: it lies inside ±margin; "
               "inconclusive: neither (not evidence of no difference). † significant after Holm's "
               f"adjustment over the {len(result['rows'])} comparisons of one table."]

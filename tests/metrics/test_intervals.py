@@ -75,3 +75,21 @@ def test_paired_table_verdicts_and_one_holm_family():
     assert all(r["verdict"] == "better" and r["holm_significant"] for r in rows)
     same = paired_table(base, base, ["recall@10"], n_boot=500, margin=0.005)[0]
     assert same["verdict"] == "equivalent" and not same["holm_significant"]
+
+
+def test_seed_level_interval_is_a_t_interval_over_the_seed_pairs():
+    from mmrec.metrics.intervals import seed_level_interval
+
+    # the README's KDSR vs KDSR-without-SKD/CKD seed pairs: t(2) = 4.303 makes three seeds wide
+    out = seed_level_interval([-0.0007, 0.0027, -0.0032], margin=0.005)
+    assert out["n"] == 3 and out["mean"] == pytest.approx(-0.0004)
+    assert out["sd"] == pytest.approx(0.0029614, abs=1e-6)
+    assert out["lo"] == pytest.approx(-0.0004 - 4.3027 * 0.0029614 / 3 ** 0.5, abs=1e-5)
+    assert out["hi"] == pytest.approx(-0.0004 + 4.3027 * 0.0029614 / 3 ** 0.5, abs=1e-5)
+    assert out["verdict"] == "inconclusive"
+    tight = seed_level_interval([0.0101, 0.0099, 0.0100, 0.0100], margin=0.005)
+    assert tight["verdict"] == "better" and tight["lo"] > 0.0098
+    assert seed_level_interval([0.001, 0.0011, 0.0009], margin=0.005)["verdict"] == "better"
+    assert seed_level_interval([0.001, -0.001, 0.0005], margin=0.005)["verdict"] == "equivalent"
+    one = seed_level_interval([0.02])
+    assert one["n"] == 1 and np.isnan(one["lo"]) and one["verdict"] == "inconclusive"

@@ -93,6 +93,10 @@ def test_several_folders_per_side_pool_the_seeds(tmp_path):
     assert r10["a"] == pytest.approx(mean_a) and r10["diff"] == pytest.approx(mean_a - mean_b)
     one = paired_folders(fa[1], fb[1], k=10, n_boot=200)["rows"][0]
     assert out["per_seed"][1][0]["diff"] == pytest.approx(one["diff"])
+    seed_diffs = [rows[0]["diff"] for rows in out["per_seed"]]
+    across = out["across_seeds"][0]
+    assert across["metric"] == "recall@10" and across["n"] == 3
+    assert across["mean"] == pytest.approx(np.mean(seed_diffs)) and across["sd"] == pytest.approx(np.std(seed_diffs, ddof=1))
     assert paired_folders(fa, fb[:1], k=10, n_boot=200).get("per_seed") is None   # 3 vs 1: pooled only
 
 
@@ -102,6 +106,7 @@ def test_cli_paired_takes_comma_separated_seeds(tmp_path, capsys):
     assert cli.main(["paired", ",".join(map(str, fa)), ",".join(map(str, fb)), "--bootstrap", "200"]) == 0
     out = capsys.readouterr().out
     assert "pooled over seeds: A 2 run(s), B 2 run(s)" in out and "seed pair 2" in out
+    assert "across seeds: the 2 seed-pair differences" in out
 
 
 def _dataset(tmp_path, n_train):
