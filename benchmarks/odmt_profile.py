@@ -5,6 +5,7 @@ params.yaml (e.g. a clone with data.name: scientific, see the README's real-data
 
     python benchmarks/odmt_profile.py --model odmt --steps 20
     python benchmarks/odmt_profile.py --model odmt --steps 20 --configs off:full off:trim cuda+cpu:trim
+    python benchmarks/odmt_profile.py --params data/scientific.params.yaml --model odmt odmt_cold --configs off:trim
 
 The model, context and training windows are built as the train stage builds them (resolved
 params, the real-data profile). For each precision it times `--steps` optimiser steps after two
@@ -49,7 +50,8 @@ class Timers:
         setattr(obj, attr, timed)
 
 
-def run(model_name: str, steps: int, amp: str, threads: int, trim_batches: bool = True) -> dict:
+def run(model_name: str, steps: int, amp: str, threads: int, trim_batches: bool = True,
+        params_path: str = "params.yaml") -> dict:
     import torch
 
     from mmrec.config import load_params
@@ -68,7 +70,7 @@ def run(model_name: str, steps: int, amp: str, threads: int, trim_batches: bool 
     from mmrec.train.stage import reads_features, resolve_entry
     from mmrec import paths
 
-    params = load_params()
+    params = load_params(params_path)
     arch, common, cfg = resolve_entry(params, model_name)
     common = common.model_copy(update={"amp": amp})
     cls = model_class(arch)
@@ -137,7 +139,10 @@ def run(model_name: str, steps: int, amp: str, threads: int, trim_batches: bool 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--model", default="odmt", help="a train.models entry of params.yaml")
+    ap.add_argument("--model", nargs="+", default=["odmt"],
+                    help="train.models entries of the params file, profiled in turn (e.g. an entry with a lever on)")
+    ap.add_argument("--params", default="params.yaml", help="params file (default params.yaml; e.g. a derived "
+                                                           "data/<name>.params.yaml of benchmarks/real_data.py)")
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--configs", nargs="+", default=["off:full", "off:trim", "cuda+cpu:trim"],
                     help="AMP:BATCHES pairs to compare: AMP a train.common.amp value, BATCHES full (the "
@@ -149,9 +154,9 @@ def main() -> None:
     from mmrec.threads import apply_plan, configure_environment
 
     apply_plan(configure_environment(args.threads or "auto"))
-    for config in args.configs:
+    for model, config in ((m, c) for m in args.model for c in args.configs):
         amp, batches = config.split(":")
-        r = run(args.model, args.steps, amp, args.threads, trim_batches=batches == "trim")
+        r = run(model, args.steps, amp, args.threads, trim_batches=batches == "trim", params_path=args.params)
         if args.json:
             print(json.dumps(r))
             continue
