@@ -291,8 +291,9 @@ def build_parser() -> argparse.ArgumentParser:
     p_pair.add_argument("b", help="results folder(s) of B, likewise")
     p_pair.add_argument("-k", type=int, default=10, help="cutoff of Recall/NDCG/MRR (default 10)")
     p_pair.add_argument("--split", default="test", help="test (default) or valid")
-    # Defaults (None here) are evaluate.bootstrap's and evaluate.equivalence_margin's defaults
-    # (mmrec.metrics.params), not read here so the CLI starts without pydantic.
+    # Defaults (None here) are evaluate.bootstrap's, evaluate.equivalence_margin's and
+    # evaluate.popularity_groups' defaults (mmrec.metrics.params), not read here so the CLI
+    # starts without pydantic.
     p_pair.add_argument("--bootstrap", type=int, help="resamples (default 10000, as evaluate.bootstrap)")
     p_pair.add_argument("--margin", type=float,
                         help="equivalence margin (default 0.005, as evaluate.equivalence_margin)")
@@ -301,7 +302,7 @@ def build_parser() -> argparse.ArgumentParser:
                              "of the evaluate breakdown: cold (never in training) or Q1 (rarest) .. Q4")
     p_pair.add_argument("--items", help="items.parquet giving training popularity for --targets "
                                         "(default: data/<name>/ingest/items.parquet of A's results folder)")
-    p_pair.add_argument("--groups", type=int, default=4,
+    p_pair.add_argument("--groups", type=int,
                         help="warm popularity groups for --targets, as evaluate.popularity_groups (default 4)")
     p_pair.add_argument("--json", action="store_true", help="machine-readable output")
     return ap
@@ -345,12 +346,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         elif args.command == "paired":
             from mmrec.report.paired import format_paired, paired_folders
 
-            if (args.k < 1 or args.groups < 1 or (args.bootstrap is not None and args.bootstrap < 100)
+            if (args.k < 1 or (args.groups is not None and args.groups < 1) or (args.bootstrap is not None and args.bootstrap < 100)
                     or (args.margin is not None and args.margin <= 0)):
                 raise CliError("paired: -k and --groups must be >= 1, --bootstrap >= 100, --margin > 0")
-            given = {"n_boot": args.bootstrap, "margin": args.margin, "items": args.items}
+            given = {"n_boot": args.bootstrap, "margin": args.margin, "items": args.items,
+                     "n_groups": args.groups}
             result = paired_folders(args.a.split(","), args.b.split(","), args.k, args.split,
-                                    targets=args.targets, n_groups=args.groups,
+                                    targets=args.targets,
                                     **{key: v for key, v in given.items() if v is not None})
             print(json.dumps(result, sort_keys=True) if args.json else format_paired(result))
         sys.stdout.flush()  # a closed pipe shows here, inside the handler below, not at exit

@@ -73,15 +73,20 @@ def grouped_metrics(ranks: torch.Tensor, group: torch.Tensor, n_groups: int, ks:
     return out
 
 
+def popularity_group_labels(n_groups: int) -> list[str]:
+    """Labels of groups 0..n_groups: "cold", then "Q1" (least popular) .. "Q<n_groups>"."""
+    return ["cold", *(f"Q{g}" for g in range(1, n_groups + 1))]
+
+
 def popularity_group_info(item_pop: torch.Tensor, groups: torch.Tensor, n_groups: int) -> list[dict[str, Any]]:
     """Per popularity group: item count and the training-popularity range it covers."""
     pop = item_pop.detach().cpu().long()
     info = []
-    for g in range(n_groups + 1):
+    for g, label in enumerate(popularity_group_labels(n_groups)):
         sel = groups == g
         sel[0] = False                                                  # padding is no item
         vals = pop[sel]
-        info.append({"group": g, "label": "cold" if g == 0 else f"Q{g}",
+        info.append({"group": g, "label": label,
                      "n_items": int(sel.sum()),
                      "n_train_min": int(vals.min()) if vals.numel() else None,
                      "n_train_max": int(vals.max()) if vals.numel() else None})

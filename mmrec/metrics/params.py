@@ -47,6 +47,8 @@ def parse_metric(metric: str) -> tuple[str, int]:
 N_BOOT = 10_000
 #: evaluate.equivalence_margin's default: a |difference| below it is too small to matter.
 EQUIVALENCE_MARGIN = 0.005
+#: warm popularity groups of the breakdowns, after group 0 (cold items)
+POPULARITY_GROUPS = 4
 
 
 class EvaluateParams(BaseModel):
@@ -65,7 +67,7 @@ class EvaluateParams(BaseModel):
     equivalence_margin: float = Field(EQUIVALENCE_MARGIN, gt=0)
     batch_users: int = Field(1024, ge=1)
     item_chunk: int = Field(65536, ge=1)
-    popularity_groups: int = Field(4, ge=1)  # quantile groups after group 0 (cold items)
+    popularity_groups: int = Field(POPULARITY_GROUPS, ge=1)
     # First history length of each new bucket: [4, 8, 12] -> 1-3, 4-7, 8-11, 12+.
     history_buckets: list[int] = [4, 8, 12]
 

@@ -21,11 +21,8 @@ import polars as pl
 
 from mmrec.metrics.formulas import METRICS
 from mmrec.metrics.intervals import paired_table, seed_level_interval
-from mmrec.metrics.params import EQUIVALENCE_MARGIN, N_BOOT
+from mmrec.metrics.params import EQUIVALENCE_MARGIN, N_BOOT, POPULARITY_GROUPS
 from mmrec.paths import RANKS_FILE
-
-#: the evaluate stage's default number of warm popularity groups (evaluate.popularity_groups)
-POPULARITY_GROUPS = 4
 
 
 def read_ranks(folder: str | Path, split: str) -> pl.DataFrame:
@@ -93,12 +90,12 @@ def target_group_mask(targets: np.ndarray, items_path: str | Path, group: str,
     any case), grouped as the evaluate stage does (mmrec.metrics.breakdown.popularity_groups)."""
     # torch only here: plain `mmrec paired` stays NumPy
     from mmrec.data.items import load_item_pop
-    from mmrec.metrics.breakdown import popularity_groups
+    from mmrec.metrics.breakdown import popularity_group_labels, popularity_groups
 
-    labels = ["cold", *(f"q{g}" for g in range(1, n_groups + 1))]
+    labels = [label.lower() for label in popularity_group_labels(n_groups)]
     if group.lower() not in labels:
-        raise ValueError(f"--targets {group!r}: expected one of all, cold, "
-                         f"{', '.join(l.upper() for l in labels[1:])} ({n_groups} popularity groups)")
+        raise ValueError(f"--targets {group!r}: expected one of all, "
+                         f"{', '.join(popularity_group_labels(n_groups))} ({n_groups} popularity groups)")
     item_group = popularity_groups(load_item_pop(Path(items_path)), n_groups).numpy()   # [N+1]
     if targets.max(initial=0) >= len(item_group):
         raise ValueError(f"{items_path}: {len(item_group) - 1} items, but a target is item {int(targets.max())}: "

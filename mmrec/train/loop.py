@@ -28,7 +28,7 @@ from mmrec.data.sequences import EvalSplit, SeqBatch, trim_padding
 from mmrec.io import atomic_path
 from mmrec.metrics.breakdown import grouped_metrics, popularity_groups
 from mmrec.metrics.formulas import metrics_from_ranks
-from mmrec.metrics.params import MaskHistory
+from mmrec.metrics.params import POPULARITY_GROUPS, MaskHistory
 from mmrec.metrics.ranking import rank_model
 from mmrec.metrics.retention import modality_retention, retention_pairs
 from mmrec.models.base import ModelContext, SeqRecModel
@@ -51,7 +51,7 @@ class EvalSettings:
     mask_history: MaskHistory = "none"
     batch_users: int = 1024
     item_chunk: int = 65536
-    popularity_groups: int = 4   # cold + this many quantile groups (as the evaluate stage's breakdown)
+    popularity_groups: int = POPULARITY_GROUPS   # cold + this many quantile groups
 
 
 @dataclass

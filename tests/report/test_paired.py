@@ -143,6 +143,10 @@ def test_targets_cold_or_a_quartile_pairs_only_those_users(tmp_path, capsys):
     text = capsys.readouterr().out
     assert "40 users paired (targets in popularity group cold" in text
     assert next(l for l in text.splitlines() if l.startswith("recall@10")).endswith("better †")
+    # --groups regroups the warm items: with 2, Q1 holds the 10 rarest (items 5-14)
+    assert cli.main(["paired", str(a), str(b), "--targets", "Q1", "--groups", "2", "--bootstrap", "200"]) == 0
+    assert "100 users paired (targets in popularity group Q1" in capsys.readouterr().out
+    assert cli.main(["paired", str(a), str(b), "--targets", "Q1", "--groups", "0"]) != 0
 
 
 def test_targets_refuse_an_empty_group_or_another_dataset(tmp_path):
