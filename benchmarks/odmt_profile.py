@@ -14,7 +14,8 @@ user side (the branch encoders), the loss (logits, CE, distillation), backward a
 step; then one full-ranking validation over every validation user, split into the catalogue
 encoding and the ranking. Each configuration is an AMP setting (fp32 `off` or bf16 `cuda+cpu`) and
 whether batches keep their stored padding (`full`) or are trimmed as the training loop trims them
-(`trim`, mmrec.data.sequences.trim_padding). The epoch figure is s/step x steps per epoch + validation.
+(`trim`, mmrec.data.sequences.trim_padding), optionally with every transformer block under
+torch.compile (`off:trim:compile`; the training loop does not compile, BENCHMARKS.md says why). The epoch figure is s/step x steps per epoch + validation.
 Timings are per process on whatever else the machine runs: run it alone.
 """
 
@@ -51,7 +52,7 @@ class Timers:
 
 
 def run(model_name: str, steps: int, amp: str, threads: int, trim_batches: bool = True,
-        params_path: str = "params.yaml") -> dict:
+        params_path: str = "params.yaml", compile_blocks: bool = False) -> dict:
     import torch
 
     from mmrec.config import load_params
@@ -81,6 +82,13 @@ def run(model_name: str, steps: int, amp: str, threads: int, trim_batches: bool 
                         modalities=None if reads_features(cls) else [],
                         teachers=bool(getattr(cls, "needs_teacher", False)))
     model = build_model(arch, ctx, cfg, section=model_name)
+    if compile_blocks:
+        from mmrec.models.layers import Block
+
+        for module in model.modules():
+            if isinstance(module, Block):
+                # batches change shape every step (trimmed histories, unique items): dynamic shapes
+                module.compile(dynamic=True)
     ingest = paths.ingest_dir(params, Path("."))
     seq, _ = load_train_sequences(ingest, common.max_len)
     seq = seq[(seq > 0).sum(1) >= 2]
@@ -97,9 +105,10 @@ def run(model_name: str, steps: int, amp: str, threads: int, trim_batches: bool 
     order = loop.epoch_order(seq.shape[0], params.seed, 1)
     batches = order.split(common.batch_size)
     model.train()
+    warm = 6 if compile_blocks else 2                                  # compiling takes the first steps
     step_total = 0.0
-    for i, idx in enumerate(batches[:steps + 2]):
-        if i == 2:
+    for i, idx in enumerate(batches[:steps + warm]):
+        if i == warm:
             t.total.clear()
             step_total = 0.0
         s0 = time.perf_counter()
@@ -112,12 +121,12 @@ def run(model_name: str, steps: int, amp: str, threads: int, trim_batches: bool 
         torch.nn.utils.clip_grad_norm_(params_list, common.grad_clip)
         opt.step()
         s1 = time.perf_counter()
-        if i >= 2:
+        if i >= warm:
             t.total["forward"] += f1 - s0
             t.total["backward"] += b1 - f1
             t.total["optimizer step"] += s1 - b1
             step_total += s1 - s0
-    n = min(steps, len(batches) - 2)
+    n = min(steps, len(batches) - warm)
     parts = {k: v / n for k, v in t.total.items()}
     parts["loss (forward - item - user side)"] = (parts["forward"] - parts.get(
         "item side (gather, projection, IMT, MLPs)", 0.0) - parts.get("user side (branch encoders)", 0.0))
@@ -130,7 +139,7 @@ def run(model_name: str, steps: int, amp: str, threads: int, trim_batches: bool 
                    item_chunk=params.evaluate.item_chunk)
     valid_s = time.perf_counter() - v0
     step_s = step_total / n
-    return {"model": model_name, "amp": amp, "hidden": cfg.get("hidden"), "steps_timed": n,
+    return {"model": model_name, "amp": amp, "compiled": compile_blocks, "hidden": cfg.get("hidden"), "steps_timed": n,
             "steps_per_epoch": len(batches), "s_per_step": step_s,
             "parts_s_per_step": parts, "valid_s": valid_s,
             "valid_catalogue_s": t.total.get("item side (gather, projection, IMT, MLPs)", 0.0),
@@ -147,20 +156,26 @@ def main() -> None:
     ap.add_argument("--configs", nargs="+", default=["off:full", "off:trim", "cuda+cpu:trim"],
                     help="AMP:BATCHES pairs to compare: AMP a train.common.amp value, BATCHES full (the "
                          "padded windows as stored) or trim (leading all-padding columns dropped, "
-                         "as the training loop does)")
+                         "as the training loop does); AMP:BATCHES:compile also torch.compiles every "
+                         "transformer block (inductor, dynamic shapes; 6 warm-up steps instead of 2)")
     ap.add_argument("--threads", type=int, default=0, help="0 = all CPUs")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
     from mmrec.threads import apply_plan, configure_environment
 
+    configs = [c.split(":") for c in args.configs]
+    for config, parts in zip(args.configs, configs):
+        if len(parts) not in (2, 3) or parts[1] not in ("full", "trim") or parts[2:] not in ([], ["compile"]):
+            ap.error(f"--configs {config!r}: expected AMP:full|trim or AMP:full|trim:compile")
     apply_plan(configure_environment(args.threads or "auto"))
-    for model, config in ((m, c) for m in args.model for c in args.configs):
-        amp, batches = config.split(":")
-        r = run(model, args.steps, amp, args.threads, trim_batches=batches == "trim", params_path=args.params)
+    for model, (amp, batches, *compiled) in ((m, c) for m in args.model for c in configs):
+        r = run(model, args.steps, amp, args.threads, trim_batches=batches == "trim", params_path=args.params,
+                compile_blocks=bool(compiled))
         if args.json:
             print(json.dumps(r))
             continue
-        print(f"\n{r['model']} amp={amp} batches={batches} hidden={r['hidden']}: {r['s_per_step']:.3f} s/step x "
+        print(f"\n{r['model']} amp={amp} batches={batches}{' compiled' if compiled else ''} hidden={r['hidden']}: "
+              f"{r['s_per_step']:.3f} s/step x "
               f"{r['steps_per_epoch']} steps + validation {r['valid_s']:.1f} s "
               f"(catalogue {r['valid_catalogue_s']:.1f} s) = {r['epoch_s']:.1f} s/epoch")
         for k, v in sorted(r["parts_s_per_step"].items(), key=lambda kv: -kv[1]):
