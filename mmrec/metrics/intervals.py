@@ -157,7 +157,8 @@ def seed_level_interval(diffs: Sequence[float], margin: float = EQUIVALENCE_MARG
 
     The pooled bootstrap holds the trained runs fixed and resamples users; this one treats each
     seed pair as one draw of "train both again", so it is the interval a claim about the methods
-    (not about these runs) needs. With n = 3 it is wide (t quantile 4.30). n < 2 gives NaNs.
+    (not about these runs) needs. With n = 3 it is wide (t quantile 4.30). n < 2, or differences
+    that are all the same, give NaN bounds and "inconclusive" (the latter with a `note`).
     """
     x = np.asarray(diffs, dtype=np.float64)
     n = int(x.size)
@@ -167,7 +168,13 @@ def seed_level_interval(diffs: Sequence[float], margin: float = EQUIVALENCE_MARG
     from scipy.stats import t   # here only: the rest of this module is NumPy
 
     sd = float(x.std(ddof=1))
-    half = float(t.ppf(0.5 + level / 2.0, n - 1)) * sd / np.sqrt(n)
     mean = float(x.mean())
+    if sd <= 1e-12 * max(1.0, abs(mean)):
+        # Identical differences (a discrete metric over few users moved by the same count on
+        # every seed): the t interval would have zero width and claim a precision n seeds
+        # cannot give, so no interval and no verdict.
+        return {"mean": mean, "sd": sd, "n": n, "lo": float("nan"), "hi": float("nan"),
+                "verdict": "inconclusive", "note": "identical seed-pair differences: no spread to estimate"}
+    half = float(t.ppf(0.5 + level / 2.0, n - 1)) * sd / np.sqrt(n)
     return {"mean": mean, "sd": sd, "n": n, "lo": mean - half, "hi": mean + half,
             "verdict": verdict(mean - half, mean + half, margin)}

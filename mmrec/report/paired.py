@@ -162,7 +162,9 @@ def format_paired(result: dict[str, Any]) -> str:
         n = result["across_seeds"][0]["n"]
         lines += ["", f"across seeds: the {n} seed-pair differences, mean ± sd and a t interval ({n - 1} df): "
                       "retraining both counts, not only the users"]
-        lines += [f"{r['metric']:<10} {r['mean']:+9.4f} ± {r['sd']:.4f}  [{r['lo']:+.4f}, {r['hi']:+.4f}]  {r['verdict']}"
+        lines += [f"{r['metric']:<10} {r['mean']:+9.4f} ± {r['sd']:.4f}  "
+                  + (f"[{r['lo']:+.4f}, {r['hi']:+.4f}]  {r['verdict']}" if "note" not in r
+                     else f"{r['verdict']} ({r['note']})")
                   for r in result["across_seeds"]]
     lines += ["", "better/worse: the interval excludes 0; equivalent: it lies inside ±margin; "
               "inconclusive: neither (not evidence of no difference). † significant after Holm's "

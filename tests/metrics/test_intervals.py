@@ -91,5 +91,9 @@ def test_seed_level_interval_is_a_t_interval_over_the_seed_pairs():
     assert tight["verdict"] == "better" and tight["lo"] > 0.0098
     assert seed_level_interval([0.001, 0.0011, 0.0009], margin=0.005)["verdict"] == "better"
     assert seed_level_interval([0.001, -0.001, 0.0005], margin=0.005)["verdict"] == "equivalent"
+    # the same count of hits moved on every seed: no zero-width interval, no verdict
+    same = seed_level_interval([3 / 1648, 3 / 1648], margin=0.005)
+    assert same["verdict"] == "inconclusive" and np.isnan(same["lo"]) and "identical" in same["note"]
+    assert seed_level_interval([0.0, 0.0, 0.0])["verdict"] == "inconclusive"
     one = seed_level_interval([0.02])
     assert one["n"] == 1 and np.isnan(one["lo"]) and one["verdict"] == "inconclusive"

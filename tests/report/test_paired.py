@@ -107,6 +107,10 @@ def test_cli_paired_takes_comma_separated_seeds(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "pooled over seeds: A 2 run(s), B 2 run(s)" in out and "seed pair 2" in out
     assert "across seeds: the 2 seed-pair differences" in out
+    # every seed of A hits every target (recall 1 against 0): identical differences, no interval
+    across = out.split("across seeds")[1].splitlines()
+    assert any(l.startswith("recall@10") and "inconclusive (identical seed-pair differences" in l for l in across)
+    assert any(l.startswith("ndcg@10") and "[" in l for l in across)
 
 
 def _dataset(tmp_path, n_train):
