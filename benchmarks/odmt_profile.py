@@ -15,7 +15,8 @@ step; then one full-ranking validation over every validation user, split into th
 encoding and the ranking. Each configuration is an AMP setting (fp32 `off` or bf16 `cuda+cpu`) and
 whether batches keep their stored padding (`full`) or are trimmed as the training loop trims them
 (`trim`, mmrec.data.sequences.trim_padding), optionally with every transformer block under
-torch.compile (`off:trim:compile`; the training loop does not compile, BENCHMARKS.md says why). The epoch figure is s/step x steps per epoch + validation.
+torch.compile (`off:trim:compile`; the training loop does not compile, BENCHMARKS.md says why).
+The epoch figure is s/step x steps per epoch + validation.
 Timings are per process on whatever else the machine runs: run it alone.
 """
 
