@@ -346,7 +346,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         elif args.command == "paired":
             from mmrec.report.paired import format_paired, paired_folders
 
-            if (args.k < 1 or (args.groups is not None and args.groups < 1) or (args.bootstrap is not None and args.bootstrap < 100)
+            if (args.k < 1 or (args.groups is not None and args.groups < 1)
+                    or (args.bootstrap is not None and args.bootstrap < 100)
                     or (args.margin is not None and args.margin <= 0)):
                 raise CliError("paired: -k and --groups must be >= 1, --bootstrap >= 100, --margin > 0")
             given = {"n_boot": args.bootstrap, "margin": args.margin, "items": args.items,

@@ -162,19 +162,17 @@ def seed_level_interval(diffs: Sequence[float], margin: float = EQUIVALENCE_MARG
     """
     x = np.asarray(diffs, dtype=np.float64)
     n = int(x.size)
-    if n < 2:
-        return {"mean": float(x.mean()) if n else float("nan"), "sd": float("nan"), "n": n,
-                "lo": float("nan"), "hi": float("nan"), "verdict": "inconclusive"}
+    mean = float(x.mean()) if n else float("nan")
+    sd = float(x.std(ddof=1)) if n >= 2 else float("nan")
+    # Identical differences (a discrete metric over few users moved by the same count on every
+    # seed) would give a zero-width t interval, a precision n seeds cannot give.
+    note = "identical seed-pair differences: no spread to estimate" \
+        if n >= 2 and sd <= 1e-12 * max(1.0, abs(mean)) else None
+    if n < 2 or note:
+        out = {"mean": mean, "sd": sd, "n": n, "lo": float("nan"), "hi": float("nan"), "verdict": "inconclusive"}
+        return out | ({"note": note} if note else {})
     from scipy.stats import t   # here only: the rest of this module is NumPy
 
-    sd = float(x.std(ddof=1))
-    mean = float(x.mean())
-    if sd <= 1e-12 * max(1.0, abs(mean)):
-        # Identical differences (a discrete metric over few users moved by the same count on
-        # every seed): the t interval would have zero width and claim a precision n seeds
-        # cannot give, so no interval and no verdict.
-        return {"mean": mean, "sd": sd, "n": n, "lo": float("nan"), "hi": float("nan"),
-                "verdict": "inconclusive", "note": "identical seed-pair differences: no spread to estimate"}
     half = float(t.ppf(0.5 + level / 2.0, n - 1)) * sd / np.sqrt(n)
     return {"mean": mean, "sd": sd, "n": n, "lo": mean - half, "hi": mean + half,
             "verdict": verdict(mean - half, mean + half, margin)}

@@ -92,10 +92,10 @@ def target_group_mask(targets: np.ndarray, items_path: str | Path, group: str,
     from mmrec.data.items import load_item_pop
     from mmrec.metrics.breakdown import popularity_group_labels, popularity_groups
 
-    labels = [label.lower() for label in popularity_group_labels(n_groups)]
+    names = popularity_group_labels(n_groups)
+    labels = [label.lower() for label in names]
     if group.lower() not in labels:
-        raise ValueError(f"--targets {group!r}: expected one of all, "
-                         f"{', '.join(popularity_group_labels(n_groups))} ({n_groups} popularity groups)")
+        raise ValueError(f"--targets {group!r}: expected one of all, {', '.join(names)} ({n_groups} popularity groups)")
     item_group = popularity_groups(load_item_pop(Path(items_path)), n_groups).numpy()   # [N+1]
     if targets.max(initial=0) >= len(item_group):
         raise ValueError(f"{items_path}: {len(item_group) - 1} items, but a target is item {int(targets.max())}: "
