@@ -81,4 +81,8 @@ def test_resolved_params_hold_what_each_entry_trains_with():
     assert odmt["arch"] == "odmt" and odmt["common"]["epochs"] == 10 and odmt["model"]["hidden"] == 64
     # a model's own default is recorded too (so changing it in code re-runs what it changes)
     assert r["train"]["entries"]["sasrec"]["model"]["loss"] == "full_ce"
+    # issue 23: ODMT (and what aliases it) scores new items from content by default; other
+    # content models keep their ID rows (the levers were measured not to help them)
+    assert (odmt["model"]["cold_id"], odmt["model"]["id_dropout"]) == ("mask", 0.2)
+    assert r["train"]["entries"]["sasrec_lf"]["model"]["cold_id"] == "table"
     assert list(r["train"]["entries"]) == p.train.models

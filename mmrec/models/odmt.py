@@ -38,10 +38,10 @@ no ID branch; KD then flows ensemble -> each modality). Two cheaper variants kee
 names: `imt: pooled` (no transformer, projected pooled vectors) and `distill: branch_only`
 (each branch's own loss, no KD).
 
-Levers for new and rare items (off by default): `cold_id: mask` / `id_dropout` put a learned
-[MASK] embedding in the ID token of cold (and, in training, randomly chosen) items
-(mmrec.models.layers.InductiveId), `imt_text_vector` adds the whole text's pooled vector as one
-more text token, `whiten` whitens the frozen features, `loss_norm: cosine` scores with cosines.
+Levers for new and rare items: `cold_id: mask` / `id_dropout` put a learned [MASK] embedding in
+the ID token of cold (and, in training, randomly chosen) items (mmrec.models.layers.InductiveId;
+params.yaml turns both on for `odmt`), `imt_text_vector` adds the whole text's pooled vector as
+one more text token, `whiten` whitens the frozen features, `loss_norm: cosine` scores with cosines.
 
 `odmt_kdsr` adds KDSR's correlation supervision (SKD + CKD against the teacher of that
 modality, over the unique item pairs of each training input sequence) on the text and image
