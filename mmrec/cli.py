@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+import math
 import os
 import sys
 from pathlib import Path
@@ -199,6 +200,18 @@ def quick_recommend(model: str, user: str, k: int, params_path: str = "params.ya
         raise CliError(str(err.args[0])) from None
 
 
+def _finite_or_null(obj: Any) -> Any:
+    """`obj` with every NaN/inf float as None: strict JSON (jq, duckdb, JavaScript reject NaN),
+    where "no interval" (one seed a side, identical seed-pair differences) reads as null."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: _finite_or_null(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_finite_or_null(v) for v in obj]
+    return obj
+
+
 def _clip(text: Any, width: int = 80) -> str:
     """One printable line: terminal escapes and control characters (from raw titles) removed."""
     from mmrec.data.text import strip_control
@@ -355,7 +368,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             result = paired_folders(args.a.split(","), args.b.split(","), args.k, args.split,
                                     targets=args.targets,
                                     **{key: v for key, v in given.items() if v is not None})
-            print(json.dumps(result, sort_keys=True) if args.json else format_paired(result))
+            print(json.dumps(_finite_or_null(result), sort_keys=True, allow_nan=False) if args.json
+                  else format_paired(result))
         sys.stdout.flush()  # a closed pipe shows here, inside the handler below, not at exit
     except BrokenPipeError:
         return _closed_pipe()

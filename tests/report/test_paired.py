@@ -111,6 +111,11 @@ def test_cli_paired_takes_comma_separated_seeds(tmp_path, capsys):
     across = out.split("across seeds")[1].splitlines()
     assert any(l.startswith("recall@10") and "inconclusive (identical seed-pair differences" in l for l in across)
     assert any(l.startswith("ndcg@10") and "[" in l for l in across)
+    # --json is strict JSON: the missing interval is null, not a bare NaN token
+    assert cli.main(["paired", ",".join(map(str, fa)), ",".join(map(str, fb)), "--bootstrap", "200", "--json"]) == 0
+    text = capsys.readouterr().out
+    recall = json.loads(text, parse_constant=lambda c: pytest.fail(f"non-JSON constant {c}"))["across_seeds"][0]
+    assert recall["metric"] == "recall@10" and recall["lo"] is None and recall["hi"] is None
 
 
 def _dataset(tmp_path, n_train):
