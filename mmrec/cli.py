@@ -361,8 +361,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             if (args.k < 1 or (args.groups is not None and args.groups < 1)
                     or (args.bootstrap is not None and args.bootstrap < 100)
-                    or (args.margin is not None and args.margin <= 0)):
-                raise CliError("paired: -k and --groups must be >= 1, --bootstrap >= 100, --margin > 0")
+                    or (args.margin is not None and not 0 < args.margin < math.inf)):
+                raise CliError("paired: -k and --groups must be >= 1, --bootstrap >= 100, --margin finite and > 0")
             given = {"n_boot": args.bootstrap, "margin": args.margin, "items": args.items,
                      "n_groups": args.groups}
             result = paired_folders(args.a.split(","), args.b.split(","), args.k, args.split,

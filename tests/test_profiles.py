@@ -81,8 +81,19 @@ def test_resolved_params_hold_what_each_entry_trains_with():
     assert odmt["arch"] == "odmt" and odmt["common"]["epochs"] == 10 and odmt["model"]["hidden"] == 64
     # a model's own default is recorded too (so changing it in code re-runs what it changes)
     assert r["train"]["entries"]["sasrec"]["model"]["loss"] == "full_ce"
-    # issue 23: ODMT (and what aliases it) scores new items from content by default; other
-    # content models keep their ID rows (the levers were measured not to help them)
+    # issue 23: ODMT scores new items from content by default; late fusion and KDSR keep their ID
+    # rows (the levers did not help them), odmt_kdsr too (the levers were not measured on it)
     assert (odmt["model"]["cold_id"], odmt["model"]["id_dropout"]) == ("mask", 0.2)
-    assert r["train"]["entries"]["sasrec_lf"]["model"]["cold_id"] == "table"
+    for name in ("sasrec_lf", "kdsr", "odmt_kdsr"):
+        assert r["train"]["entries"][name]["model"]["cold_id"] == "table", name
     assert list(r["train"]["entries"]) == p.train.models
+
+
+def test_the_readme_ablations_of_odmt_inherit_its_shipped_default():
+    """`odmt_no_kd: {arch: odmt, distill: false}` added to the shipped params.yaml trains with
+    ODMT's [MASK] ID and ID dropout, so the README's ablation commands compare like with like."""
+    raw = yaml.safe_load(PARAMS_YAML.read_text())
+    raw["train"]["models"] = [*raw["train"]["models"], "odmt_no_kd"]
+    raw["train"]["odmt_no_kd"] = {"arch": "odmt", "distill": False}
+    ablation = resolved_params(parse_params(raw))["train"]["entries"]["odmt_no_kd"]["model"]
+    assert (ablation["cold_id"], ablation["id_dropout"], ablation["distill"]) == ("mask", 0.2, False)

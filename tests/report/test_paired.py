@@ -156,6 +156,8 @@ def test_targets_cold_or_a_quartile_pairs_only_those_users(tmp_path, capsys):
     assert cli.main(["paired", str(a), str(b), "--targets", "Q1", "--groups", "2", "--bootstrap", "200"]) == 0
     assert "100 users paired (targets in popularity group Q1" in capsys.readouterr().out
     assert cli.main(["paired", str(a), str(b), "--targets", "Q1", "--groups", "0"]) != 0
+    for margin in ("0", "nan", "inf"):                      # no interval lies inside these
+        assert cli.main(["paired", str(a), str(b), "--margin", margin]) != 0
 
 
 def test_targets_refuse_an_empty_group_or_another_dataset(tmp_path):
