@@ -31,7 +31,7 @@ class ParamsError(ValueError):
 
 
 class Params(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     seed: int = 2026
     device: Literal["auto", "cpu", "cuda"] = "auto"

@@ -72,3 +72,29 @@ def test_select_metric_is_checked_when_params_load():
     with pytest.raises(ParamsError, match=r"K=7 is not among evaluate.ks \[5, 10, 20\]"):
         parse_params({"train": {"common": {"select_metric": "ndcg@7"}}})
     assert parse_params({"train": {"common": {"select_metric": "mrr@5"}}}).train.common.select_metric == "mrr@5"
+
+
+@pytest.mark.parametrize("section, key", [
+    ("evaluate", "equivalence_margin"),   # inf would call every difference "equivalent"
+    ("teacher", "lr"),
+    ("teacher", "noise_std"),
+])
+@pytest.mark.parametrize("value", [float("inf"), float("nan")])
+def test_non_finite_floats_are_refused(section, key, value):
+    raw = yaml.safe_load((ROOT / "params.yaml").read_text())
+    raw[section][key] = value
+    with pytest.raises(ParamsError, match=rf"{section}\.{key}.*finite"):
+        parse_params(raw)
+
+
+@pytest.mark.parametrize("value", [float("inf"), float("nan")])
+def test_non_finite_model_settings_are_refused(value):
+    # per-model sections are validated by each model's own config class, after the top level
+    raw = yaml.safe_load((ROOT / "params.yaml").read_text())
+    raw["train"]["common"]["lr"] = value
+    with pytest.raises(ParamsError, match=r"lr.*finite"):
+        parse_params(raw)
+    raw = yaml.safe_load((ROOT / "params.yaml").read_text())
+    raw["train"].setdefault("odmt", {})["kd_weight"] = value
+    with pytest.raises(ParamsError, match=r"kd_weight.*finite"):
+        parse_params(raw)

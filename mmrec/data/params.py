@@ -12,7 +12,7 @@ from mmrec.paths import check_data_name
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
 class TextParams(_Strict):
@@ -46,7 +46,7 @@ class TimeSplitParams(_Strict):
 class DataParams(BaseModel):
     # Besides the keys below, only `data.<source>` sections: a registered reader's own settings
     # (mmrec/data/sources/), validated by its params class. Any other key is an error.
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="allow", allow_inf_nan=False)
 
     # Outputs go to data/<name>/: one plain folder name, never `..`, `.` or a path.
     name: str = "sample"

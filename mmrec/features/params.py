@@ -10,7 +10,7 @@ from mmrec.data.params import DataParams
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
 class TextEncoderParams(_Strict):

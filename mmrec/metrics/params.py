@@ -52,7 +52,7 @@ POPULARITY_GROUPS = 4
 
 
 class EvaluateParams(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     ks: list[int] = [5, 10, 20]
     # none | except_target | all (see MaskHistory above); true/false read as

@@ -21,7 +21,7 @@ class SeqModelConfig(BaseModel):
     plus the loop's settings (mmrec.train.params.TrainCommon), and a key written there fills the
     model's (mmrec.train.entries); a `train.<entry>` key overrides."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     hidden: int = Field(64, ge=8)
     layers: int = Field(2, ge=1)

@@ -14,7 +14,7 @@ from mmrec.serving.index import DEFAULT_MASK_HISTORY
 class RecommendParams(BaseModel):
     """The `recommend` section: what `recommend@<model>` exports for serving."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     # Items per user in recommendations.parquet; `mmrec recommend -k` up to this reads the file.
     k: int = Field(50, ge=1)

@@ -10,7 +10,7 @@ from mmrec.data.params import DataParams
 
 
 class TeacherParams(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     dim: int = Field(128, ge=2)
     subspaces: int = Field(8, ge=1)

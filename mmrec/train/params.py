@@ -69,7 +69,7 @@ class TrainCommon(ContentConfig):
 
 class TrainParams(BaseModel):
     # Extra keys are the per-model sections; each is validated by its model's config class.
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="allow", allow_inf_nan=False)
 
     models: list[str] = ["sasrec", "gru4rec", "sasrec_ef", "sasrec_lf", "kdsr", "odmt", "odmt_kdsr"]
     common: TrainCommon = TrainCommon()

@@ -47,7 +47,7 @@ TIME_FORMATS = ("%Y-%m-%dT%H:%M:%S%.f", "%Y-%m-%d %H:%M:%S%.f", "%Y-%m-%d")
 class TableParams(BaseModel):
     """Settings of `data.table`: file names (relative to data.raw_dir) and column names."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     interactions: str = "interactions.csv"
     items: str = "items.csv"
