@@ -15,12 +15,13 @@ from pathlib import Path
 from typing import Any, Literal, Optional, Union
 
 import yaml
-from pydantic import BaseModel, ConfigDict, PositiveInt, ValidationError, model_validator
+from pydantic import PositiveInt, ValidationError, model_validator
 
 from mmrec.data.params import DataParams
 from mmrec.features.params import ExtractParams
 from mmrec.metrics.params import EvaluateParams
 from mmrec.rawparams import apply_profiles
+from mmrec.schema import StrictParams
 from mmrec.serving.params import RecommendParams
 from mmrec.teacher.params import TeacherParams
 from mmrec.train.params import TrainParams
@@ -30,9 +31,7 @@ class ParamsError(ValueError):
     """params.yaml is invalid; the message names every offending key."""
 
 
-class Params(BaseModel):
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
-
+class Params(StrictParams):
     seed: int = 2026
     device: Literal["auto", "cpu", "cuda"] = "auto"
     # CPU threads each stage process may keep busy (mmrec.threads): "auto" = its affinity bounded

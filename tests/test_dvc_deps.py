@@ -15,7 +15,7 @@ ROOT = Path(__file__).resolve().parents[1]
 #: Modules whose only effect on a stage is the parameter values they validate and resolve: the
 #: `params` stage depends on them and writes those values to data/<name>/params.yaml, which
 #: every other stage tracks key by key (so a changed default re-runs what it changes).
-SCHEMA = {"mmrec/config.py", "mmrec/rawparams.py", "mmrec/data/params.py", "mmrec/evaluate/params.py",
+SCHEMA = {"mmrec/config.py", "mmrec/rawparams.py", "mmrec/schema.py", "mmrec/data/params.py", "mmrec/evaluate/params.py",
           "mmrec/metrics/params.py", "mmrec/serving/params.py", "mmrec/features/params.py",
           "mmrec/teacher/params.py", "mmrec/train/params.py", "mmrec/train/entries.py",
           "mmrec/models/configs.py"}

@@ -14,7 +14,7 @@ PKG = Path(__file__).resolve().parents[1] / "mmrec"
 # packages on one floor never import each other, so the floor count is the tower's real height.
 # Only the ground floor's single-file utilities may use each other (io writes through atomic).
 FLOORS: list[set[str]] = [
-    {"atomic", "entry", "io", "hashing", "paths", "rawparams", "registry", "threads"},
+    {"atomic", "entry", "io", "hashing", "paths", "rawparams", "registry", "schema", "threads"},
     {"data", "metrics"},
     {"features", "teacher"},
     {"objectives"},

@@ -4,18 +4,15 @@ from __future__ import annotations
 
 from typing import Any, Literal, Optional, Protocol
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
 
 from mmrec.data.images import DEFAULT_MAX_PIXELS
 from mmrec.data.sources import get_source, source_names
 from mmrec.paths import check_data_name
+from mmrec.schema import StrictParams, OpenParams
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
-
-
-class TextParams(_Strict):
+class TextParams(StrictParams):
     # Amazon: title, brand, category, description; H&M: the ODMT paper's five article columns.
     amazon_fields: list[str] = ["title", "brand", "category", "description"]
     hm_fields: list[str] = ["prod_name", "product_type_name", "product_group_name",
@@ -23,7 +20,7 @@ class TextParams(_Strict):
     max_chars: int = Field(512, gt=0)
 
 
-class ImageDownloadParams(_Strict):
+class ImageDownloadParams(StrictParams):
     enabled: bool = True
     workers: int = Field(16, ge=1, le=64)  # concurrent downloads (bounded: one host's politeness)
     timeout_s: float = Field(10.0, gt=0)  # per socket operation
@@ -37,16 +34,15 @@ class ImageDownloadParams(_Strict):
     allow_networks: list[str] = []  # CIDRs allowed even when private, e.g. ["10.1.2.0/24"]
 
 
-class TimeSplitParams(_Strict):
+class TimeSplitParams(StrictParams):
     # Unix seconds or ISO dates (YYYY-MM-DD); interactions at or after the cut go to that split.
     valid_start: Optional[str] = None
     test_start: Optional[str] = None
 
 
-class DataParams(BaseModel):
+class DataParams(OpenParams):
     # Besides the keys below, only `data.<source>` sections: a registered reader's own settings
     # (mmrec/data/sources/), validated by its params class. Any other key is an error.
-    model_config = ConfigDict(extra="allow", allow_inf_nan=False)
 
     # Outputs go to data/<name>/: one plain folder name, never `..`, `.` or a path.
     name: str = "sample"

@@ -4,26 +4,23 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from mmrec.data.params import DataParams
+from mmrec.schema import StrictParams
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
-
-
-class TextEncoderParams(_Strict):
+class TextEncoderParams(StrictParams):
     encoder: str = "sentence-transformers:all-MiniLM-L6-v2"
     tokens: int = Field(32, ge=0)  # token states kept per item (0 = pooled vector only)
 
 
-class ImageEncoderParams(_Strict):
+class ImageEncoderParams(StrictParams):
     encoder: str = "efficientnet-lite0"
     tokens: bool = True  # keep CLS + patch (or spatial-grid) token states
 
 
-class ExtractParams(_Strict):
+class ExtractParams(StrictParams):
     batch_size: int = Field(16, ge=1)
     num_workers: int = Field(2, ge=0)
     chunk_size: int = Field(512, ge=1)  # items per resumable chunk

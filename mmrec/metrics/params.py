@@ -6,7 +6,9 @@ from __future__ import annotations
 
 from typing import Literal, get_args
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import Field, field_validator
+
+from mmrec.schema import StrictParams
 
 #: How a user's earlier items take part in the ranking of their next item:
 #: - none:          every item is ranked, history included (the protocol of RecBole and the
@@ -51,9 +53,7 @@ EQUIVALENCE_MARGIN = 0.005
 POPULARITY_GROUPS = 4
 
 
-class EvaluateParams(BaseModel):
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
-
+class EvaluateParams(StrictParams):
     ks: list[int] = [5, 10, 20]
     # none | except_target | all (see MaskHistory above); true/false read as
     # except_target/none. Default none: the protocol of every published figure we compare with.

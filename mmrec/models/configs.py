@@ -11,17 +11,17 @@ from __future__ import annotations
 
 from typing import Any, Literal, Optional, Union
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
+
+from mmrec.schema import StrictParams
 
 Modality = Literal["text", "image"]
 
 
-class SeqModelConfig(BaseModel):
+class SeqModelConfig(StrictParams):
     """Settings every sequential model reads, declared here once: `train.common` is this class
     plus the loop's settings (mmrec.train.params.TrainCommon), and a key written there fills the
     model's (mmrec.train.entries); a `train.<entry>` key overrides."""
-
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     hidden: int = Field(64, ge=8)
     layers: int = Field(2, ge=1)

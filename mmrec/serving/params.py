@@ -4,17 +4,17 @@ from __future__ import annotations
 
 from typing import Any, Protocol
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from mmrec.data.params import DataParams
 from mmrec.features.params import ExtractParams
+from mmrec.schema import StrictParams
 from mmrec.serving.index import DEFAULT_MASK_HISTORY
 
 
-class RecommendParams(BaseModel):
+class RecommendParams(StrictParams):
     """The `recommend` section: what `recommend@<model>` exports for serving."""
 
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     # Items per user in recommendations.parquet; `mmrec recommend -k` up to this reads the file.
     k: int = Field(50, ge=1)

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 from typing import Any, Literal, Protocol
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
 
 from mmrec.data.params import DataParams
+from mmrec.schema import StrictParams
 
 
-class TeacherParams(BaseModel):
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
-
+class TeacherParams(StrictParams):
     dim: int = Field(128, ge=2)
     subspaces: int = Field(8, ge=1)
     codes: int = Field(50, ge=2, le=255)

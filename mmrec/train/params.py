@@ -9,12 +9,13 @@ from __future__ import annotations
 
 from typing import Any, Literal, Optional, Protocol
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from mmrec.data.params import DataParams
 from mmrec.features.params import ExtractParams
 from mmrec.metrics.params import EvaluateParams, parse_metric
 from mmrec.models.configs import ContentConfig
+from mmrec.schema import OpenParams
 
 
 class TrainCommon(ContentConfig):
@@ -67,9 +68,8 @@ class TrainCommon(ContentConfig):
         return v
 
 
-class TrainParams(BaseModel):
+class TrainParams(OpenParams):
     # Extra keys are the per-model sections; each is validated by its model's config class.
-    model_config = ConfigDict(extra="allow", allow_inf_nan=False)
 
     models: list[str] = ["sasrec", "gru4rec", "sasrec_ef", "sasrec_lf", "kdsr", "odmt", "odmt_kdsr"]
     common: TrainCommon = TrainCommon()

@@ -30,9 +30,10 @@ import posixpath
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterator, Literal, Optional
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import Field, field_validator
 
 from mmrec.data.sources import ReadRequest, Source, SourceData, register_source
+from mmrec.schema import StrictParams
 
 if TYPE_CHECKING:
     import polars as pl
@@ -44,10 +45,8 @@ SUFFIXES = (".csv", ".csv.gz", ".tsv", ".tsv.gz", ".parquet")
 TIME_FORMATS = ("%Y-%m-%dT%H:%M:%S%.f", "%Y-%m-%d %H:%M:%S%.f", "%Y-%m-%d")
 
 
-class TableParams(BaseModel):
+class TableParams(StrictParams):
     """Settings of `data.table`: file names (relative to data.raw_dir) and column names."""
-
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     interactions: str = "interactions.csv"
     items: str = "items.csv"
