@@ -57,6 +57,9 @@ class SeqRecModel(nn.Module, ABC):
     needs_teacher: bool = False
     #: whether the model reads token/patch states (not only pooled vectors)
     uses_tokens: bool = False
+    #: False for models with nothing to learn (content_knn): the training loop validates them
+    #: once and saves them as they are (epoch 0)
+    trainable: bool = True
 
     @classmethod
     def wants_tokens(cls, cfg: dict) -> bool:

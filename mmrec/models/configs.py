@@ -180,6 +180,15 @@ class OdmtKdsrConfig(OdmtConfig):
 
 
 #: model name -> its settings class (the `config_cls` of the registered model class)
+class ContentKnnConfig(SeqModelConfig):
+    """`train.content_knn`: nothing is trained; the shared sequence settings are accepted (so
+    `train.common` can fill them) and only `max_len` is read (how much history the profile sees)."""
+
+    modalities: Optional[list[Modality]] = None    # None = every modality with features
+    # weight of the item k places before the most recent one in the user's profile: decay**k
+    decay: float = Field(0.5, gt=0, le=1)
+
+
 CONFIGS: dict[str, type[SeqModelConfig]] = {
     "sasrec": SASRecConfig,
     "gru4rec": GRU4RecConfig,
@@ -188,4 +197,5 @@ CONFIGS: dict[str, type[SeqModelConfig]] = {
     "kdsr": KDSRConfig,
     "odmt": OdmtConfig,
     "odmt_kdsr": OdmtKdsrConfig,
+    "content_knn": ContentKnnConfig,
 }

@@ -14,7 +14,7 @@ MODELS: Registry[SeqRecModel] = Registry("model")
 
 # Modules that register models on import. Kept explicit so the registry is complete before any
 # lookup and a missing module fails loudly.
-_MODEL_MODULES = ("sasrec", "gru4rec", "fusion", "kdsr", "odmt")
+_MODEL_MODULES = ("sasrec", "gru4rec", "fusion", "kdsr", "odmt", "content_knn")
 
 
 # Model modules absent from this checkout (a module still being written); reported by lookups.

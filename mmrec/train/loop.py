@@ -225,6 +225,32 @@ def _save_best(model: SeqRecModel, ctx: ModelContext, out_dir: Path, epoch: int,
                     extra={"epoch": epoch, "valid": {k: v for k, v in row.items() if k.startswith("valid_")}})
 
 
+def keep_untrained(model: SeqRecModel, ctx: ModelContext, valid: Optional[EvalSplit], common: TrainCommon,
+                   out_dir: Path, *, seed: int, arch: str, name: str, config: dict[str, Any],
+                   eval_settings: EvalSettings = EvalSettings()) -> TrainResult:
+    """A model with nothing to train (`trainable = False`): validated once, saved as the best
+    checkpoint of epoch 0, with the same log row and checkpoint a trained model gets."""
+    t0 = time.perf_counter()
+    model.to(ctx.device).eval()
+    row: dict[str, Any] = {"epoch": 0}
+    if ddp.rank() == 0:
+        if valid is not None:
+            ranks = rank_model(model, valid.histories, valid.targets, mask_history=eval_settings.mask_history,
+                               mask_items=valid.full_history, device=ctx.device,
+                               batch_users=eval_settings.batch_users, item_chunk=eval_settings.item_chunk)
+            row.update(validation_row(ranks, valid.targets, ctx.item_pop, eval_settings.ks,
+                                      eval_settings.popularity_groups))
+        pairs = {m: retention_pairs(f.has_feature.cpu(), common.retention_pairs, seed)
+                 for m, f in ctx.features.items()}
+        row.update(retention_row(model, ctx, pairs))
+        _save_best(model, ctx, Path(out_dir), 0, [row], arch=arch, name=name, config=config)
+        write_log([row], Path(out_dir) / LOG_FILE)
+    ddp.barrier()
+    best = row.get(f"valid_{common.select_metric}", math.nan)
+    return TrainResult(best_epoch=0, best_metric=best, epochs_run=0, stopped_early=False,
+                       seconds=time.perf_counter() - t0, log=[row])
+
+
 def train_model(model: SeqRecModel, ctx: ModelContext, train_seq: torch.Tensor,
                 valid: Optional[EvalSplit], common: TrainCommon, out_dir: Path, *,
                 seed: int, arch: str, name: str, config: dict[str, Any],
@@ -235,6 +261,9 @@ def train_model(model: SeqRecModel, ctx: ModelContext, train_seq: torch.Tensor,
     decision is broadcast. Without `valid` the last epoch is kept. With `common.resume`, a
     `resume.pt` of this same run in out_dir (see the module docstring) is continued.
     """
+    if not model.trainable:
+        return keep_untrained(model, ctx, valid, common, out_dir, seed=seed, arch=arch, name=name,
+                              config=config, eval_settings=eval_settings)
     device = ctx.device
     is_main = ddp.rank() == 0
     model.to(device).train()

@@ -23,12 +23,16 @@ def _params(models, sections=None, **common):
     return parse_params(p)
 
 
-def test_stage_writes_checkpoint_and_log_and_round_trips(tmp_path):
+def _trained(tmp_path, model, epochs):
+    """(params, stage summary, model folder) of `model` trained by the stage on the tiny dataset."""
     ts.write_dataset(tmp_path)
     ts.write_features(tmp_path, ts.params())
-    p = _params(["sasrec_lf"], epochs=2)
-    out = run(p, tmp_path, "sasrec_lf", progress=False)
-    mdir = tmp_path / "data/tiny/models/sasrec_lf"
+    p = _params([model], epochs=epochs)
+    return p, run(p, tmp_path, model, progress=False), tmp_path / f"data/tiny/models/{model}"
+
+
+def test_stage_writes_checkpoint_and_log_and_round_trips(tmp_path):
+    p, out, mdir = _trained(tmp_path, "sasrec_lf", 2)
     assert out["epochs"] == 2 and out["modalities"] == ["image", "text"]
     header, *rows = (mdir / "train_log.tsv").read_text().splitlines()
     cols = header.split("\t")
@@ -135,3 +139,18 @@ def test_an_entry_seed_trains_a_replicate_and_defaults_to_the_top_level_seed(tmp
     w = {m: read_checkpoint(tmp_path / f"data/tiny/models/{m}")["state_dict"] for m in p.train.models}
     assert all(torch.equal(w["sasrec"][k], w["sasrec_s0"][k]) for k in w["sasrec"])   # seed 0 = top level
     assert not all(torch.equal(w["sasrec"][k], w["sasrec_s1"][k]) for k in w["sasrec"])
+
+
+def test_an_untrainable_model_is_validated_once_and_saved(tmp_path):
+    p, out, mdir = _trained(tmp_path, "content_knn", 5)
+    assert out["epochs"] == 0 and out["best_epoch"] == 0
+    header, *rows = (mdir / "train_log.tsv").read_text().splitlines()
+    assert len(rows) == 1 and rows[0].split("\t")[0] == "0"
+    assert "valid_recall@10" in header.split("\t")
+    assert out["best_valid_recall@10"] == float(rows[0].split("\t")[header.split("\t").index("valid_recall@10")])
+    ckpt = read_checkpoint(mdir)
+    assert ckpt["arch"] == "content_knn" and ckpt["epoch"] == 0
+    model = load_model(mdir, p, "cpu")
+    ev = load_eval_split(tmp_path / "data/tiny/ingest", "valid", 8)
+    s = model.score(ev.histories[:3])
+    assert s.shape == (3, 25) and torch.isfinite(s).all() and s.abs().max() <= 1 + 1e-5
