@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import itertools
 import json
 import os
 import random
@@ -247,6 +248,16 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % (2**32))
     torch.manual_seed(seed)
+
+
+def module_device(model: "torch.nn.Module") -> "torch.device":
+    """Where a model's tensors live: its parameters', or its buffers' for a model with nothing
+    to learn (content_knn); the CPU for a model with neither."""
+    import torch
+
+    for t in itertools.chain(model.parameters(), model.buffers()):
+        return t.device
+    return torch.device("cpu")
 
 
 def pick_device(device: str = "auto") -> "torch.device":

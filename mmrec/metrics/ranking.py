@@ -12,6 +12,7 @@ from typing import Callable, Sequence
 
 import torch
 
+from mmrec.io import module_device
 from mmrec.metrics.formulas import metrics_from_ranks
 from mmrec.metrics.params import MaskHistory, mask_mode
 
@@ -110,7 +111,7 @@ def rank_model(model: torch.nn.Module, histories: torch.Tensor, targets: torch.T
     """
     was_training = model.training
     model.eval()
-    device = torch.device(device) if device is not None else next(model.parameters()).device
+    device = torch.device(device) if device is not None else module_device(model)
     items = model.item_repr().float()
     mask_items = histories if mask_items is None else mask_items
     workspace = torch.empty(min(batch_users, max(histories.shape[0], 1)) * min(item_chunk, items.shape[0]),

@@ -179,7 +179,6 @@ class OdmtKdsrConfig(OdmtConfig):
     reference_weight_bug: bool = False
 
 
-#: model name -> its settings class (the `config_cls` of the registered model class)
 class ContentKnnConfig(SeqModelConfig):
     """`train.content_knn`: nothing is trained; the shared sequence settings are accepted (so
     `train.common` can fill them) and only `max_len` is read (how much history the profile sees)."""
@@ -189,6 +188,7 @@ class ContentKnnConfig(SeqModelConfig):
     decay: float = Field(0.5, gt=0, le=1)
 
 
+#: model name -> its settings class (the `config_cls` of the registered model class)
 CONFIGS: dict[str, type[SeqModelConfig]] = {
     "sasrec": SASRecConfig,
     "gru4rec": GRU4RecConfig,

@@ -40,7 +40,7 @@ import torch
 
 from mmrec import paths
 from mmrec.data.items import check_item_idx
-from mmrec.io import atomic_dir, pick_device, read_schema, read_table
+from mmrec.io import atomic_dir, module_device, pick_device, read_schema, read_table
 from mmrec.models import checkpoint
 from mmrec.serving.index import FORMAT_VERSION, INDEX_FILE, IndexWriter, export_inputs, fingerprint
 from mmrec.serving.lookup import ITEM_VECTORS_FILE, META_KEY, RECS_FILE, USER_VECTORS_FILE
@@ -198,7 +198,7 @@ def export_recommendations(model: torch.nn.Module, seqs: UserSequences, items_ta
     atomic). Returns counts and timings."""
     t0 = time.perf_counter()
     model.eval()
-    device = torch.device(device) if device is not None else next(model.parameters()).device
+    device = torch.device(device) if device is not None else module_device(model)
     items = model.item_repr().float()                                  # [N+1, D]
     n_items, dim = items.shape[0] - 1, items.shape[1]
     if n_items != items_table.num_rows:

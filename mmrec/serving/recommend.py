@@ -11,6 +11,8 @@ import math
 
 import torch
 
+from mmrec.io import module_device
+
 
 def top_k_scores(scores: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
     """(values [B, k'], item ids [B, k']) of each row's k best scores, k' = min(k, columns).
@@ -56,7 +58,7 @@ def top_k(model: torch.nn.Module, history: list[int], k: int, max_len: int,
           mask_history: bool = True) -> tuple[list[int], list[float]]:
     """The k best item ids and their scores for one user (padding never; history masked if asked)."""
     model.eval()
-    device = next(model.parameters()).device
+    device = module_device(model)
     items = model.item_repr().float()                                  # [N+1, D]
     user = model.user_repr(left_pad(history, max_len).to(device)).float()  # [1, D]
     scores = user @ items.T                                            # [1, N+1]

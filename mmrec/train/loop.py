@@ -233,7 +233,9 @@ def keep_untrained(model: SeqRecModel, ctx: ModelContext, valid: Optional[EvalSp
     t0 = time.perf_counter()
     model.to(ctx.device).eval()
     row: dict[str, Any] = {"epoch": 0}
+    best = math.nan
     if ddp.rank() == 0:
+        (Path(out_dir) / RESUME_FILE).unlink(missing_ok=True)      # an earlier trainable run's
         if valid is not None:
             ranks = rank_model(model, valid.histories, valid.targets, mask_history=eval_settings.mask_history,
                                mask_items=valid.full_history, device=ctx.device,
@@ -243,10 +245,16 @@ def keep_untrained(model: SeqRecModel, ctx: ModelContext, valid: Optional[EvalSp
         pairs = {m: retention_pairs(f.has_feature.cpu(), common.retention_pairs, seed)
                  for m, f in ctx.features.items()}
         row.update(retention_row(model, ctx, pairs))
+        if valid is not None:
+            best = row.get(f"valid_{common.select_metric}", None)
+            if best is None:
+                raise KeyError(f"select_metric {common.select_metric!r} is not among the valid "
+                               f"metrics: {', '.join(k for k in row if k.startswith('valid_'))}")
+        row["train_seconds"] = 0.0
+        row["epoch_seconds"] = time.perf_counter() - t0
         _save_best(model, ctx, Path(out_dir), 0, [row], arch=arch, name=name, config=config)
         write_log([row], Path(out_dir) / LOG_FILE)
     ddp.barrier()
-    best = row.get(f"valid_{common.select_metric}", math.nan)
     return TrainResult(best_epoch=0, best_metric=best, epochs_run=0, stopped_early=False,
                        seconds=time.perf_counter() - t0, log=[row])
 

@@ -66,3 +66,10 @@ def test_nothing_to_learn():
     model = _model(ts.context(20, max_len=4))
     assert not model.trainable and not list(model.parameters())
     assert model.state_dict() == {}                                    # the features stay out of model.pt
+
+
+def test_serving_ranks_with_a_model_that_has_no_parameters():
+    from mmrec.serving.recommend import top_k
+
+    ids, scores = top_k(_model(ts.context(20, max_len=4)), [1, 2, 3], k=5, max_len=4)
+    assert len(ids) == 5 and not set(ids) & {0, 1, 2, 3} and scores == sorted(scores, reverse=True)

@@ -154,3 +154,6 @@ def test_an_untrainable_model_is_validated_once_and_saved(tmp_path):
     ev = load_eval_split(tmp_path / "data/tiny/ingest", "valid", 8)
     s = model.score(ev.histories[:3])
     assert s.shape == (3, 25) and torch.isfinite(s).all() and s.abs().max() <= 1 + 1e-5
+    (mdir / "resume.pt").write_bytes(b"an earlier trainable run's")      # same entry name
+    run(p, tmp_path, "content_knn", progress=False)
+    assert not (mdir / "resume.pt").exists()
