@@ -9,7 +9,7 @@ from pydantic import BaseModel, Field, ValidationError, field_validator, model_v
 from mmrec.data.images import DEFAULT_MAX_PIXELS
 from mmrec.data.sources import get_source, source_names
 from mmrec.paths import check_data_name
-from mmrec.schema import StrictParams, OpenParams
+from mmrec.schema import OpenParams, StrictParams
 
 
 class TextParams(StrictParams):

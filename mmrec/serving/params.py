@@ -15,7 +15,6 @@ from mmrec.serving.index import DEFAULT_MASK_HISTORY
 class RecommendParams(StrictParams):
     """The `recommend` section: what `recommend@<model>` exports for serving."""
 
-
     # Items per user in recommendations.parquet; `mmrec recommend -k` up to this reads the file.
     k: int = Field(50, ge=1)
     # Serving does not recommend what a user already has (their whole known history, train +

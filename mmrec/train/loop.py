@@ -225,6 +225,35 @@ def _save_best(model: SeqRecModel, ctx: ModelContext, out_dir: Path, epoch: int,
                     extra={"epoch": epoch, "valid": {k: v for k, v in row.items() if k.startswith("valid_")}})
 
 
+def retention_sample(ctx: ModelContext, common: TrainCommon, seed: int) -> dict[str, torch.Tensor]:
+    """The fixed item pairs of each modality that every epoch's retention columns compare."""
+    return {m: retention_pairs(f.has_feature.cpu(), common.retention_pairs, seed) for m, f in ctx.features.items()}
+
+
+def model_row(model: SeqRecModel, ctx: ModelContext, valid: Optional[EvalSplit],
+                   eval_settings: EvalSettings, pairs: dict[str, torch.Tensor]) -> dict[str, float]:
+    """What a log row says of the model as it stands: its validation metrics (when there is a
+    validation split) and its retention columns."""
+    row: dict[str, float] = {}
+    if valid is not None:
+        ranks = rank_model(model, valid.histories, valid.targets, mask_history=eval_settings.mask_history,
+                           mask_items=valid.full_history, device=ctx.device,
+                           batch_users=eval_settings.batch_users, item_chunk=eval_settings.item_chunk)
+        row.update(validation_row(ranks, valid.targets, ctx.item_pop, eval_settings.ks,
+                                  eval_settings.popularity_groups))
+    row.update(retention_row(model, ctx, pairs))
+    return row
+
+
+def selection_score(row: dict[str, Any], select_metric: str) -> float:
+    """The row's `valid_<select_metric>`; a metric validation does not compute is an error."""
+    score = row.get(f"valid_{select_metric}", None)
+    if score is None:
+        raise KeyError(f"select_metric {select_metric!r} is not among the valid "
+                       f"metrics: {', '.join(k for k in row if k.startswith('valid_'))}")
+    return score
+
+
 def keep_untrained(model: SeqRecModel, ctx: ModelContext, valid: Optional[EvalSplit], common: TrainCommon,
                    out_dir: Path, *, seed: int, arch: str, name: str, config: dict[str, Any],
                    eval_settings: EvalSettings = EvalSettings()) -> TrainResult:
@@ -236,20 +265,9 @@ def keep_untrained(model: SeqRecModel, ctx: ModelContext, valid: Optional[EvalSp
     best = math.nan
     if ddp.rank() == 0:
         (Path(out_dir) / RESUME_FILE).unlink(missing_ok=True)      # an earlier trainable run's
+        row.update(model_row(model, ctx, valid, eval_settings, retention_sample(ctx, common, seed)))
         if valid is not None:
-            ranks = rank_model(model, valid.histories, valid.targets, mask_history=eval_settings.mask_history,
-                               mask_items=valid.full_history, device=ctx.device,
-                               batch_users=eval_settings.batch_users, item_chunk=eval_settings.item_chunk)
-            row.update(validation_row(ranks, valid.targets, ctx.item_pop, eval_settings.ks,
-                                      eval_settings.popularity_groups))
-        pairs = {m: retention_pairs(f.has_feature.cpu(), common.retention_pairs, seed)
-                 for m, f in ctx.features.items()}
-        row.update(retention_row(model, ctx, pairs))
-        if valid is not None:
-            best = row.get(f"valid_{common.select_metric}", None)
-            if best is None:
-                raise KeyError(f"select_metric {common.select_metric!r} is not among the valid "
-                               f"metrics: {', '.join(k for k in row if k.startswith('valid_'))}")
+            best = selection_score(row, common.select_metric)
         row["train_seconds"] = 0.0
         row["epoch_seconds"] = time.perf_counter() - t0
         _save_best(model, ctx, Path(out_dir), 0, [row], arch=arch, name=name, config=config)
@@ -279,9 +297,7 @@ def train_model(model: SeqRecModel, ctx: ModelContext, train_seq: torch.Tensor,
     opt = make_optimizer(model, common.lr, common.weight_decay)
     autocast, scaler = _autocast(device, common.amp)
     params = [p for g in opt.param_groups for p in g["params"]]
-    select = f"valid_{common.select_metric}"
-    pairs = {m: retention_pairs(f.has_feature.cpu(), common.retention_pairs, seed)
-             for m, f in ctx.features.items()}
+    pairs = retention_sample(ctx, common, seed)
     out_dir = Path(out_dir)
     rows: list[dict[str, Any]] = []
     best, best_epoch, bad, stopped = -math.inf, 0, 0, False
@@ -347,23 +363,12 @@ def train_model(model: SeqRecModel, ctx: ModelContext, train_seq: torch.Tensor,
             row.update(diagnostics_row(model, diag_seq, epoch))
         decision = None
         if is_main:
-            if valid is not None:
-                ranks = rank_model(model, valid.histories, valid.targets,
-                                   mask_history=eval_settings.mask_history,
-                                   mask_items=valid.full_history, device=device,
-                                   batch_users=eval_settings.batch_users,
-                                   item_chunk=eval_settings.item_chunk)
-                row.update(validation_row(ranks, valid.targets, ctx.item_pop, eval_settings.ks,
-                                          eval_settings.popularity_groups))
-            row.update(retention_row(model, ctx, pairs))
+            row.update(model_row(model, ctx, valid, eval_settings, pairs))
             row["lr"] = opt.param_groups[0]["lr"]
             row["train_seconds"] = train_time
             row["epoch_seconds"] = time.perf_counter() - t0
             rows.append(row)
-            score = row.get(select, None) if valid is not None else float(epoch)
-            if score is None:
-                raise KeyError(f"select_metric {common.select_metric!r} is not among the valid "
-                               f"metrics: {', '.join(k for k in row if k.startswith('valid_'))}")
+            score = selection_score(row, common.select_metric) if valid is not None else float(epoch)
             if score > best:
                 best, best_epoch, bad = score, epoch, 0
                 _save_best(model, ctx, out_dir, epoch, rows, arch=arch, name=name, config=config)

@@ -70,7 +70,6 @@ class TrainCommon(ContentConfig):
 
 class TrainParams(OpenParams):
     # Extra keys are the per-model sections; each is validated by its model's config class.
-
     models: list[str] = ["sasrec", "gru4rec", "sasrec_ef", "sasrec_lf", "kdsr", "odmt", "odmt_kdsr"]
     common: TrainCommon = TrainCommon()
     # Every entry trains with train.common's loss, epochs, patience and select_metric
