@@ -63,8 +63,10 @@ def load_model(model_dir: Path, params: ContextConfig, device: torch.device | st
     are an error. The ModelContext is rebuilt from items.parquet and the checkpoint's modalities
     (and KDSR teachers when the model needs them); `root` defaults to the project root implied
     by the layout `<root>/data/<name>/models/<model>`. `ckpt`: that file's contents when the
-    caller has already read them. Returns the model in eval mode on `device`.
+    caller has already read them. Returns the model in eval mode on `device`, wrapped in its
+    content prior when the checkpoint chose one (mmrec.models.content_prior).
     """
+    from mmrec.models.content_prior import with_content_prior
     from mmrec.models.registry import build_model, model_class
 
     model_dir = Path(model_dir)
@@ -86,7 +88,9 @@ def load_model(model_dir: Path, params: ContextConfig, device: torch.device | st
                              f"but params.yaml's extract settings give {now[key]}; re-run the train stage")
     model = build_model(arch, ctx, dict(ckpt["config"]), section=ckpt.get("name"))
     model.load_state_dict(ckpt["state_dict"])
-    return model.to(ctx.device).eval()
+    # the content prior chosen when training ended (mmrec.train.prior) is part of the model
+    beta = float((ckpt.get("content_prior") or {}).get("beta", 0.0))
+    return with_content_prior(model.to(ctx.device), ctx, beta).eval()
 
 
 def model_max_len(model: torch.nn.Module) -> int:

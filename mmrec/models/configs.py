@@ -9,7 +9,7 @@ class; tests/models/test_configs.py checks it against the model registry.
 
 from __future__ import annotations
 
-from typing import Any, Literal, Optional, Union
+from typing import Annotated, Any, Literal, Optional, Union
 
 from pydantic import Field, field_validator, model_validator
 
@@ -46,6 +46,16 @@ class ContentConfig(SeqModelConfig):
     # training only: per forward pass, the ID of this share of items is the [MASK] embedding
     # too (DropoutNet), so the content path learns to stand alone
     id_dropout: float = Field(0.0, ge=0, le=1)
+    # score = model + beta x content_knn (mmrec.models.content_prior), so that items the model has
+    # not learned still score by their frozen features. auto: beta chosen on validation when
+    # training ends (among PRIOR_BETAS, 0 included: a prior that does not help validation is not
+    # used); a number: that beta; off: none. YAML's on/off read as auto/off.
+    content_prior: Union[Literal["off", "auto"], Annotated[float, Field(ge=0)]] = "auto"
+
+    @field_validator("content_prior", mode="before")
+    @classmethod
+    def _prior_bool(cls, v: Any) -> Any:
+        return {True: "auto", False: "off"}.get(v, v) if isinstance(v, bool) else v
 
 
 class FeatureConfig(ContentConfig):

@@ -234,15 +234,18 @@ def model_row(model: SeqRecModel, ctx: ModelContext, valid: Optional[EvalSplit],
                    eval_settings: EvalSettings, pairs: dict[str, torch.Tensor]) -> dict[str, float]:
     """What a log row says of the model as it stands: its validation metrics (when there is a
     validation split) and its retention columns."""
-    row: dict[str, float] = {}
-    if valid is not None:
-        ranks = rank_model(model, valid.histories, valid.targets, mask_history=eval_settings.mask_history,
-                           mask_items=valid.full_history, device=ctx.device,
-                           batch_users=eval_settings.batch_users, item_chunk=eval_settings.item_chunk)
-        row.update(validation_row(ranks, valid.targets, ctx.item_pop, eval_settings.ks,
-                                  eval_settings.popularity_groups))
+    row = validation_columns(model, ctx, valid, eval_settings) if valid is not None else {}
     row.update(retention_row(model, ctx, pairs))
     return row
+
+
+def validation_columns(model: SeqRecModel, ctx: ModelContext, valid: EvalSplit,
+                       eval_settings: EvalSettings) -> dict[str, float]:
+    """The `valid_*` columns of a log row (validation_row) of the model as it stands."""
+    ranks = rank_model(model, valid.histories, valid.targets, mask_history=eval_settings.mask_history,
+                       mask_items=valid.full_history, device=ctx.device,
+                       batch_users=eval_settings.batch_users, item_chunk=eval_settings.item_chunk)
+    return validation_row(ranks, valid.targets, ctx.item_pop, eval_settings.ks, eval_settings.popularity_groups)
 
 
 def selection_score(row: dict[str, Any], select_metric: str) -> float:

@@ -43,7 +43,9 @@ def train_entry(params: TrainConfig, entry: str, root: Path = Path("."), progres
     from mmrec.data.sequences import load_eval_split, load_train_sequences
     from mmrec.models.context import build_context, without_tokens
     from mmrec.models.registry import build_model, model_class
+    from mmrec.models.checkpoint import CHECKPOINT_FILE
     from mmrec.train.loop import EvalSettings, train_model
+    from mmrec.train.prior import fit_content_prior
 
     t0 = time.perf_counter()
     root = Path(root)
@@ -68,14 +70,21 @@ def train_entry(params: TrainConfig, entry: str, root: Path = Path("."), progres
     seq = seq[usable]
     valid = load_eval_split(ingest, "valid", common.max_len)
     ev = params.evaluate
+    eval_settings = EvalSettings(tuple(ev.ks), ev.mask_history, ev.batch_users, ev.item_chunk,
+                                 ev.popularity_groups)
     result = train_model(model, ctx, seq, valid, common, paths.model_dir(params, entry, root),
-                         seed=seed, arch=arch, name=entry, config=config,
-                         eval_settings=EvalSettings(tuple(ev.ks), ev.mask_history, ev.batch_users,
-                                                    ev.item_chunk, ev.popularity_groups),
+                         seed=seed, arch=arch, name=entry, config=config, eval_settings=eval_settings,
                          progress=progress)
+    prior = None
+    setting = getattr(model.cfg, "content_prior", "off")
+    if ddp.rank() == 0:
+        prior = fit_content_prior(model, ctx, valid, paths.model_dir(params, entry, root) / CHECKPOINT_FILE,
+                                  setting, common.select_metric, eval_settings)
+    ddp.barrier()
     return {"model": entry, "arch": arch, "seed": seed, "users": int(seq.shape[0]), "skipped_short_sequences": skipped,
             "items": ctx.n_items, "modalities": sorted(ctx.features), "epochs": result.epochs_run,
             "best_epoch": result.best_epoch, f"best_valid_{common.select_metric}": result.best_metric,
+            **({"content_prior_beta": prior["beta"]} if prior else {}),
             "seconds": round(time.perf_counter() - t0, 2),
             "output": str(paths.model_dir(params, entry, root))}
 
