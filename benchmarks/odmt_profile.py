@@ -17,9 +17,7 @@ whether batches keep their stored padding (`full`) or are trimmed as the trainin
 (`trim`, mmrec.data.sequences.trim_padding), optionally with every transformer block under
 torch.compile (`off:trim:compile`; the training loop does not compile, BENCHMARKS.md says why).
 The epoch figure is s/step x steps per epoch + validation.
-Timings are per process on whatever else the machine runs: run it alone. Freed memory is kept
-in the process as at every stage entry (mmrec.allocator); `MMREC_MALLOC=system` times glibc's
-defaults instead.
+Timings are per process on whatever else the machine runs: run it alone.
 """
 
 from __future__ import annotations
@@ -164,7 +162,6 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=0, help="0 = all CPUs")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
-    from mmrec.allocator import keep_freed_memory, mode
     from mmrec.threads import apply_plan, configure_environment
 
     configs = [c.split(":") for c in args.configs]
@@ -172,8 +169,6 @@ def main() -> None:
         if len(parts) not in (2, 3) or parts[1] not in ("full", "trim") or parts[2:] not in ([], ["compile"]):
             ap.error(f"--configs {config!r}: expected AMP:full|trim or AMP:full|trim:compile")
     apply_plan(configure_environment(args.threads or "auto"))
-    keep_freed_memory()                                 # as every stage entry (MMREC_MALLOC=system: glibc's own)
-    print(f"malloc: {mode()}")
     for model, (amp, batches, *compiled) in ((m, c) for m in args.model for c in configs):
         r = run(model, args.steps, amp, args.threads, trim_batches=batches == "trim", params_path=args.params,
                 compile_blocks=bool(compiled))

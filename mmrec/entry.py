@@ -54,14 +54,11 @@ def configure_threads(params_path: str | os.PathLike = "params.yaml", *, torch: 
     """Size every thread pool of this process from its CPU budget (mmrec.threads): the
     environment first, so polars, BLAS and child processes read it when they load, then torch's
     and FAISS's pools. Called at every stage entry before anything imports polars or numpy.
-    `torch=False` (stages that never use torch) leaves torch unimported. glibc is also told to
-    keep freed tensor memory in the process (mmrec.allocator; MMREC_MALLOC=system opts out)."""
-    from mmrec.allocator import keep_freed_memory
+    `torch=False` (stages that never use torch) leaves torch unimported."""
     from mmrec.threads import apply_plan, configure_environment, read_params_threads
 
     try:
         plan = configure_environment(read_params_threads(params_path))
-        keep_freed_memory()
     except ValueError as err:
         raise CliError(str(err)) from None
     apply_plan(plan, import_torch=torch)

@@ -20,9 +20,8 @@ SCHEMA = {"mmrec/config.py", "mmrec/rawparams.py", "mmrec/schema.py", "mmrec/dat
           "mmrec/teacher/params.py", "mmrec/train/params.py", "mmrec/train/entries.py",
           "mmrec/models/configs.py"}
 #: Process set-up that never changes what a stage computes: thread pool sizes (deliberately not
-#: a dependency, README "CPU threads"), the allocator settings and the error/lock wrapper every
-#: stage runs in.
-NOT_SHAPING = {"mmrec/entry.py", "mmrec/threads.py", "mmrec/allocator.py", "mmrec/__init__.py"}
+#: a dependency, README "CPU threads") and the error/lock wrapper every stage runs in.
+NOT_SHAPING = {"mmrec/entry.py", "mmrec/threads.py", "mmrec/__init__.py"}
 
 
 def _module_file(module: str) -> Path | None:
